@@ -24,8 +24,9 @@
 //! ```
 
 pub mod amount;
-mod audit;
+pub mod audit;
 pub mod codec;
+mod index;
 pub mod limits;
 pub mod query;
 pub mod results;
@@ -33,6 +34,7 @@ mod snapshot;
 mod state;
 pub mod types;
 
+pub use snapshot::SnapshotBuilder;
 pub use query::{AccountFilter, Page, QueryError};
 pub use results::{CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult};
 pub use state::{Counts, StateMachine};

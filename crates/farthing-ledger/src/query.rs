@@ -102,6 +102,11 @@ pub struct Page<T> {
 }
 
 impl StateMachine {
+    /// The earliest timestamp at which a pending transfer expires, if any is due ever.
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.expiries.first().map(|(at, _)| *at)
+    }
+
     fn checked_filter(&self, f: &AccountFilter) -> Result<usize, QueryError> {
         if f.limit == 0 || f.limit > QUERY_LIMIT_MAX {
             return Err(QueryError::LimitOutOfRange);

@@ -1,7 +1,13 @@
-//! The whole state as bytes and back, for snapshots. Indexes are rebuilt on load, not stored.
+//! The state as bytes and back, for snapshots. Indexes are rebuilt on load, not stored.
 //!
-//! Layout: `FSNAPST1`, then u64 counts (assets, accounts, transfers, pending, failed,
-//! history accounts) and `last_timestamp`, then the sections in that order: assets (32 B),
+//! Transfers never change once committed, so a snapshot holds only the transfers committed
+//! since the previous one (from position `transfers_from`) plus the whole of the small,
+//! mutable state; a chain of snapshots rebuilds the ledger, and each costs time in proportion
+//! to what happened since the last, not to the ledger's size.
+//!
+//! Layout: `FSNAPST2`, `transfers_from` (u64), then u64 counts (assets, accounts, transfers
+//! in this part, pending, failed, history accounts) and `last_timestamp`, then the sections
+//! in that order: assets (32 B),
 //! accounts (128 B), transfers (128 B), pending (index u32, status u8, 3 zero bytes,
 //! expires_at u64), failed (id u128, code u8, 15 zero bytes), history (account index u32,
 //! rows u32, then rows of timestamp u64 and four u128 balances).
@@ -14,18 +20,69 @@ use crate::results::CreateTransferResult;
 use crate::state::{PendingState, StateMachine};
 use crate::types::{BalanceAt, Balances, PendingStatus};
 
-const MAGIC: &[u8; 8] = b"FSNAPST1";
+const MAGIC: &[u8; 8] = b"FSNAPST2";
 const HISTORY_ROW_BYTES: usize = 8 + 64;
 
+/// A snapshot captured at one instant, its transfers encoded a piece at a time.
+#[derive(Debug)]
+pub struct SnapshotBuilder {
+    out: Vec<u8>,
+    tail: Vec<u8>,
+    next: usize,
+    end: usize,
+}
+
+impl SnapshotBuilder {
+    /// Encodes up to `max` more transfers from `sm` (the ledger it was begun on; transfers
+    /// before `end` never change). Returns true once all are encoded.
+    pub fn step(&mut self, sm: &StateMachine, max: usize) -> bool {
+        let stop = self.end.min(self.next.saturating_add(max));
+        encode_transfers(&sm.transfers[self.next..stop], &mut self.out);
+        self.next = stop;
+        self.next == self.end
+    }
+
+    /// Transfers still to encode.
+    pub fn remaining(&self) -> usize {
+        self.end - self.next
+    }
+
+    /// Position just after the last transfer this snapshot holds.
+    pub fn transfers_end(&self) -> usize {
+        self.end
+    }
+
+    /// The encoded snapshot. Panics if transfers remain to be encoded.
+    pub fn finish(mut self) -> Vec<u8> {
+        assert_eq!(self.next, self.end, "snapshot finished before its transfers");
+        self.out.extend_from_slice(&self.tail);
+        self.out
+    }
+}
+
 impl StateMachine {
-    /// Appends the encoded state to `out`.
-    pub fn encode_snapshot(&self, out: &mut Vec<u8>) {
+    /// Appends the encoded state to `out`: every transfer from position `transfers_from` on,
+    /// and all the rest of the state. `transfers_from` 0 makes a self-contained snapshot.
+    pub fn encode_snapshot(&self, transfers_from: usize, out: &mut Vec<u8>) {
+        let mut builder = self.begin_snapshot(transfers_from);
+        while !builder.step(self, usize::MAX) {}
+        out.extend_from_slice(&builder.finish());
+    }
+
+    /// Captures the state now and returns a builder that encodes the transfers (which never
+    /// change) a piece at a time, so that a large snapshot never stalls the writer.
+    pub fn begin_snapshot(&self, transfers_from: usize) -> SnapshotBuilder {
+        assert!(transfers_from <= self.transfers.len(), "snapshot starts past the log");
+        let end = self.transfers.len();
+        let mut tail = Vec::new();
+        self.encode_tail(&mut tail);
+        let mut out = Vec::with_capacity(64 + (end - transfers_from) * EVENT_BYTES + tail.len());
         out.extend_from_slice(MAGIC);
-        let history_rows: usize = self.history.values().map(Vec::len).sum();
+        out.extend_from_slice(&(transfers_from as u64).to_le_bytes());
         for n in [
             self.assets.len(),
             self.accounts.len(),
-            self.transfers.len(),
+            end - transfers_from,
             self.pending.len(),
             self.failed.len(),
             self.history.len(),
@@ -33,10 +90,13 @@ impl StateMachine {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
         out.extend_from_slice(&self.last_timestamp.to_le_bytes());
-        out.reserve(self.transfers.len() * EVENT_BYTES + history_rows * HISTORY_ROW_BYTES);
-        encode_assets(&self.assets(), out);
-        encode_accounts(&self.accounts, out);
-        encode_transfers(&self.transfers, out);
+        encode_assets(&self.assets(), &mut out);
+        encode_accounts(&self.accounts, &mut out);
+        SnapshotBuilder { out, tail, next: transfers_from, end }
+    }
+
+    /// Pending states, failures and history: the sections after the transfers.
+    fn encode_tail(&self, out: &mut Vec<u8>) {
         let mut pending: Vec<_> = self.pending.iter().collect();
         pending.sort_unstable_by_key(|(i, _)| **i);
         for (index, p) in pending {
@@ -71,55 +131,108 @@ impl StateMachine {
         }
     }
 
-    /// Rebuilds a state from [`Self::encode_snapshot`] bytes, checking every length and
-    /// every cross-reference; a malformed snapshot is an error, never a partial state.
+    /// Rebuilds a state from one self-contained snapshot (`transfers_from` 0).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Self, String> {
+        Self::decode_snapshot_chain(&[bytes]).map_err(|(_, reason)| reason)
+    }
+
+    /// Rebuilds a state from a chain of snapshots, oldest first: the transfers of every part,
+    /// each continuing where the previous ended, and the rest of the state from the last.
+    /// Every length and cross-reference is checked; a malformed chain is an error, never a
+    /// partial state. An error names the part (its index) it was found in.
+    pub fn decode_snapshot_chain(parts: &[&[u8]]) -> Result<Self, (usize, String)> {
+        let mut sm = StateMachine::new();
+        if parts.is_empty() {
+            return Err((0, "no snapshot".into()));
+        }
+        // A part that starts at transfer 0 is self-contained: the chain restarts there.
+        let starts_at = |p: &[u8]| p.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+        let first = parts.iter().rposition(|p| starts_at(p) == Some(0)).unwrap_or(0);
+        for (i, part) in parts.iter().enumerate().skip(first) {
+            sm.decode_part(part, i + 1 == parts.len()).map_err(|e| (i, e))?;
+        }
+        Ok(sm)
+    }
+
+    /// Decodes one part: its transfers always, the rest only for the `last` part.
+    fn decode_part(&mut self, bytes: &[u8], last: bool) -> Result<(), String> {
         let mut r = Cursor { bytes, at: 0 };
         if r.take(8)? != MAGIC {
             return Err("not a Farthing state snapshot (bad magic)".into());
+        }
+        let transfers_from = r.u64()?;
+        if transfers_from != self.transfers.len() as u64 {
+            return Err(format!(
+                "snapshot continues the log at transfer {transfers_from}, the chain so far \
+                 holds {}",
+                self.transfers.len()
+            ));
         }
         let mut counts = [0usize; 6];
         for c in &mut counts {
             *c = usize::try_from(r.u64()?).map_err(|_| "count too large")?;
         }
         let [assets, accounts, transfers, pending, failed, history] = counts;
-        let mut sm = StateMachine::new();
-        sm.last_timestamp = r.u64()?;
-        sm.reserve(accounts, transfers);
-        for _ in 0..assets {
-            let a = decode_asset(r.take(ASSET_BYTES)?);
-            sm.assets.insert(a.id, a);
-        }
-        for i in 0..accounts {
-            let a = decode_account(r.take(EVENT_BYTES)?);
-            if sm.account_index.insert(a.id, i as u32).is_some() {
+        let last_timestamp = r.u64()?;
+        let asset_bytes = r.take(assets.checked_mul(ASSET_BYTES).ok_or("count too large")?)?;
+        let account_bytes = r.take(accounts.checked_mul(EVENT_BYTES).ok_or("count too large")?)?;
+        // Accounts must be known to index transfers: take this part's (every part lists all
+        // accounts that existed when it was taken, a superset of those its transfers name).
+        self.accounts.clear();
+        self.account_index.clear();
+        self.account_transfers.iter_mut().for_each(Vec::clear);
+        self.account_transfers.resize(accounts, Vec::new());
+        self.accounts.reserve(accounts);
+        for (i, chunk) in account_bytes.chunks_exact(EVENT_BYTES).enumerate() {
+            let a = decode_account(chunk);
+            if self.account_index.insert(a.id, i as u32).is_some() {
                 return Err(format!("account {} appears twice", a.id));
             }
-            sm.accounts.push(a);
-            sm.account_transfers.push(Vec::new());
+            self.accounts.push(a);
         }
-        for i in 0..transfers {
-            let t = decode_transfer(r.take(EVENT_BYTES)?);
-            let lookup = |id| sm.account_index.get(&id).copied();
+        let transfer_bytes = r.take(transfers.checked_mul(EVENT_BYTES).ok_or("count too large")?)?;
+        self.transfers.reserve(transfers);
+        self.transfer_index.reserve(transfers, &self.transfers);
+        for chunk in transfer_bytes.chunks_exact(EVENT_BYTES) {
+            let t = decode_transfer(chunk);
+            if self.transfer_position(t.id).is_some() {
+                return Err(format!("transfer {} appears twice", t.id));
+            }
+            if self.transfers.last().is_some_and(|p| p.timestamp >= t.timestamp) {
+                return Err(format!("transfer {} is out of time order", t.id));
+            }
+            let position = self.transfers.len() as u32;
+            self.transfer_index.insert(t.id, position, &self.transfers);
+            self.transfers.push(t);
+        }
+        if !last {
+            return Ok(());
+        }
+        self.last_timestamp = last_timestamp;
+        for chunk in asset_bytes.chunks_exact(ASSET_BYTES) {
+            let a = decode_asset(chunk);
+            self.assets.insert(a.id, a);
+        }
+        self.index_account_transfers()?;
+        self.decode_tables(&mut r, pending, failed, history)?;
+        if r.at != bytes.len() {
+            return Err(format!("{} unexpected bytes after the state", bytes.len() - r.at));
+        }
+        Ok(())
+    }
+
+    /// Rebuilds every account's list of transfers from the log.
+    fn index_account_transfers(&mut self) -> Result<(), String> {
+        for (position, t) in self.transfers.iter().enumerate() {
+            let lookup = |id| self.account_index.get(&id).copied();
             let (Some(dr), Some(cr)) = (lookup(t.debit_account_id), lookup(t.credit_account_id))
             else {
                 return Err(format!("transfer {} names a missing account", t.id));
             };
-            if sm.transfer_index.insert(t.id, i as u32).is_some() {
-                return Err(format!("transfer {} appears twice", t.id));
-            }
-            sm.account_transfers[dr as usize].push(i as u32);
-            sm.account_transfers[cr as usize].push(i as u32);
-            sm.transfers.push(t);
+            self.account_transfers[dr as usize].push(position as u32);
+            self.account_transfers[cr as usize].push(position as u32);
         }
-        sm.decode_tables(&mut r, pending, failed, history)?;
-        if r.at != bytes.len() {
-            return Err(format!(
-                "{} unexpected bytes after the state",
-                bytes.len() - r.at
-            ));
-        }
-        Ok(sm)
+        Ok(())
     }
 
     fn decode_tables(

@@ -8,12 +8,17 @@ use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
 
+use crate::index::IdIndex;
 use crate::limits::{ASSETS_MAX, BATCH_EVENTS_MAX, NS_PER_S, TRANSFERS_MAX};
 use crate::results::{CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult};
 use crate::types::{
     Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, PendingStatus, Transfer,
     TransferFlags, ASSET_SCALE_MAX,
 };
+
+/// How many events ahead the transfer index is prefetched: enough to cover a memory miss,
+/// few enough to stay within the CPU's outstanding-miss buffers.
+const PREFETCH_DISTANCE: usize = 12;
 
 pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
@@ -53,7 +58,7 @@ pub struct StateMachine {
     pub(crate) history: Map<u32, Vec<BalanceAt>>,
     /// Every committed transfer, in commit (= timestamp) order.
     pub(crate) transfers: Vec<Transfer>,
-    pub(crate) transfer_index: Map<u128, u32>,
+    pub(crate) transfer_index: IdIndex,
     pub(crate) pending: Map<u32, PendingState>,
     pub(crate) expiries: BTreeSet<(u64, u32)>,
     /// Ids of transfers refused for a state-dependent reason, with that reason.
@@ -81,7 +86,7 @@ impl StateMachine {
             account_transfers: Vec::new(),
             history: Map::default(),
             transfers: Vec::new(),
-            transfer_index: Map::default(),
+            transfer_index: IdIndex::default(),
             pending: Map::default(),
             expiries: BTreeSet::new(),
             failed: Map::default(),
@@ -91,13 +96,21 @@ impl StateMachine {
         }
     }
 
-    /// Reserves room for this many more accounts and transfers (bulk loads, benchmarks).
+    /// Reserves room for this many more accounts and transfers and touches it, so that the
+    /// hot path never waits for the kernel to fault in fresh pages (static allocation at
+    /// start-up, as an engine configured with a capacity does).
     pub fn reserve(&mut self, accounts: usize, transfers: usize) {
         self.accounts.reserve(accounts);
         self.account_index.reserve(accounts);
         self.account_transfers.reserve(accounts);
         self.transfers.reserve(transfers);
-        self.transfer_index.reserve(transfers);
+        self.transfer_index.reserve(transfers, &self.transfers);
+        // One write per page of the log's spare capacity.
+        let per_page = (4096 / std::mem::size_of::<Transfer>()).max(1);
+        for slot in self.transfers.spare_capacity_mut().iter_mut().step_by(per_page) {
+            slot.write(Transfer::default());
+        }
+        self.transfer_index.prefault();
     }
 
     /// Timestamp of the last event applied (0 for an empty ledger).
@@ -170,8 +183,11 @@ impl StateMachine {
             self.accounts[dr].balances.debits_pending -= p.amount;
             self.accounts[cr].balances.credits_pending -= p.amount;
             self.reopen_if_closing(&p, dr, cr);
-            self.record_history(dr, expires_at);
-            self.record_history(cr, expires_at);
+            // A deadline inside the last batch's span is applied only now, after that batch's
+            // events: date the row after them so that history stays in time order.
+            let at = expires_at.max(self.last_timestamp + 1);
+            self.record_history(dr, at);
+            self.record_history(cr, at);
             expired += 1;
         }
         expired
@@ -256,7 +272,7 @@ impl StateMachine {
         let codes = self.run_chains(
             events,
             |a| a.flags.contains(AccountFlags::LINKED),
-            |sm, a, ts| sm.create_account(a, ts),
+            |sm, a, i, ts| sm.create_account(&a[i], ts),
             Chain {
                 ok: R::Ok,
                 failed: R::LinkedEventFailed,
@@ -345,10 +361,19 @@ impl StateMachine {
     ) -> Vec<EventResult<CreateTransferResult>> {
         use CreateTransferResult as R;
         self.begin_batch(timestamp, events.len());
+        for t in events.iter().take(PREFETCH_DISTANCE) {
+            self.transfer_index.prefetch(t.id);
+        }
         let codes = self.run_chains(
             events,
             |t| t.flags.contains(TransferFlags::LINKED),
-            |sm, t, ts| sm.create_transfer(t, ts),
+            |sm, t, i, ts| {
+                // Load the index slot of a transfer a few events ahead while this one runs.
+                if let Some(ahead) = t.get(i + PREFETCH_DISTANCE) {
+                    sm.transfer_index.prefetch(ahead.id);
+                }
+                sm.create_transfer(&t[i], ts)
+            },
             Chain {
                 ok: R::Ok,
                 failed: R::LinkedEventFailed,
@@ -458,7 +483,7 @@ impl StateMachine {
         if let Some(e) = self.transfer(t.id) {
             return Err(transfer_exists(t, e));
         }
-        if self.failed.contains_key(&t.id) {
+        if !self.failed.is_empty() && self.failed.contains_key(&t.id) {
             return Err(R::IdAlreadyFailed);
         }
         Ok(())
@@ -594,10 +619,7 @@ impl StateMachine {
     fn resolve_pending(&mut self, t: &Transfer, ts: u64) -> Outcome<()> {
         use CreateTransferResult as R;
         let post = t.flags.contains(TransferFlags::POST_PENDING);
-        let p_index = *self
-            .transfer_index
-            .get(&t.pending_id)
-            .ok_or(R::PendingTransferNotFound)?;
+        let p_index = self.transfer_position(t.pending_id).ok_or(R::PendingTransferNotFound)?;
         let p = self.transfers[p_index as usize];
         check(
             p.flags.contains(TransferFlags::PENDING),
@@ -710,7 +732,7 @@ impl StateMachine {
         &mut self,
         events: &[E],
         linked: impl Fn(&E) -> bool,
-        mut apply: impl FnMut(&mut Self, &E, u64) -> C,
+        mut apply: impl FnMut(&mut Self, &[E], usize, u64) -> C,
         codes: Chain<C>,
         timestamp: u64,
     ) -> Vec<C> {
@@ -719,7 +741,7 @@ impl StateMachine {
         let mut i = 0;
         while i < n {
             if !linked(&events[i]) {
-                results.push(apply(self, &events[i], timestamp + i as u64));
+                results.push(apply(self, events, i, timestamp + i as u64));
                 i += 1;
                 continue;
             }
@@ -735,7 +757,7 @@ impl StateMachine {
                 let code = if open && j == last {
                     codes.open
                 } else {
-                    apply(self, &events[j], timestamp + j as u64)
+                    apply(self, events, j, timestamp + j as u64)
                 };
                 results.push(code);
                 if code != codes.ok {
@@ -819,8 +841,8 @@ impl StateMachine {
             .transfers
             .last()
             .is_none_or(|l| l.timestamp < t.timestamp));
+        self.transfer_index.insert(t.id, index, &self.transfers);
         self.transfers.push(t);
-        self.transfer_index.insert(t.id, index);
         self.account_transfers[dr].push(index);
         self.account_transfers[cr].push(index);
         self.record_undo(Undo::TransferCreated);
@@ -828,9 +850,11 @@ impl StateMachine {
     }
 
     fn pop_transfer(&mut self) {
-        let t = self.transfers.pop().expect("undo of missing transfer");
+        let log = &self.transfers;
+        let t = *log.last().expect("undo of missing transfer");
+        self.transfer_index.remove(t.id, |p| log[p as usize].id);
+        self.transfers.pop();
         let index = self.transfers.len() as u32;
-        self.transfer_index.remove(&t.id);
         let (dr, cr) = self.account_pair(t.debit_account_id, t.credit_account_id);
         for a in [dr, cr] {
             assert_eq!(self.account_transfers[a].pop(), Some(index));
@@ -853,6 +877,9 @@ impl StateMachine {
     }
 
     fn record_history(&mut self, account: usize, timestamp: u64) {
+        if !self.accounts[account].flags.contains(AccountFlags::HISTORY) {
+            return;
+        }
         if let Some(h) = self.history.get_mut(&(account as u32)) {
             h.push(BalanceAt {
                 timestamp,
@@ -881,15 +908,18 @@ impl StateMachine {
     }
 
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        self.transfer_index
-            .get(&id)
-            .map(|i| &self.transfers[*i as usize])
+        self.transfer_position(id).map(|i| &self.transfers[i as usize])
+    }
+
+    /// Position of a transfer in the log.
+    pub(crate) fn transfer_position(&self, id: u128) -> Option<u32> {
+        self.transfer_index.get(id, |p| self.transfers[p as usize].id)
     }
 
     /// Status of a pending transfer by id; `None` if it is not a pending transfer.
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
-        let index = self.transfer_index.get(&id)?;
-        self.pending.get(index).map(|p| p.status)
+        let index = self.transfer_position(id)?;
+        self.pending.get(&index).map(|p| p.status)
     }
 
     /// Every asset, by id.

@@ -1,0 +1,260 @@
+//! The data directory: its format version, its lock, its snapshots, and recovery from it.
+//!
+//! ```text
+//! D/FORMAT               "farthing-data 1"
+//! D/LOCK                 held (flock) by the one process using D
+//! D/wal/<seq>.wal        WAL segments, named by their first record
+//! D/snapshots/<seq>.snap state after record <seq>, checksummed
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use farthing_ledger::codec::{decode_account, decode_asset, decode_transfer};
+use farthing_ledger::limits::{ASSET_BYTES, EVENT_BYTES};
+use farthing_ledger::StateMachine;
+
+use crate::error::StoreError;
+use crate::wal::{self, corrupt, Op, Record};
+
+pub const FORMAT_VERSION: u32 = 1;
+const FORMAT_FILE: &str = "FORMAT";
+const SNAPSHOT_MAGIC: &[u8; 8] = b"FSNAP001";
+const SNAPSHOT_HEADER_BYTES: usize = 32;
+
+/// An open, locked data directory.
+#[derive(Debug)]
+pub struct DataDir {
+    pub root: PathBuf,
+    _lock: File,
+}
+
+impl DataDir {
+    /// Opens `root`, creating it (with its format file) if it does not exist or is empty.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(root).map_err(StoreError::io(root))?;
+        let format = root.join(FORMAT_FILE);
+        let empty = std::fs::read_dir(root).map_err(StoreError::io(root))?.next().is_none();
+        if empty {
+            for sub in ["wal", "snapshots"] {
+                std::fs::create_dir_all(root.join(sub)).map_err(StoreError::io(root))?;
+            }
+            let mut f = File::create(&format).map_err(StoreError::io(&format))?;
+            writeln!(f, "farthing-data {FORMAT_VERSION}").map_err(StoreError::io(&format))?;
+            f.sync_all().map_err(StoreError::io(&format))?;
+            wal::sync_dir(root)?;
+        }
+        let text = std::fs::read_to_string(&format).map_err(|e| StoreError::Format {
+            path: root.to_path_buf(),
+            reason: format!("not a Farthing data directory (no readable {FORMAT_FILE}: {e})"),
+        })?;
+        let version = text.trim().strip_prefix("farthing-data ").and_then(|v| v.parse::<u32>().ok());
+        match version {
+            Some(FORMAT_VERSION) => {}
+            Some(v) => {
+                return Err(StoreError::Format {
+                    path: format,
+                    reason: format!("format version {v}; this build reads version {FORMAT_VERSION}"),
+                })
+            }
+            None => {
+                return Err(StoreError::Format { path: format, reason: "unreadable format".into() })
+            }
+        }
+        let lock_path = root.join("LOCK");
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
+        Ok(Self { root: root.to_path_buf(), _lock: lock })
+    }
+
+    pub fn wal_dir(&self) -> PathBuf {
+        self.root.join("wal")
+    }
+
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    /// Total bytes of the files in the directory.
+    pub fn bytes_on_disk(&self) -> u64 {
+        fn walk(dir: &Path) -> u64 {
+            let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+            entries
+                .flatten()
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => walk(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        }
+        walk(&self.root)
+    }
+}
+
+/// Snapshot files, oldest first, with the record each was taken after.
+fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
+        let path = entry.map_err(StoreError::io(dir))?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if let Some(seq) = name.strip_suffix(".snap").and_then(|s| s.parse::<u64>().ok()) {
+            found.push((seq, path));
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Writes the encoded state taken after record `seq` as a snapshot, durably and atomically.
+/// Snapshots form a chain (each holds the transfers since the one before), so none is
+/// removed.
+pub fn write_snapshot(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, StoreError> {
+    let path = dir.join(format!("{seq:020}.snap"));
+    let tmp = dir.join(format!("{seq:020}.snap.tmp"));
+    let mut header = [0u8; SNAPSHOT_HEADER_BYTES];
+    header[0..8].copy_from_slice(SNAPSHOT_MAGIC);
+    header[8..12].copy_from_slice(&crc32c::crc32c(state).to_le_bytes());
+    header[16..24].copy_from_slice(&seq.to_le_bytes());
+    header[24..32].copy_from_slice(&(state.len() as u64).to_le_bytes());
+    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+    f.write_all(&header).and_then(|()| f.write_all(state)).map_err(StoreError::io(&tmp))?;
+    f.sync_all().map_err(StoreError::io(&tmp))?;
+    std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
+    wal::sync_dir(dir)?;
+    Ok(path)
+}
+
+/// Reads and checks one snapshot file: the record it was taken after, and its state bytes.
+fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
+    let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
+    if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[0..8] != SNAPSHOT_MAGIC {
+        return Err(corrupt(path, 0, "not a snapshot (bad header)"));
+    }
+    let seq = u64::from_le_bytes(bytes[16..24].try_into().unwrap());
+    let len = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
+    let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if body.len() as u64 != len {
+        return Err(corrupt(path, 24, format!("length {len}, file holds {}", body.len())));
+    }
+    let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
+    if crc32c::crc32c(body) != crc {
+        return Err(corrupt(path, SNAPSHOT_HEADER_BYTES as u64, "checksum mismatch"));
+    }
+    let mut bytes = bytes;
+    bytes.drain(..SNAPSHOT_HEADER_BYTES);
+    Ok((seq, bytes))
+}
+
+/// Loads the chain of snapshots: the state after the newest, and that record's number.
+fn load_snapshots(dir: &Path) -> Result<(u64, StateMachine), StoreError> {
+    let files = list_snapshots(dir)?;
+    if files.is_empty() {
+        return Ok((0, StateMachine::new()));
+    }
+    let mut parts = Vec::with_capacity(files.len());
+    let mut seq = 0;
+    for (named, path) in &files {
+        let (s, body) = read_snapshot(path)?;
+        if s != *named || s < seq {
+            return Err(corrupt(path, 16, format!("snapshot of record {s} named {named}")));
+        }
+        seq = s;
+        parts.push(body);
+    }
+    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    let sm = StateMachine::decode_snapshot_chain(&slices).map_err(|(i, reason)| {
+        corrupt(&files[i].1, SNAPSHOT_HEADER_BYTES as u64, reason)
+    })?;
+    Ok((seq, sm))
+}
+
+/// Applies one WAL record to the state machine, exactly as the engine did.
+pub fn apply_record(sm: &mut StateMachine, record: &Record<'_>, file: &Path, offset: u64) -> Result<(), StoreError> {
+    let batches = record.sub_batches().map_err(|r| corrupt(file, offset, r))?;
+    for b in batches {
+        if b.timestamp <= sm.last_timestamp() {
+            return Err(corrupt(file, offset, "timestamps do not increase"));
+        }
+        match b.op {
+            Op::CreateAssets => {
+                let events: Vec<_> = b.events.chunks_exact(ASSET_BYTES).map(decode_asset).collect();
+                sm.create_assets(&events, b.timestamp);
+            }
+            Op::CreateAccounts => {
+                let events: Vec<_> = b.events.chunks_exact(EVENT_BYTES).map(decode_account).collect();
+                sm.create_accounts(&events, b.timestamp);
+            }
+            Op::CreateTransfers => {
+                let events: Vec<_> = b.events.chunks_exact(EVENT_BYTES).map(decode_transfer).collect();
+                sm.create_transfers(&events, b.timestamp);
+            }
+            Op::Pulse => {
+                sm.pulse(b.timestamp);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What recovery did, for logs and `farthing inspect`.
+#[derive(Clone, Debug, Default)]
+pub struct Recovery {
+    /// The record the loaded snapshot was taken after (0: none loaded).
+    pub snapshot_seq: u64,
+    /// Transfers held by the snapshot chain; the next snapshot starts after them.
+    pub snapshot_transfers: u64,
+    pub records_replayed: u64,
+    pub last_seq: u64,
+    pub wal_bytes: u64,
+    pub wal_segments: usize,
+    /// A torn final write found (file, offset, bytes); cut off when repairing.
+    pub torn_tail: Option<(PathBuf, u64, u64)>,
+    pub duration: Duration,
+}
+
+/// Rebuilds the state: the newest snapshot that reads back intact, then every later WAL
+/// record. With `repair`, a torn tail is truncated so that appending can resume.
+pub fn recover(dir: &DataDir, repair: bool) -> Result<(StateMachine, Recovery), StoreError> {
+    let started = Instant::now();
+    let (snapshot_seq, mut sm) = load_snapshots(&dir.snapshot_dir())?;
+    let snapshot_transfers = sm.counts().transfers;
+    let mut replayed = 0u64;
+    let summary = wal::scan(&dir.wal_dir(), |record, file, offset| {
+        if record.seq > snapshot_seq {
+            apply_record(&mut sm, record, file, offset)?;
+            replayed += 1;
+        }
+        Ok(())
+    })?;
+    if summary.last_seq < snapshot_seq {
+        return Err(StoreError::Format {
+            path: dir.wal_dir(),
+            reason: format!(
+                "the WAL ends at record {} but a snapshot was taken after record {snapshot_seq}",
+                summary.last_seq
+            ),
+        });
+    }
+    if let (true, Some((file, offset, _))) = (repair, &summary.torn_tail) {
+        wal::truncate_tail(file, *offset)?;
+    }
+    let recovery = Recovery {
+        snapshot_seq,
+        snapshot_transfers,
+        records_replayed: replayed,
+        last_seq: summary.last_seq,
+        wal_bytes: summary.bytes,
+        wal_segments: summary.segments,
+        torn_tail: summary.torn_tail,
+        duration: started.elapsed(),
+    };
+    Ok((sm, recovery))
+}

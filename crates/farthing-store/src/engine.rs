@@ -1,0 +1,625 @@
+//! The engine: one writer thread owns the state machine; a second makes its records durable.
+//!
+//! ```text
+//! callers ──(bounded queue)──> engine thread ──(bounded)──> WAL thread ──> replies
+//!                              merge waiting requests        write + fdatasync the records
+//!                              into one batch, execute,      gathered so far (group commit),
+//!                              encode one WAL record         then answer their callers
+//! ```
+//! The engine thread runs ahead of the disk by at most `wal_queue_records_max` records, so it
+//! executes batch N+1 while batch N is being synced. No answer, not even a read, leaves before
+//! every record it may depend on is durable: reads travel the same queue as writes.
+
+use std::any::Any;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
+use farthing_ledger::codec::{encode_accounts, encode_assets, encode_transfers};
+use farthing_ledger::limits::BATCH_EVENTS_MAX;
+use farthing_ledger::{
+    Account, Asset, CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult,
+    SnapshotBuilder, StateMachine, Transfer,
+};
+
+use crate::clock::{Clock, SystemClock};
+use crate::datadir::{self, DataDir, Recovery};
+use crate::error::{EngineError, StoreError};
+use crate::wal::{Op, RecordBuilder, WalWriter};
+
+/// Engine settings; every bound has its unit in its name.
+#[derive(Clone)]
+pub struct EngineConfig {
+    pub data_dir: PathBuf,
+    /// A WAL segment is sealed once it would grow past this.
+    pub segment_bytes_max: u64,
+    /// Requests waiting for the engine thread; past this, callers are pushed back.
+    pub queue_requests_max: usize,
+    /// Records executed but not yet durable; bounds how far execution runs ahead of the disk.
+    pub wal_queue_records_max: usize,
+    /// Take a snapshot once this many WAL bytes were written since the last one (0: never).
+    pub snapshot_wal_bytes: u64,
+    /// How long an idle engine waits before checking for pending transfers to expire.
+    pub pulse_interval_ms: u64,
+    /// How long a blocking submit waits for room in the queue before `Overloaded`.
+    pub submit_timeout_ms: u64,
+    /// Accounts and transfers to allocate (and touch) memory for at start-up, so that the
+    /// hot path does not wait on fresh pages; the ledger still grows past them.
+    pub accounts_capacity: usize,
+    pub transfers_capacity: usize,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl EngineConfig {
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            segment_bytes_max: 256 << 20,
+            queue_requests_max: 16_384,
+            wal_queue_records_max: 4,
+            snapshot_wal_bytes: 1 << 30,
+            pulse_interval_ms: 100,
+            submit_timeout_ms: 5_000,
+            accounts_capacity: 100_000,
+            transfers_capacity: 1_000_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Transfers of a snapshot in progress encoded after each batch: small enough (4 MiB) to
+/// add well under a millisecond to a batch, large enough to finish 10M transfers in ~300
+/// batches.
+const SNAPSHOT_STEP_TRANSFERS: usize = 32_768;
+
+type ReadFn = Box<dyn FnOnce(&StateMachine) -> Box<dyn Any + Send> + Send>;
+
+enum Command {
+    CreateAssets(Vec<Asset>),
+    CreateAccounts(Vec<Account>),
+    CreateTransfers(Vec<Transfer>),
+    Read(ReadFn),
+    Snapshot,
+    Stop,
+}
+
+impl Command {
+    fn events(&self) -> usize {
+        match self {
+            Self::CreateAssets(e) => e.len(),
+            Self::CreateAccounts(e) => e.len(),
+            Self::CreateTransfers(e) => e.len(),
+            Self::Read(_) | Self::Snapshot | Self::Stop => 0,
+        }
+    }
+}
+
+enum Answer {
+    Assets(Vec<EventResult<CreateAssetResult>>),
+    Accounts(Vec<EventResult<CreateAccountResult>>),
+    Transfers(Vec<EventResult<CreateTransferResult>>),
+    Read(Box<dyn Any + Send>),
+    Snapshot(u64),
+    Stopped,
+}
+
+type Reply = oneshot::Sender<Result<Answer, EngineError>>;
+
+struct Request {
+    command: Command,
+    reply: Reply,
+}
+
+/// What the engine thread hands the WAL thread: at most one record and the answers that wait
+/// for it (and for every record before it).
+struct Commit {
+    record: Option<Vec<u8>>,
+    events: u64,
+    answers: Vec<(Reply, Answer)>,
+    snapshot: Option<(u64, Vec<u8>)>,
+}
+
+/// Live counters, readable from any thread.
+#[derive(Debug, Default)]
+pub struct EngineStats {
+    pub records_durable: AtomicU64,
+    pub events_durable: AtomicU64,
+    pub syncs: AtomicU64,
+    pub wal_bytes_written: AtomicU64,
+}
+
+/// A running engine. Dropping it without [`Engine::shutdown`] still stops it cleanly.
+pub struct Engine {
+    handle: EngineHandle,
+    threads: Vec<JoinHandle<()>>,
+    dir: Arc<DataDir>,
+    recovery: Recovery,
+}
+
+/// A cheap, cloneable way to talk to the engine from any thread.
+#[derive(Clone)]
+pub struct EngineHandle {
+    requests: Sender<Request>,
+    failure: Arc<Mutex<Option<String>>>,
+    submit_timeout: Duration,
+    stats: Arc<EngineStats>,
+}
+
+impl Engine {
+    /// Opens (or creates) the data directory, recovers its state and starts the threads.
+    pub fn open(config: EngineConfig) -> Result<Self, StoreError> {
+        let dir = Arc::new(DataDir::open(&config.data_dir)?);
+        let (mut sm, recovery) = datadir::recover(&dir, true)?;
+        let counts = sm.counts();
+        sm.reserve(
+            config.accounts_capacity.saturating_sub(counts.accounts as usize),
+            config.transfers_capacity.saturating_sub(counts.transfers as usize),
+        );
+        let wal = WalWriter::open(&dir.wal_dir(), recovery.last_seq, config.segment_bytes_max)?;
+        let (requests, inbox) = bounded::<Request>(config.queue_requests_max);
+        let (commits, commit_inbox) = bounded::<Commit>(config.wal_queue_records_max);
+        let failure = Arc::new(Mutex::new(None));
+        let snapshot_failed = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(EngineStats::default());
+        let writer = Writer {
+            sm,
+            inbox,
+            commits,
+            clock: config.clock.clone(),
+            next_seq: recovery.last_seq + 1,
+            pulse_interval: Duration::from_millis(config.pulse_interval_ms),
+            snapshot_wal_bytes: config.snapshot_wal_bytes,
+            wal_bytes_since_snapshot: 0,
+            snapshot_transfers: recovery.snapshot_transfers as usize,
+            building: None,
+            snapshot_failed: snapshot_failed.clone(),
+        };
+        let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(1);
+        let snapshotter = Snapshotter {
+            inbox: snapshot_inbox,
+            dir: dir.snapshot_dir(),
+            failed: snapshot_failed,
+        };
+        let syncer = Syncer {
+            wal,
+            inbox: commit_inbox,
+            failure: failure.clone(),
+            stats: stats.clone(),
+            snapshots,
+        };
+        let threads = vec![
+            std::thread::Builder::new()
+                .name("farthing-engine".into())
+                .spawn(move || writer.run())
+                .map_err(StoreError::io(&config.data_dir))?,
+            std::thread::Builder::new()
+                .name("farthing-wal".into())
+                .spawn(move || syncer.run())
+                .map_err(StoreError::io(&config.data_dir))?,
+            std::thread::Builder::new()
+                .name("farthing-snapshot".into())
+                .spawn(move || snapshotter.run())
+                .map_err(StoreError::io(&config.data_dir))?,
+        ];
+        let handle = EngineHandle {
+            requests,
+            failure,
+            submit_timeout: Duration::from_millis(config.submit_timeout_ms),
+            stats,
+        };
+        Ok(Self { handle, threads, dir, recovery })
+    }
+
+    pub fn handle(&self) -> EngineHandle {
+        self.handle.clone()
+    }
+
+    /// What recovery found and did when the engine opened.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    pub fn bytes_on_disk(&self) -> u64 {
+        self.dir.bytes_on_disk()
+    }
+
+    /// Stops taking requests, finishes (and makes durable) every request already queued, and
+    /// waits for both threads. Handles still held elsewhere get `Stopped` afterwards.
+    pub fn shutdown(mut self) -> Result<(), EngineError> {
+        self.stop();
+        match self.handle.failure.lock().unwrap().clone() {
+            Some(reason) => Err(EngineError::Failed(reason)),
+            None => Ok(()),
+        }
+    }
+
+    fn stop(&mut self) {
+        // The engine thread stops at the Stop command, after everything queued before it;
+        // requests still queued behind it are dropped unanswered (`Stopped`), never applied.
+        let (reply, done) = oneshot::channel();
+        if self.handle.requests.send(Request { command: Command::Stop, reply }).is_ok() {
+            let _ = done.recv();
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+impl EngineHandle {
+    /// Live counters.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    fn check_batch(events: usize) -> Result<(), EngineError> {
+        if events == 0 || events > BATCH_EVENTS_MAX {
+            return Err(EngineError::BatchSize { events, max: BATCH_EVENTS_MAX });
+        }
+        Ok(())
+    }
+
+    fn submit(&self, command: Command, wait: bool) -> Result<Answer, EngineError> {
+        if let Some(reason) = self.failure.lock().unwrap().clone() {
+            return Err(EngineError::Failed(reason));
+        }
+        let (reply, answer) = oneshot::channel();
+        let request = Request { command, reply };
+        let sent = if wait {
+            self.requests.send_timeout(request, self.submit_timeout).map_err(|e| match e {
+                crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
+                crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
+            })
+        } else {
+            self.requests.try_send(request).map_err(|e| match e {
+                TrySendError::Full(_) => EngineError::Overloaded,
+                TrySendError::Disconnected(_) => EngineError::Stopped,
+            })
+        };
+        sent?;
+        match answer.recv() {
+            Ok(result) => result,
+            Err(_) => Err(self.failure.lock().unwrap().clone().map_or(EngineError::Stopped, EngineError::Failed)),
+        }
+    }
+
+    /// Registers assets; answers once they are durable.
+    pub fn create_assets(&self, assets: Vec<Asset>) -> Result<Vec<EventResult<CreateAssetResult>>, EngineError> {
+        Self::check_batch(assets.len())?;
+        match self.submit(Command::CreateAssets(assets), true)? {
+            Answer::Assets(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// Creates accounts; answers once they are durable.
+    pub fn create_accounts(&self, accounts: Vec<Account>) -> Result<Vec<EventResult<CreateAccountResult>>, EngineError> {
+        Self::check_batch(accounts.len())?;
+        match self.submit(Command::CreateAccounts(accounts), true)? {
+            Answer::Accounts(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// Creates transfers; answers once they are durable. Blocks while the queue is full, up
+    /// to the submit timeout.
+    pub fn create_transfers(&self, transfers: Vec<Transfer>) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        self.transfers(transfers, true)
+    }
+
+    /// Like [`Self::create_transfers`] but answers `Overloaded` at once if the queue is full.
+    pub fn try_create_transfers(&self, transfers: Vec<Transfer>) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        self.transfers(transfers, false)
+    }
+
+    fn transfers(&self, transfers: Vec<Transfer>, wait: bool) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        Self::check_batch(transfers.len())?;
+        match self.submit(Command::CreateTransfers(transfers), wait)? {
+            Answer::Transfers(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// Runs a read against the state, in order with writes: it sees every write submitted
+    /// before it, and answers only once those are durable.
+    pub fn read<T: Send + 'static>(&self, f: impl FnOnce(&StateMachine) -> T + Send + 'static) -> Result<T, EngineError> {
+        let read: ReadFn = Box::new(move |sm| Box::new(f(sm)));
+        match self.submit(Command::Read(read), true)? {
+            Answer::Read(value) => Ok(*value.downcast::<T>().expect("read answer type")),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// Writes a snapshot of the current state; answers with the record it was taken after
+    /// once the snapshot file is durable.
+    pub fn snapshot(&self) -> Result<u64, EngineError> {
+        match self.submit(Command::Snapshot, true)? {
+            Answer::Snapshot(seq) => Ok(seq),
+            _ => unreachable!("answer kind"),
+        }
+    }
+}
+
+/// The engine thread: owns the state machine.
+struct Writer {
+    sm: StateMachine,
+    inbox: Receiver<Request>,
+    commits: Sender<Commit>,
+    clock: Arc<dyn Clock>,
+    next_seq: u64,
+    pulse_interval: Duration,
+    snapshot_wal_bytes: u64,
+    wal_bytes_since_snapshot: u64,
+    /// Transfers already in snapshot files: the next snapshot holds only those after.
+    snapshot_transfers: usize,
+    building: Option<Building>,
+    /// Set by the snapshot thread when a snapshot could not be written.
+    snapshot_failed: Arc<AtomicBool>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut carry: Option<Request> = None;
+        loop {
+            let first = match carry.take() {
+                Some(r) => r,
+                None => match self.inbox.recv_timeout(self.pulse_interval) {
+                    Ok(r) => r,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.pulse_if_due();
+                        self.step_snapshot(SNAPSHOT_STEP_TRANSFERS * 8);
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return,
+                },
+            };
+            let mut stopping = matches!(first.command, Command::Stop);
+            let mut group = vec![first];
+            let mut events = group[0].command.events();
+            while let (false, Ok(next)) = (stopping, self.inbox.try_recv()) {
+                stopping = matches!(next.command, Command::Stop);
+                let n = next.command.events();
+                if events + n > BATCH_EVENTS_MAX {
+                    carry = Some(next);
+                    break;
+                }
+                events += n;
+                group.push(next);
+            }
+            if !self.execute(group) {
+                return;
+            }
+            if stopping {
+                // A snapshot in progress is finished, so the next start replays less.
+                self.step_snapshot(usize::MAX);
+                return;
+            }
+        }
+    }
+
+    /// The next batch timestamp: the clock, but always after the last one used.
+    fn next_timestamp(&self) -> u64 {
+        self.clock.now_ns().max(self.sm.last_timestamp() + 1)
+    }
+
+    fn pulse_if_due(&mut self) {
+        let ts = self.next_timestamp();
+        if self.sm.next_expiry().is_some_and(|due| due <= ts) {
+            let mut record = RecordBuilder::new();
+            self.sm.pulse(ts);
+            record.push(Op::Pulse, 0, ts, |_| {});
+            let record = record.finish(self.next_seq);
+            self.next_seq += 1;
+            let commit = Commit { record: Some(record), events: 0, answers: vec![], snapshot: None };
+            let _ = self.commits.send(commit);
+        }
+    }
+
+    /// Executes a group of requests as one WAL record. Returns false once the WAL thread is
+    /// gone (storage failure), after which nothing more may be executed.
+    fn execute(&mut self, group: Vec<Request>) -> bool {
+        let mut record = RecordBuilder::new();
+        let mut answers = Vec::with_capacity(group.len());
+        let mut snapshot_waiting = Vec::new();
+        for Request { command, reply } in group {
+            let answer = match command {
+                Command::CreateAssets(events) => {
+                    let ts = self.next_timestamp();
+                    let results = self.sm.create_assets(&events, ts);
+                    record.push(Op::CreateAssets, events.len(), ts, |b| encode_assets(&events, b));
+                    Answer::Assets(results)
+                }
+                Command::CreateAccounts(events) => {
+                    let ts = self.next_timestamp();
+                    let results = self.sm.create_accounts(&events, ts);
+                    record.push(Op::CreateAccounts, events.len(), ts, |b| encode_accounts(&events, b));
+                    Answer::Accounts(results)
+                }
+                Command::CreateTransfers(events) => {
+                    let ts = self.next_timestamp();
+                    let results = self.sm.create_transfers(&events, ts);
+                    record.push(Op::CreateTransfers, events.len(), ts, |b| encode_transfers(&events, b));
+                    Answer::Transfers(results)
+                }
+                Command::Read(f) => Answer::Read(f(&self.sm)),
+                Command::Snapshot => {
+                    snapshot_waiting.push(reply);
+                    continue;
+                }
+                Command::Stop => Answer::Stopped,
+            };
+            answers.push((reply, answer));
+        }
+        let events = record.events() as u64;
+        let record = (!record.is_empty()).then(|| {
+            let r = record.finish(self.next_seq);
+            self.next_seq += 1;
+            self.wal_bytes_since_snapshot += r.len() as u64;
+            r
+        });
+        if self.commits.send(Commit { record, events, answers, snapshot: None }).is_err() {
+            return false;
+        }
+        if !snapshot_waiting.is_empty() {
+            // Asked for: finish any snapshot in progress, then take one now, whole.
+            self.step_snapshot(usize::MAX);
+            self.start_snapshot(snapshot_waiting);
+            self.step_snapshot(usize::MAX);
+        } else if self.building.is_none()
+            && self.snapshot_wal_bytes > 0
+            && self.wal_bytes_since_snapshot >= self.snapshot_wal_bytes
+        {
+            self.start_snapshot(Vec::new());
+        }
+        self.step_snapshot(SNAPSHOT_STEP_TRANSFERS);
+        true
+    }
+
+    /// Captures the state after the last record; its transfers are encoded step by step.
+    fn start_snapshot(&mut self, waiting: Vec<Reply>) {
+        if self.snapshot_failed.swap(false, Ordering::Relaxed) {
+            // The last snapshot file was not written: start a new, self-contained chain.
+            self.snapshot_transfers = 0;
+        }
+        let builder = self.sm.begin_snapshot(self.snapshot_transfers);
+        self.snapshot_transfers = builder.transfers_end();
+        self.wal_bytes_since_snapshot = 0;
+        self.building = Some(Building { seq: self.next_seq - 1, builder, waiting });
+    }
+
+    /// Encodes up to `max` transfers of the snapshot in progress; hands it to the WAL thread
+    /// (which passes it on once its record is durable) when complete.
+    fn step_snapshot(&mut self, max: usize) {
+        let Some(building) = &mut self.building else { return };
+        if !building.builder.step(&self.sm, max) {
+            return;
+        }
+        let Building { seq, builder, waiting } = self.building.take().expect("snapshot");
+        let answers = waiting.into_iter().map(|r| (r, Answer::Snapshot(seq))).collect();
+        let snapshot = Some((seq, builder.finish()));
+        let _ = self.commits.send(Commit { record: None, events: 0, answers, snapshot });
+    }
+}
+
+/// A snapshot being encoded by the engine thread between batches.
+struct Building {
+    seq: u64,
+    builder: SnapshotBuilder,
+    waiting: Vec<Reply>,
+}
+
+/// A snapshot to write, once every record up to `seq` is durable, and who waits for it.
+struct SnapshotJob {
+    seq: u64,
+    state: Vec<u8>,
+    waiting: Vec<Reply>,
+}
+
+/// The snapshot thread: writes snapshot files without holding up the WAL.
+struct Snapshotter {
+    inbox: Receiver<SnapshotJob>,
+    dir: PathBuf,
+    failed: Arc<AtomicBool>,
+}
+
+impl Snapshotter {
+    fn run(self) {
+        while let Ok(job) = self.inbox.recv() {
+            let result = datadir::write_snapshot(&self.dir, job.seq, &job.state);
+            drop(job.state);
+            let answer = match result {
+                Ok(_) => Ok(()),
+                Err(e) => {
+                    // The WAL still holds everything: a failed snapshot loses nothing, but
+                    // must be seen.
+                    eprintln!("farthing: snapshot after record {} failed: {e}", job.seq);
+                    self.failed.store(true, Ordering::Relaxed);
+                    Err(EngineError::Failed(format!("snapshot failed: {e}")))
+                }
+            };
+            for reply in job.waiting {
+                let _ = reply.send(answer.clone().map(|()| Answer::Snapshot(job.seq)));
+            }
+        }
+    }
+}
+
+/// The WAL thread: makes records durable, then releases their answers.
+struct Syncer {
+    wal: WalWriter,
+    inbox: Receiver<Commit>,
+    failure: Arc<Mutex<Option<String>>>,
+    stats: Arc<EngineStats>,
+    snapshots: Sender<SnapshotJob>,
+}
+
+impl Syncer {
+    fn run(mut self) {
+        while let Ok(first) = self.inbox.recv() {
+            let mut commits = vec![first];
+            while let Ok(next) = self.inbox.try_recv() {
+                commits.push(next);
+            }
+            let records: Vec<Vec<u8>> = commits.iter_mut().filter_map(|c| c.record.take()).collect();
+            if !records.is_empty() {
+                if let Err(e) = self.wal.append_durable(&records) {
+                    self.fail(format!("WAL write failed: {e}"), commits);
+                    return;
+                }
+                let events = commits.iter().map(|c| c.events).sum();
+                self.count(&records, events);
+            }
+            for commit in commits {
+                let mut waiting = Vec::new();
+                for (reply, answer) in commit.answers {
+                    match answer {
+                        Answer::Snapshot(_) => waiting.push(reply),
+                        answer => {
+                            let _ = reply.send(Ok(answer));
+                        }
+                    }
+                }
+                if let Some((seq, state)) = commit.snapshot {
+                    // Every record up to `seq` is durable now: the snapshot may be written.
+                    let _ = self.snapshots.send(SnapshotJob { seq, state, waiting });
+                }
+            }
+        }
+    }
+
+    fn count(&self, records: &[Vec<u8>], events: u64) {
+        let bytes: usize = records.iter().map(Vec::len).sum();
+        let s = &self.stats;
+        s.events_durable.fetch_add(events, Ordering::Relaxed);
+        s.records_durable.fetch_add(records.len() as u64, Ordering::Relaxed);
+        s.wal_bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        s.syncs.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A failed write or fsync leaves the durable state unknown: stop everything, loudly.
+    fn fail(&self, reason: String, commits: Vec<Commit>) {
+        eprintln!("farthing: engine stopped: {reason}");
+        *self.failure.lock().unwrap() = Some(reason.clone());
+        for commit in commits {
+            for (reply, _) in commit.answers {
+                let _ = reply.send(Err(EngineError::Failed(reason.clone())));
+            }
+        }
+        while let Ok(commit) = self.inbox.try_recv() {
+            for (reply, _) in commit.answers {
+                let _ = reply.send(Err(EngineError::Failed(reason.clone())));
+            }
+        }
+    }
+}

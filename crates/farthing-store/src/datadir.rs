@@ -23,6 +23,8 @@ pub const FORMAT_VERSION: u32 = 1;
 const FORMAT_FILE: &str = "FORMAT";
 const SNAPSHOT_MAGIC: &[u8; 8] = b"FSNAP001";
 const SNAPSHOT_HEADER_BYTES: usize = 32;
+/// A snapshot is written and synced this many bytes at a time.
+const SNAPSHOT_SYNC_BYTES: usize = 8 << 20;
 
 /// An open, locked data directory.
 #[derive(Debug)]
@@ -36,7 +38,10 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root).map_err(StoreError::io(root))?;
         let format = root.join(FORMAT_FILE);
-        let empty = std::fs::read_dir(root).map_err(StoreError::io(root))?.next().is_none();
+        let empty = std::fs::read_dir(root)
+            .map_err(StoreError::io(root))?
+            .next()
+            .is_none();
         if empty {
             for sub in ["wal", "snapshots"] {
                 std::fs::create_dir_all(root.join(sub)).map_err(StoreError::io(root))?;
@@ -50,17 +55,25 @@ impl DataDir {
             path: root.to_path_buf(),
             reason: format!("not a Farthing data directory (no readable {FORMAT_FILE}: {e})"),
         })?;
-        let version = text.trim().strip_prefix("farthing-data ").and_then(|v| v.parse::<u32>().ok());
+        let version = text
+            .trim()
+            .strip_prefix("farthing-data ")
+            .and_then(|v| v.parse::<u32>().ok());
         match version {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
                 return Err(StoreError::Format {
                     path: format,
-                    reason: format!("format version {v}; this build reads version {FORMAT_VERSION}"),
+                    reason: format!(
+                        "format version {v}; this build reads version {FORMAT_VERSION}"
+                    ),
                 })
             }
             None => {
-                return Err(StoreError::Format { path: format, reason: "unreadable format".into() })
+                return Err(StoreError::Format {
+                    path: format,
+                    reason: "unreadable format".into(),
+                })
             }
         }
         let lock_path = root.join("LOCK");
@@ -70,8 +83,13 @@ impl DataDir {
             .write(true)
             .open(&lock_path)
             .map_err(StoreError::io(&lock_path))?;
-        lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
-        Ok(Self { root: root.to_path_buf(), _lock: lock })
+        lock.try_lock().map_err(|_| StoreError::Locked {
+            path: root.to_path_buf(),
+        })?;
+        Ok(Self {
+            root: root.to_path_buf(),
+            _lock: lock,
+        })
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -85,7 +103,9 @@ impl DataDir {
     /// Total bytes of the files in the directory.
     pub fn bytes_on_disk(&self) -> u64 {
         fn walk(dir: &Path) -> u64 {
-            let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+            let Ok(entries) = std::fs::read_dir(dir) else {
+                return 0;
+            };
             entries
                 .flatten()
                 .map(|e| match e.metadata() {
@@ -105,7 +125,10 @@ fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
         let path = entry.map_err(StoreError::io(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name.strip_suffix(".snap").and_then(|s| s.parse::<u64>().ok()) {
+        if let Some(seq) = name
+            .strip_suffix(".snap")
+            .and_then(|s| s.parse::<u64>().ok())
+        {
             found.push((seq, path));
         }
     }
@@ -125,7 +148,14 @@ pub fn write_snapshot(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, Sto
     header[16..24].copy_from_slice(&seq.to_le_bytes());
     header[24..32].copy_from_slice(&(state.len() as u64).to_le_bytes());
     let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
-    f.write_all(&header).and_then(|()| f.write_all(state)).map_err(StoreError::io(&tmp))?;
+    f.write_all(&header).map_err(StoreError::io(&tmp))?;
+    // Sync as it goes: one flush of a whole large snapshot would hold up the WAL's fsyncs
+    // behind it for seconds.
+    for chunk in state.chunks(SNAPSHOT_SYNC_BYTES) {
+        f.write_all(chunk)
+            .and_then(|()| f.sync_data())
+            .map_err(StoreError::io(&tmp))?;
+    }
     f.sync_all().map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
     wal::sync_dir(dir)?;
@@ -142,11 +172,19 @@ fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
     let len = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
     let body = &bytes[SNAPSHOT_HEADER_BYTES..];
     if body.len() as u64 != len {
-        return Err(corrupt(path, 24, format!("length {len}, file holds {}", body.len())));
+        return Err(corrupt(
+            path,
+            24,
+            format!("length {len}, file holds {}", body.len()),
+        ));
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if crc32c::crc32c(body) != crc {
-        return Err(corrupt(path, SNAPSHOT_HEADER_BYTES as u64, "checksum mismatch"));
+        return Err(corrupt(
+            path,
+            SNAPSHOT_HEADER_BYTES as u64,
+            "checksum mismatch",
+        ));
     }
     let mut bytes = bytes;
     bytes.drain(..SNAPSHOT_HEADER_BYTES);
@@ -164,20 +202,28 @@ fn load_snapshots(dir: &Path) -> Result<(u64, StateMachine), StoreError> {
     for (named, path) in &files {
         let (s, body) = read_snapshot(path)?;
         if s != *named || s < seq {
-            return Err(corrupt(path, 16, format!("snapshot of record {s} named {named}")));
+            return Err(corrupt(
+                path,
+                16,
+                format!("snapshot of record {s} named {named}"),
+            ));
         }
         seq = s;
         parts.push(body);
     }
     let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let sm = StateMachine::decode_snapshot_chain(&slices).map_err(|(i, reason)| {
-        corrupt(&files[i].1, SNAPSHOT_HEADER_BYTES as u64, reason)
-    })?;
+    let sm = StateMachine::decode_snapshot_chain(&slices)
+        .map_err(|(i, reason)| corrupt(&files[i].1, SNAPSHOT_HEADER_BYTES as u64, reason))?;
     Ok((seq, sm))
 }
 
 /// Applies one WAL record to the state machine, exactly as the engine did.
-pub fn apply_record(sm: &mut StateMachine, record: &Record<'_>, file: &Path, offset: u64) -> Result<(), StoreError> {
+pub fn apply_record(
+    sm: &mut StateMachine,
+    record: &Record<'_>,
+    file: &Path,
+    offset: u64,
+) -> Result<(), StoreError> {
     let batches = record.sub_batches().map_err(|r| corrupt(file, offset, r))?;
     for b in batches {
         if b.timestamp <= sm.last_timestamp() {
@@ -185,15 +231,27 @@ pub fn apply_record(sm: &mut StateMachine, record: &Record<'_>, file: &Path, off
         }
         match b.op {
             Op::CreateAssets => {
-                let events: Vec<_> = b.events.chunks_exact(ASSET_BYTES).map(decode_asset).collect();
+                let events: Vec<_> = b
+                    .events
+                    .chunks_exact(ASSET_BYTES)
+                    .map(decode_asset)
+                    .collect();
                 sm.create_assets(&events, b.timestamp);
             }
             Op::CreateAccounts => {
-                let events: Vec<_> = b.events.chunks_exact(EVENT_BYTES).map(decode_account).collect();
+                let events: Vec<_> = b
+                    .events
+                    .chunks_exact(EVENT_BYTES)
+                    .map(decode_account)
+                    .collect();
                 sm.create_accounts(&events, b.timestamp);
             }
             Op::CreateTransfers => {
-                let events: Vec<_> = b.events.chunks_exact(EVENT_BYTES).map(decode_transfer).collect();
+                let events: Vec<_> = b
+                    .events
+                    .chunks_exact(EVENT_BYTES)
+                    .map(decode_transfer)
+                    .collect();
                 sm.create_transfers(&events, b.timestamp);
             }
             Op::Pulse => {

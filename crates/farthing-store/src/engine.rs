@@ -155,8 +155,12 @@ impl Engine {
         let (mut sm, recovery) = datadir::recover(&dir, true)?;
         let counts = sm.counts();
         sm.reserve(
-            config.accounts_capacity.saturating_sub(counts.accounts as usize),
-            config.transfers_capacity.saturating_sub(counts.transfers as usize),
+            config
+                .accounts_capacity
+                .saturating_sub(counts.accounts as usize),
+            config
+                .transfers_capacity
+                .saturating_sub(counts.transfers as usize),
         );
         let wal = WalWriter::open(&dir.wal_dir(), recovery.last_seq, config.segment_bytes_max)?;
         let (requests, inbox) = bounded::<Request>(config.queue_requests_max);
@@ -210,7 +214,12 @@ impl Engine {
             submit_timeout: Duration::from_millis(config.submit_timeout_ms),
             stats,
         };
-        Ok(Self { handle, threads, dir, recovery })
+        Ok(Self {
+            handle,
+            threads,
+            dir,
+            recovery,
+        })
     }
 
     pub fn handle(&self) -> EngineHandle {
@@ -240,7 +249,15 @@ impl Engine {
         // The engine thread stops at the Stop command, after everything queued before it;
         // requests still queued behind it are dropped unanswered (`Stopped`), never applied.
         let (reply, done) = oneshot::channel();
-        if self.handle.requests.send(Request { command: Command::Stop, reply }).is_ok() {
+        if self
+            .handle
+            .requests
+            .send(Request {
+                command: Command::Stop,
+                reply,
+            })
+            .is_ok()
+        {
             let _ = done.recv();
         }
         for thread in self.threads.drain(..) {
@@ -265,7 +282,10 @@ impl EngineHandle {
 
     fn check_batch(events: usize) -> Result<(), EngineError> {
         if events == 0 || events > BATCH_EVENTS_MAX {
-            return Err(EngineError::BatchSize { events, max: BATCH_EVENTS_MAX });
+            return Err(EngineError::BatchSize {
+                events,
+                max: BATCH_EVENTS_MAX,
+            });
         }
         Ok(())
     }
@@ -277,10 +297,12 @@ impl EngineHandle {
         let (reply, answer) = oneshot::channel();
         let request = Request { command, reply };
         let sent = if wait {
-            self.requests.send_timeout(request, self.submit_timeout).map_err(|e| match e {
-                crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
-                crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
-            })
+            self.requests
+                .send_timeout(request, self.submit_timeout)
+                .map_err(|e| match e {
+                    crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
+                    crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
+                })
         } else {
             self.requests.try_send(request).map_err(|e| match e {
                 TrySendError::Full(_) => EngineError::Overloaded,
@@ -290,12 +312,20 @@ impl EngineHandle {
         sent?;
         match answer.recv() {
             Ok(result) => result,
-            Err(_) => Err(self.failure.lock().unwrap().clone().map_or(EngineError::Stopped, EngineError::Failed)),
+            Err(_) => Err(self
+                .failure
+                .lock()
+                .unwrap()
+                .clone()
+                .map_or(EngineError::Stopped, EngineError::Failed)),
         }
     }
 
     /// Registers assets; answers once they are durable.
-    pub fn create_assets(&self, assets: Vec<Asset>) -> Result<Vec<EventResult<CreateAssetResult>>, EngineError> {
+    pub fn create_assets(
+        &self,
+        assets: Vec<Asset>,
+    ) -> Result<Vec<EventResult<CreateAssetResult>>, EngineError> {
         Self::check_batch(assets.len())?;
         match self.submit(Command::CreateAssets(assets), true)? {
             Answer::Assets(r) => Ok(r),
@@ -304,7 +334,10 @@ impl EngineHandle {
     }
 
     /// Creates accounts; answers once they are durable.
-    pub fn create_accounts(&self, accounts: Vec<Account>) -> Result<Vec<EventResult<CreateAccountResult>>, EngineError> {
+    pub fn create_accounts(
+        &self,
+        accounts: Vec<Account>,
+    ) -> Result<Vec<EventResult<CreateAccountResult>>, EngineError> {
         Self::check_batch(accounts.len())?;
         match self.submit(Command::CreateAccounts(accounts), true)? {
             Answer::Accounts(r) => Ok(r),
@@ -314,16 +347,26 @@ impl EngineHandle {
 
     /// Creates transfers; answers once they are durable. Blocks while the queue is full, up
     /// to the submit timeout.
-    pub fn create_transfers(&self, transfers: Vec<Transfer>) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+    pub fn create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
         self.transfers(transfers, true)
     }
 
     /// Like [`Self::create_transfers`] but answers `Overloaded` at once if the queue is full.
-    pub fn try_create_transfers(&self, transfers: Vec<Transfer>) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+    pub fn try_create_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
         self.transfers(transfers, false)
     }
 
-    fn transfers(&self, transfers: Vec<Transfer>, wait: bool) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+    fn transfers(
+        &self,
+        transfers: Vec<Transfer>,
+        wait: bool,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
         Self::check_batch(transfers.len())?;
         match self.submit(Command::CreateTransfers(transfers), wait)? {
             Answer::Transfers(r) => Ok(r),
@@ -333,7 +376,10 @@ impl EngineHandle {
 
     /// Runs a read against the state, in order with writes: it sees every write submitted
     /// before it, and answers only once those are durable.
-    pub fn read<T: Send + 'static>(&self, f: impl FnOnce(&StateMachine) -> T + Send + 'static) -> Result<T, EngineError> {
+    pub fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateMachine) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
         let read: ReadFn = Box::new(move |sm| Box::new(f(sm)));
         match self.submit(Command::Read(read), true)? {
             Answer::Read(value) => Ok(*value.downcast::<T>().expect("read answer type")),
@@ -421,7 +467,12 @@ impl Writer {
             record.push(Op::Pulse, 0, ts, |_| {});
             let record = record.finish(self.next_seq);
             self.next_seq += 1;
-            let commit = Commit { record: Some(record), events: 0, answers: vec![], snapshot: None };
+            let commit = Commit {
+                record: Some(record),
+                events: 0,
+                answers: vec![],
+                snapshot: None,
+            };
             let _ = self.commits.send(commit);
         }
     }
@@ -429,28 +480,58 @@ impl Writer {
     /// Executes a group of requests as one WAL record. Returns false once the WAL thread is
     /// gone (storage failure), after which nothing more may be executed.
     fn execute(&mut self, group: Vec<Request>) -> bool {
+        // 1. Log first. A record holds the inputs and their timestamps, never results, and
+        //    replay re-executes it; so it can be written and fsynced while it executes.
         let mut record = RecordBuilder::new();
-        let mut answers = Vec::with_capacity(group.len());
-        let mut snapshot_waiting = Vec::new();
+        let mut last = self.sm.last_timestamp();
+        let mut planned = Vec::with_capacity(group.len());
         for Request { command, reply } in group {
-            let answer = match command {
-                Command::CreateAssets(events) => {
-                    let ts = self.next_timestamp();
-                    let results = self.sm.create_assets(&events, ts);
-                    record.push(Op::CreateAssets, events.len(), ts, |b| encode_assets(&events, b));
-                    Answer::Assets(results)
+            let (op, n) = match &command {
+                Command::CreateAssets(e) => (Op::CreateAssets, e.len()),
+                Command::CreateAccounts(e) => (Op::CreateAccounts, e.len()),
+                Command::CreateTransfers(e) => (Op::CreateTransfers, e.len()),
+                _ => {
+                    planned.push((command, reply, 0));
+                    continue;
                 }
+            };
+            let ts = self.clock.now_ns().max(last + 1);
+            record.push(op, n, ts, |b| match &command {
+                Command::CreateAssets(e) => encode_assets(e, b),
+                Command::CreateAccounts(e) => encode_accounts(e, b),
+                Command::CreateTransfers(e) => encode_transfers(e, b),
+                _ => unreachable!("write command"),
+            });
+            last = ts + n.max(1) as u64 - 1;
+            planned.push((command, reply, ts));
+        }
+        let events = record.events() as u64;
+        if !record.is_empty() {
+            let r = record.finish(self.next_seq);
+            self.next_seq += 1;
+            self.wal_bytes_since_snapshot += r.len() as u64;
+            let commit = Commit {
+                record: Some(r),
+                events,
+                answers: Vec::new(),
+                snapshot: None,
+            };
+            if self.commits.send(commit).is_err() {
+                return false;
+            }
+        }
+        // 2. Execute, in order, with the timestamps logged. The answers travel behind the
+        //    record, so the WAL thread releases them only once it is durable.
+        let mut answers = Vec::with_capacity(planned.len());
+        let mut snapshot_waiting = Vec::new();
+        for (command, reply, ts) in planned {
+            let answer = match command {
+                Command::CreateAssets(events) => Answer::Assets(self.sm.create_assets(&events, ts)),
                 Command::CreateAccounts(events) => {
-                    let ts = self.next_timestamp();
-                    let results = self.sm.create_accounts(&events, ts);
-                    record.push(Op::CreateAccounts, events.len(), ts, |b| encode_accounts(&events, b));
-                    Answer::Accounts(results)
+                    Answer::Accounts(self.sm.create_accounts(&events, ts))
                 }
                 Command::CreateTransfers(events) => {
-                    let ts = self.next_timestamp();
-                    let results = self.sm.create_transfers(&events, ts);
-                    record.push(Op::CreateTransfers, events.len(), ts, |b| encode_transfers(&events, b));
-                    Answer::Transfers(results)
+                    Answer::Transfers(self.sm.create_transfers(&events, ts))
                 }
                 Command::Read(f) => Answer::Read(f(&self.sm)),
                 Command::Snapshot => {
@@ -461,14 +542,18 @@ impl Writer {
             };
             answers.push((reply, answer));
         }
-        let events = record.events() as u64;
-        let record = (!record.is_empty()).then(|| {
-            let r = record.finish(self.next_seq);
-            self.next_seq += 1;
-            self.wal_bytes_since_snapshot += r.len() as u64;
-            r
-        });
-        if self.commits.send(Commit { record, events, answers, snapshot: None }).is_err() {
+        assert_eq!(
+            self.sm.last_timestamp(),
+            last,
+            "execution must match the logged timestamps"
+        );
+        let commit = Commit {
+            record: None,
+            events: 0,
+            answers,
+            snapshot: None,
+        };
+        if self.commits.send(commit).is_err() {
             return false;
         }
         if !snapshot_waiting.is_empty() {
@@ -495,20 +580,38 @@ impl Writer {
         let builder = self.sm.begin_snapshot(self.snapshot_transfers);
         self.snapshot_transfers = builder.transfers_end();
         self.wal_bytes_since_snapshot = 0;
-        self.building = Some(Building { seq: self.next_seq - 1, builder, waiting });
+        self.building = Some(Building {
+            seq: self.next_seq - 1,
+            builder,
+            waiting,
+        });
     }
 
     /// Encodes up to `max` transfers of the snapshot in progress; hands it to the WAL thread
     /// (which passes it on once its record is durable) when complete.
     fn step_snapshot(&mut self, max: usize) {
-        let Some(building) = &mut self.building else { return };
+        let Some(building) = &mut self.building else {
+            return;
+        };
         if !building.builder.step(&self.sm, max) {
             return;
         }
-        let Building { seq, builder, waiting } = self.building.take().expect("snapshot");
-        let answers = waiting.into_iter().map(|r| (r, Answer::Snapshot(seq))).collect();
+        let Building {
+            seq,
+            builder,
+            waiting,
+        } = self.building.take().expect("snapshot");
+        let answers = waiting
+            .into_iter()
+            .map(|r| (r, Answer::Snapshot(seq)))
+            .collect();
         let snapshot = Some((seq, builder.finish()));
-        let _ = self.commits.send(Commit { record: None, events: 0, answers, snapshot });
+        let _ = self.commits.send(Commit {
+            record: None,
+            events: 0,
+            answers,
+            snapshot,
+        });
     }
 }
 
@@ -571,7 +674,8 @@ impl Syncer {
             while let Ok(next) = self.inbox.try_recv() {
                 commits.push(next);
             }
-            let records: Vec<Vec<u8>> = commits.iter_mut().filter_map(|c| c.record.take()).collect();
+            let records: Vec<Vec<u8>> =
+                commits.iter_mut().filter_map(|c| c.record.take()).collect();
             if !records.is_empty() {
                 if let Err(e) = self.wal.append_durable(&records) {
                     self.fail(format!("WAL write failed: {e}"), commits);
@@ -592,7 +696,11 @@ impl Syncer {
                 }
                 if let Some((seq, state)) = commit.snapshot {
                     // Every record up to `seq` is durable now: the snapshot may be written.
-                    let _ = self.snapshots.send(SnapshotJob { seq, state, waiting });
+                    let _ = self.snapshots.send(SnapshotJob {
+                        seq,
+                        state,
+                        waiting,
+                    });
                 }
             }
         }
@@ -602,8 +710,10 @@ impl Syncer {
         let bytes: usize = records.iter().map(Vec::len).sum();
         let s = &self.stats;
         s.events_durable.fetch_add(events, Ordering::Relaxed);
-        s.records_durable.fetch_add(records.len() as u64, Ordering::Relaxed);
-        s.wal_bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
+        s.records_durable
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        s.wal_bytes_written
+            .fetch_add(bytes as u64, Ordering::Relaxed);
         s.syncs.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -39,9 +39,14 @@ pub enum Op {
 
 impl Op {
     pub fn from_u8(value: u8) -> Option<Self> {
-        [Self::CreateAssets, Self::CreateAccounts, Self::CreateTransfers, Self::Pulse]
-            .into_iter()
-            .find(|op| *op as u8 == value)
+        [
+            Self::CreateAssets,
+            Self::CreateAccounts,
+            Self::CreateTransfers,
+            Self::Pulse,
+        ]
+        .into_iter()
+        .find(|op| *op as u8 == value)
     }
     pub fn event_bytes(self) -> usize {
         match self {
@@ -64,7 +69,11 @@ impl RecordBuilder {
     pub fn new() -> Self {
         let mut buf = Vec::with_capacity(HEADER_BYTES + 64 * 1024);
         buf.resize(HEADER_BYTES, 0);
-        Self { buf, last_timestamp: 0, events: 0 }
+        Self {
+            buf,
+            last_timestamp: 0,
+            events: 0,
+        }
     }
 
     /// Events in the record so far.
@@ -77,14 +86,24 @@ impl RecordBuilder {
     }
 
     /// Adds a sub-batch; `encode` appends exactly `count` events of `op`'s size.
-    pub fn push(&mut self, op: Op, count: usize, timestamp: u64, encode: impl FnOnce(&mut Vec<u8>)) {
+    pub fn push(
+        &mut self,
+        op: Op,
+        count: usize,
+        timestamp: u64,
+        encode: impl FnOnce(&mut Vec<u8>),
+    ) {
         self.buf.push(op as u8);
         self.buf.extend_from_slice(&[0, 0, 0]);
         self.buf.extend_from_slice(&(count as u32).to_le_bytes());
         self.buf.extend_from_slice(&timestamp.to_le_bytes());
         let before = self.buf.len();
         encode(&mut self.buf);
-        assert_eq!(self.buf.len() - before, count * op.event_bytes(), "event encoding size");
+        assert_eq!(
+            self.buf.len() - before,
+            count * op.event_bytes(),
+            "event encoding size"
+        );
         self.last_timestamp = timestamp + count.max(1) as u64 - 1;
         self.events += count;
     }
@@ -92,7 +111,10 @@ impl RecordBuilder {
     /// Seals the record with its sequence number and checksum.
     pub fn finish(mut self, seq: u64) -> Vec<u8> {
         let body_len = self.buf.len() - HEADER_BYTES;
-        assert!(body_len <= BODY_BYTES_MAX, "record body of {body_len} bytes");
+        assert!(
+            body_len <= BODY_BYTES_MAX,
+            "record body of {body_len} bytes"
+        );
         let h = &mut self.buf[..HEADER_BYTES];
         h[4..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&(body_len as u32).to_le_bytes());
@@ -139,9 +161,16 @@ impl<'a> Record<'a> {
             let len = count * op.event_bytes();
             at += SUB_HEADER_BYTES;
             if count > BATCH_EVENTS_MAX || body.len() - at < len {
-                return Err(format!("sub-batch of {count} events does not fit the record"));
+                return Err(format!(
+                    "sub-batch of {count} events does not fit the record"
+                ));
             }
-            out.push(SubBatch { op, count, timestamp, events: &body[at..at + len] });
+            out.push(SubBatch {
+                op,
+                count,
+                timestamp,
+                events: &body[at..at + len],
+            });
             at += len;
         }
         Ok(out)
@@ -151,7 +180,10 @@ impl<'a> Record<'a> {
 /// Why the bytes at an offset are not a valid record.
 fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
     if bytes.len() < HEADER_BYTES {
-        return Err(format!("{} bytes left, less than a record header", bytes.len()));
+        return Err(format!(
+            "{} bytes left, less than a record header",
+            bytes.len()
+        ));
     }
     if &bytes[4..8] != MAGIC {
         return Err("no record magic".into());
@@ -161,7 +193,9 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
         return Err(format!("impossible body length {body_len}"));
     }
     if bytes.len() - HEADER_BYTES < body_len {
-        return Err(format!("record of {body_len} bytes runs past the end of the file"));
+        return Err(format!(
+            "record of {body_len} bytes runs past the end of the file"
+        ));
     }
     let end = HEADER_BYTES + body_len;
     let stored = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
@@ -192,8 +226,12 @@ pub fn list_segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     let mut segments = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
         let path = entry.map_err(StoreError::io(dir))?.path();
-        let Some(name) = path.file_name().and_then(|n| n.to_str()) else { continue };
-        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else { continue };
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        let Some(stem) = name.strip_suffix(SEGMENT_SUFFIX) else {
+            continue;
+        };
         let first = stem.parse::<u64>().map_err(|_| StoreError::Format {
             path: path.clone(),
             reason: "a WAL segment's name is its first sequence number".into(),
@@ -229,15 +267,22 @@ pub fn scan(
     mut visit: impl FnMut(&Record<'_>, &Path, u64) -> Result<(), StoreError>,
 ) -> Result<ScanSummary, StoreError> {
     let segments = list_segments(dir)?;
-    let mut summary = ScanSummary { segments: segments.len(), ..Default::default() };
+    let mut summary = ScanSummary {
+        segments: segments.len(),
+        ..Default::default()
+    };
     for (n, (first, path)) in segments.iter().enumerate() {
         let is_last = n + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
         if *first != summary.last_seq + 1 && !(n == 0 && bytes.is_empty()) {
-            return Err(corrupt(path, 0, format!(
-                "segment starts at record {first}, expected {}: records are missing",
-                summary.last_seq + 1
-            )));
+            return Err(corrupt(
+                path,
+                0,
+                format!(
+                    "segment starts at record {first}, expected {}: records are missing",
+                    summary.last_seq + 1
+                ),
+            ));
         }
         let mut at = 0usize;
         while at < bytes.len() {
@@ -253,11 +298,15 @@ pub fn scan(
                 }
             };
             if record.seq != summary.last_seq + 1 {
-                return Err(corrupt(path, at as u64, format!(
-                    "record {} where {} was expected",
-                    record.seq,
-                    summary.last_seq + 1
-                )));
+                return Err(corrupt(
+                    path,
+                    at as u64,
+                    format!(
+                        "record {} where {} was expected",
+                        record.seq,
+                        summary.last_seq + 1
+                    ),
+                ));
             }
             visit(&record, path, at as u64)?;
             summary.records += 1;
@@ -271,12 +320,19 @@ pub fn scan(
 }
 
 pub fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { file: path.to_path_buf(), offset, reason: reason.into() }
+    StoreError::Corrupt {
+        file: path.to_path_buf(),
+        offset,
+        reason: reason.into(),
+    }
 }
 
 /// Cuts a torn tail off the last segment, durably.
 pub fn truncate_tail(path: &Path, offset: u64) -> Result<(), StoreError> {
-    let file = OpenOptions::new().write(true).open(path).map_err(StoreError::io(path))?;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(StoreError::io(path))?;
     file.set_len(offset).map_err(StoreError::io(path))?;
     file.sync_all().map_err(StoreError::io(path))
 }
@@ -309,7 +365,14 @@ impl WalWriter {
             sync_dir(dir)?;
         }
         let len = file.metadata().map_err(StoreError::io(&path))?.len();
-        Ok(Self { dir: dir.to_path_buf(), file, path, len, segment_bytes_max, next_seq: last_seq + 1 })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            file,
+            path,
+            len,
+            segment_bytes_max,
+            next_seq: last_seq + 1,
+        })
     }
 
     /// Writes whole records (in sequence order) and fsyncs before returning: only then may
@@ -319,7 +382,10 @@ impl WalWriter {
         let mut chunk_len = 0u64;
         for record in records {
             let seq = u64::from_le_bytes(record[16..24].try_into().unwrap());
-            assert_eq!(seq, self.next_seq, "WAL records must be appended in sequence");
+            assert_eq!(
+                seq, self.next_seq,
+                "WAL records must be appended in sequence"
+            );
             let full = self.len + chunk_len + record.len() as u64 > self.segment_bytes_max;
             if full && self.len + chunk_len > 0 {
                 self.write_chunk(&chunk)?;
@@ -337,7 +403,9 @@ impl WalWriter {
 
     fn write_chunk(&mut self, chunk: &[&[u8]]) -> Result<(), StoreError> {
         for record in chunk {
-            self.file.write_all(record).map_err(StoreError::io(&self.path))?;
+            self.file
+                .write_all(record)
+                .map_err(StoreError::io(&self.path))?;
             self.len += record.len() as u64;
         }
         Ok(())
@@ -360,5 +428,7 @@ impl WalWriter {
 
 /// Makes a directory's entries (new or renamed files) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io(dir))
 }

@@ -62,8 +62,16 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
     let dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("farthing-bench-{}", std::process::id()))
     });
-    if dir.exists() && std::fs::read_dir(&dir).map_err(|e| e.to_string())?.next().is_some() {
-        return Err(format!("{} is not empty: the benchmark needs a fresh directory", dir.display()));
+    if dir.exists()
+        && std::fs::read_dir(&dir)
+            .map_err(|e| e.to_string())?
+            .next()
+            .is_some()
+    {
+        return Err(format!(
+            "{} is not empty: the benchmark needs a fresh directory",
+            dir.display()
+        ));
     }
     let result = bench_in(&dir, args);
     if temporary {
@@ -93,13 +101,17 @@ fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
                 + u64::from((c as u64) < args.transfers % args.clients as u64);
             let (ledger, sampler) = (ledger.clone(), sampler.clone());
             let (batch, pending, seed) = (args.batch_size, args.pending_percent, args.seed);
-            std::thread::spawn(move || client(c as u64, share, batch, pending, seed, &ledger, &sampler))
+            std::thread::spawn(move || {
+                client(c as u64, share, batch, pending, seed, &ledger, &sampler)
+            })
         })
         .collect();
     let mut latencies = Vec::new();
     let mut failed = 0u64;
     for w in workers {
-        let (lat, f) = w.join().map_err(|_| "a client thread panicked".to_string())??;
+        let (lat, f) = w
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())??;
         latencies.extend(lat);
         failed += f;
     }
@@ -141,7 +153,9 @@ fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
 fn print_text(r: &serde_json::Value) {
     println!(
         "{} transfers in {:.2} s: {:.0} transfers/s ({} failed)",
-        r["transfers"], r["elapsed_s"].as_f64().unwrap(), r["transfers_per_second"].as_f64().unwrap(),
+        r["transfers"],
+        r["elapsed_s"].as_f64().unwrap(),
+        r["transfers_per_second"].as_f64().unwrap(),
         r["failed"]
     );
     println!(
@@ -152,7 +166,9 @@ fn print_text(r: &serde_json::Value) {
     );
     println!(
         "group commit: {} fsyncs, {} WAL records, {:.1} transfers per fsync",
-        r["fsyncs"], r["wal_records"], r["transfers_per_fsync"].as_f64().unwrap()
+        r["fsyncs"],
+        r["wal_records"],
+        r["transfers_per_fsync"].as_f64().unwrap()
     );
     println!(
         "peak RSS {:.1} MiB, on disk {:.1} MiB",
@@ -164,7 +180,9 @@ fn print_text(r: &serde_json::Value) {
 /// One asset and `accounts` plain accounts (ids 1..=accounts).
 fn setup(ledger: &EngineHandle, accounts: u64) -> Result<(), String> {
     let asset = Asset::new(ASSET_ID, "USD", 6, AssetKind::Fiat);
-    let r = ledger.create_assets(vec![asset]).map_err(|e| e.to_string())?;
+    let r = ledger
+        .create_assets(vec![asset])
+        .map_err(|e| e.to_string())?;
     if r[0].code != CreateAssetResult::Ok {
         return Err(format!("creating the asset: {}", r[0].code));
     }
@@ -172,7 +190,12 @@ fn setup(ledger: &EngineHandle, accounts: u64) -> Result<(), String> {
     for chunk in ids.chunks(BATCH_EVENTS_MAX) {
         let batch = chunk
             .iter()
-            .map(|id| Account { id: *id as u128, asset: ASSET_ID, code: 1, ..Default::default() })
+            .map(|id| Account {
+                id: *id as u128,
+                asset: ASSET_ID,
+                code: 1,
+                ..Default::default()
+            })
             .collect();
         let r = ledger.create_accounts(batch).map_err(|e| e.to_string())?;
         if let Some(bad) = r.iter().find(|r| r.code != CreateAccountResult::Ok) {
@@ -185,7 +208,15 @@ fn setup(ledger: &EngineHandle, accounts: u64) -> Result<(), String> {
 type ClientResult = Result<(Vec<f64>, u64), String>;
 
 /// One submitter: sends `share` transfers in batches, one request in flight at a time.
-fn client(c: u64, share: u64, batch: usize, pending: u8, seed: u64, ledger: &EngineHandle, sampler: &Sampler) -> ClientResult {
+fn client(
+    c: u64,
+    share: u64,
+    batch: usize,
+    pending: u8,
+    seed: u64,
+    ledger: &EngineHandle,
+    sampler: &Sampler,
+) -> ClientResult {
     let mut rng = SmallRng::seed_from_u64(seed ^ (c + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut latencies = Vec::with_capacity((share as usize).div_ceil(batch));
     let mut failed = 0;
@@ -213,9 +244,14 @@ fn client(c: u64, share: u64, batch: usize, pending: u8, seed: u64, ledger: &Eng
             })
             .collect();
         let t0 = Instant::now();
-        let results = ledger.create_transfers(transfers).map_err(|e| e.to_string())?;
+        let results = ledger
+            .create_transfers(transfers)
+            .map_err(|e| e.to_string())?;
         latencies.push(ms(t0.elapsed()));
-        failed += results.iter().filter(|r| r.code != CreateTransferResult::Ok).count() as u64;
+        failed += results
+            .iter()
+            .filter(|r| r.code != CreateTransferResult::Ok)
+            .count() as u64;
         sent += n;
     }
     Ok((latencies, failed))
@@ -242,7 +278,10 @@ impl Sampler {
                 })
                 .collect()
         });
-        Self { accounts, cumulative }
+        Self {
+            accounts,
+            cumulative,
+        }
     }
 
     fn one(&self, rng: &mut SmallRng) -> u64 {

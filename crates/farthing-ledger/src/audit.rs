@@ -160,16 +160,29 @@ impl StateMachine {
         let accounts_bytes = (self.accounts.capacity() * size_of::<crate::Account>()) as u64
             + table(self.account_index.capacity(), size_of::<(u128, u32)>())
             + (self.account_transfers.capacity() * size_of::<Vec<u32>>()) as u64;
-        let lists: usize = self.account_transfers.iter().map(|l| l.capacity() * 4).sum();
+        let lists: usize = self
+            .account_transfers
+            .iter()
+            .map(|l| l.capacity() * 4)
+            .sum();
         let transfers_bytes = (self.transfers.capacity() * size_of::<crate::Transfer>()) as u64
             + self.transfer_index.bytes() as u64
             + lists as u64;
-        let history: usize =
-            self.history.values().map(|h| h.capacity() * size_of::<crate::BalanceAt>()).sum();
-        let other_bytes = table(self.pending.capacity(), size_of::<(u32, crate::state::PendingState)>())
-            + (self.expiries.len() * size_of::<(u64, u32)>() * 2) as u64
+        let history: usize = self
+            .history
+            .values()
+            .map(|h| h.capacity() * size_of::<crate::BalanceAt>())
+            .sum();
+        let other_bytes = table(
+            self.pending.capacity(),
+            size_of::<(u32, crate::state::PendingState)>(),
+        ) + (self.expiries.len() * size_of::<(u64, u32)>() * 2) as u64
             + table(self.failed.capacity(), size_of::<(u128, u8)>())
             + history as u64;
-        MemoryEstimate { accounts_bytes, transfers_bytes, other_bytes }
+        MemoryEstimate {
+            accounts_bytes,
+            transfers_bytes,
+            other_bytes,
+        }
     }
 }

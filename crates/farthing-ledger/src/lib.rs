@@ -34,9 +34,9 @@ mod snapshot;
 mod state;
 pub mod types;
 
-pub use snapshot::SnapshotBuilder;
 pub use query::{AccountFilter, Page, QueryError};
 pub use results::{CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult};
+pub use snapshot::SnapshotBuilder;
 pub use state::{Counts, StateMachine};
 pub use types::{
     Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, PendingStatus, Transfer,

@@ -166,21 +166,40 @@ impl StateMachine {
     }
 }
 
-/// Takes up to `limit` rows; if one more exists, the cursor continues just past the last.
-fn page<T>(
-    mut rows: impl Iterator<Item = T>,
-    f: &AccountFilter,
-    ts: impl Fn(&T) -> u64,
-) -> Page<T> {
-    let items: Vec<T> = rows.by_ref().take(f.limit as usize).collect();
-    let more = rows.next().is_some();
-    let next_cursor = match items.last() {
-        Some(last) if more => Some(if f.reverse {
-            ts(last) - 1
-        } else {
-            ts(last) + 1
-        }),
-        _ => None,
+/// Takes up to `limit` rows; if more exist, the cursor continues just past the last.
+/// Balance-history rows can share a timestamp (expiries at one instant): a page never splits
+/// such a group, since a timestamp cursor could not resume inside it. It ends before the group
+/// or, if the group alone exceeds the page, takes the whole group.
+fn page<T>(rows: impl Iterator<Item = T>, f: &AccountFilter, ts: impl Fn(&T) -> u64) -> Page<T> {
+    let mut rows = rows.peekable();
+    let mut items: Vec<T> = rows.by_ref().take(f.limit as usize).collect();
+    let Some(next) = rows.peek() else {
+        return Page {
+            items,
+            next_cursor: None,
+        };
     };
+    let last_ts = ts(items.last().expect("limit is at least 1"));
+    if ts(next) == last_ts {
+        let group_start = items
+            .iter()
+            .rposition(|r| ts(r) != last_ts)
+            .map_or(0, |p| p + 1);
+        if group_start > 0 {
+            items.truncate(group_start);
+        } else {
+            while rows.peek().is_some_and(|r| ts(r) == last_ts) {
+                items.push(rows.next().expect("peeked"));
+            }
+            if rows.peek().is_none() {
+                return Page {
+                    items,
+                    next_cursor: None,
+                };
+            }
+        }
+    }
+    let last_ts = ts(items.last().expect("non-empty"));
+    let next_cursor = Some(if f.reverse { last_ts - 1 } else { last_ts + 1 });
     Page { items, next_cursor }
 }

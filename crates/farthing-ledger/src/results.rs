@@ -103,7 +103,10 @@ result_codes! {
         ExistsWithDifferentCode = 18, "exists_with_different_code",
             "An account with this id exists with a different code.";
         Exists = 19, "exists", "This account already exists, identical: nothing was changed.";
-        AssetNotFound = 20, "asset_not_found", "No asset has this id.";
+        IdRepeatedInChain = 20, "id_repeated_in_chain",
+            "An earlier event of this linked chain used the same id; the chain was rolled back, \
+             so neither exists.";
+        AssetNotFound = 21, "asset_not_found", "No asset has this id.";
     }
 }
 
@@ -173,63 +176,78 @@ result_codes! {
             "A transfer with this id exists with a different code.";
         Exists = 33, "exists",
             "This transfer was already committed, identical: money moved once, not twice.";
-        IdAlreadyFailed = 34, "id_already_failed",
+        IdRepeatedInChain = 34, "id_repeated_in_chain",
+            "An earlier event of this linked chain used the same id; the chain was rolled back, \
+             so neither exists.";
+        IdAlreadyFailed = 35, "id_already_failed",
             "A transfer with this id was refused before for a reason that depended on balances; \
              ids are never reused, so retry with a new id.";
-        DebitAccountNotFound = 35, "debit_account_not_found", "No account has the debit id.";
-        CreditAccountNotFound = 36, "credit_account_not_found", "No account has the credit id.";
-        AccountsMustHaveTheSameAsset = 37, "accounts_must_have_the_same_asset",
+        DebitAccountNotFound = 36, "debit_account_not_found", "No account has the debit id.";
+        CreditAccountNotFound = 37, "credit_account_not_found", "No account has the credit id.";
+        AccountsMustHaveTheSameAsset = 38, "accounts_must_have_the_same_asset",
             "Both accounts must hold the same asset.";
-        TransferMustHaveTheSameAssetAsAccounts = 38,
+        TransferMustHaveTheSameAssetAsAccounts = 39,
             "transfer_must_have_the_same_asset_as_accounts",
             "The transfer's asset must be the accounts' asset.";
-        PendingTransferNotFound = 39, "pending_transfer_not_found",
+        PendingTransferNotFound = 40, "pending_transfer_not_found",
             "No transfer has this pending_id.";
-        PendingTransferNotPending = 40, "pending_transfer_not_pending",
+        PendingTransferNotPending = 41, "pending_transfer_not_pending",
             "The transfer named by pending_id was not created as pending.";
-        PendingTransferHasDifferentDebitAccountId = 41,
+        PendingTransferHasDifferentDebitAccountId = 42,
             "pending_transfer_has_different_debit_account_id",
             "The debit account differs from the pending transfer's (submit 0 to inherit it).";
-        PendingTransferHasDifferentCreditAccountId = 42,
+        PendingTransferHasDifferentCreditAccountId = 43,
             "pending_transfer_has_different_credit_account_id",
             "The credit account differs from the pending transfer's (submit 0 to inherit it).";
-        PendingTransferHasDifferentAsset = 43, "pending_transfer_has_different_asset",
+        PendingTransferHasDifferentAsset = 44, "pending_transfer_has_different_asset",
             "The asset differs from the pending transfer's (submit 0 to inherit it).";
-        PendingTransferHasDifferentCode = 44, "pending_transfer_has_different_code",
+        PendingTransferHasDifferentCode = 45, "pending_transfer_has_different_code",
             "The code differs from the pending transfer's (submit 0 to inherit it).";
-        ExceedsPendingTransferAmount = 45, "exceeds_pending_transfer_amount",
+        ExceedsPendingTransferAmount = 46, "exceeds_pending_transfer_amount",
             "A post cannot move more than the pending transfer reserved.";
-        PendingTransferHasDifferentAmount = 46, "pending_transfer_has_different_amount",
+        PendingTransferHasDifferentAmount = 47, "pending_transfer_has_different_amount",
             "A void releases the whole pending amount: submit that amount, 0 or 2^128-1.";
-        PendingTransferAlreadyPosted = 47, "pending_transfer_already_posted",
+        PendingTransferAlreadyPosted = 48, "pending_transfer_already_posted",
             "The pending transfer was already posted.";
-        PendingTransferAlreadyVoided = 48, "pending_transfer_already_voided",
+        PendingTransferAlreadyVoided = 49, "pending_transfer_already_voided",
             "The pending transfer was already voided.";
-        PendingTransferExpired = 49, "pending_transfer_expired",
+        PendingTransferExpired = 50, "pending_transfer_expired",
             "The pending transfer timed out and its amount was released.";
-        DebitAccountClosed = 50, "debit_account_closed", "The debit account is closed.";
-        CreditAccountClosed = 51, "credit_account_closed", "The credit account is closed.";
-        OverflowsDebitsPending = 52, "overflows_debits_pending",
+        DebitAccountClosed = 51, "debit_account_closed", "The debit account is closed.";
+        CreditAccountClosed = 52, "credit_account_closed", "The credit account is closed.";
+        OverflowsDebitsPending = 53, "overflows_debits_pending",
             "The debit account's pending debits would overflow.";
-        OverflowsCreditsPending = 53, "overflows_credits_pending",
+        OverflowsCreditsPending = 54, "overflows_credits_pending",
             "The credit account's pending credits would overflow.";
-        OverflowsDebitsPosted = 54, "overflows_debits_posted",
+        OverflowsDebitsPosted = 55, "overflows_debits_posted",
             "The debit account's posted debits would overflow.";
-        OverflowsCreditsPosted = 55, "overflows_credits_posted",
+        OverflowsCreditsPosted = 56, "overflows_credits_posted",
             "The credit account's posted credits would overflow.";
-        OverflowsDebits = 56, "overflows_debits",
+        OverflowsDebits = 57, "overflows_debits",
             "The debit account's pending plus posted debits would overflow.";
-        OverflowsCredits = 57, "overflows_credits",
+        OverflowsCredits = 58, "overflows_credits",
             "The credit account's pending plus posted credits would overflow.";
-        OverflowsTimeout = 58, "overflows_timeout", "The expiry time would overflow.";
-        ExceedsCredits = 59, "exceeds_credits",
+        OverflowsTimeout = 59, "overflows_timeout", "The expiry time would overflow.";
+        ExceedsCredits = 60, "exceeds_credits",
             "Insufficient funds: the debit account's debits would exceed its credits.";
-        ExceedsDebits = 60, "exceeds_debits",
+        ExceedsDebits = 61, "exceeds_debits",
             "The credit account's credits would exceed its debits (its limit).";
     }
 }
 
+impl CreateAccountResult {
+    /// `exists` and every `exists_with_different_*`.
+    pub fn is_exists(self) -> bool {
+        (Self::ExistsWithDifferentFlags as u8..=Self::Exists as u8).contains(&(self as u8))
+    }
+}
+
 impl CreateTransferResult {
+    /// `exists` and every `exists_with_different_*`.
+    pub fn is_exists(self) -> bool {
+        (Self::ExistsWithDifferentFlags as u8..=Self::Exists as u8).contains(&(self as u8))
+    }
+
     /// Failures that depend on the ledger's state at the time (balances, expiry, closed
     /// accounts) rather than on the event alone. Their ids are remembered so that a retry
     /// answers `id_already_failed` instead of moving money later, unexpectedly.

@@ -107,7 +107,12 @@ impl StateMachine {
         self.transfer_index.reserve(transfers, &self.transfers);
         // One write per page of the log's spare capacity.
         let per_page = (4096 / std::mem::size_of::<Transfer>()).max(1);
-        for slot in self.transfers.spare_capacity_mut().iter_mut().step_by(per_page) {
+        for slot in self
+            .transfers
+            .spare_capacity_mut()
+            .iter_mut()
+            .step_by(per_page)
+        {
             slot.write(Transfer::default());
         }
         self.transfer_index.prefault();
@@ -286,9 +291,17 @@ impl StateMachine {
             .zip(events)
             .enumerate()
             .map(|(i, (code, a))| {
+                // An id that "exists" only because an earlier event of the same, rolled-back
+                // chain created it does not exist: say so, never `exists`.
+                let existing = self.account(a.id);
+                let code = if code.is_exists() && existing.is_none() {
+                    R::IdRepeatedInChain
+                } else {
+                    code
+                };
                 let timestamp = match code {
                     R::Ok => timestamp + i as u64,
-                    R::Exists => self.account(a.id).map_or(0, |e| e.timestamp),
+                    R::Exists => existing.map_or(0, |e| e.timestamp),
                     _ => 0,
                 };
                 EventResult { code, timestamp }
@@ -384,9 +397,15 @@ impl StateMachine {
         self.last_timestamp = timestamp + events.len().max(1) as u64 - 1;
         let mut results = Vec::with_capacity(events.len());
         for (i, (code, t)) in codes.into_iter().zip(events).enumerate() {
+            let existing = self.transfer(t.id);
+            let code = if code.is_exists() && existing.is_none() {
+                R::IdRepeatedInChain
+            } else {
+                code
+            };
             let timestamp = match code {
                 R::Ok => timestamp + i as u64,
-                R::Exists => self.transfer(t.id).map_or(0, |e| e.timestamp),
+                R::Exists => existing.map_or(0, |e| e.timestamp),
                 _ => 0,
             };
             results.push(EventResult { code, timestamp });
@@ -417,7 +436,7 @@ impl StateMachine {
         }
     }
 
-    /// Checks of the event's own fields, then idempotency: codes 3..=34.
+    /// Checks of the event's own fields, then idempotency (codes up to `id_already_failed`).
     fn validate_transfer(&self, t: &Transfer) -> Outcome<()> {
         use CreateTransferResult as R;
         let f = t.flags;
@@ -489,7 +508,7 @@ impl StateMachine {
         Ok(())
     }
 
-    /// A new transfer (plain, pending or balancing): codes 35..=60, then the effect.
+    /// A new transfer (plain, pending or balancing): the codes from `debit_account_not_found` on, then the effect.
     fn apply_transfer(&mut self, t: &Transfer, ts: u64) -> Outcome<()> {
         use CreateTransferResult as R;
         let dr = *self
@@ -615,11 +634,13 @@ impl StateMachine {
         Ok(())
     }
 
-    /// A post or void of a pending transfer: codes 39..=55, then the effect.
+    /// A post or void of a pending transfer: the pending-transfer codes, then the effect.
     fn resolve_pending(&mut self, t: &Transfer, ts: u64) -> Outcome<()> {
         use CreateTransferResult as R;
         let post = t.flags.contains(TransferFlags::POST_PENDING);
-        let p_index = self.transfer_position(t.pending_id).ok_or(R::PendingTransferNotFound)?;
+        let p_index = self
+            .transfer_position(t.pending_id)
+            .ok_or(R::PendingTransferNotFound)?;
         let p = self.transfers[p_index as usize];
         check(
             p.flags.contains(TransferFlags::PENDING),
@@ -661,15 +682,21 @@ impl StateMachine {
         check(ts < state.expires_at, R::PendingTransferExpired)?;
         let (dr, cr) = self.account_pair(p.debit_account_id, p.credit_account_id);
         let (da, ca) = (&self.accounts[dr], &self.accounts[cr]);
+        // A void only releases a reservation, so it is always allowed; a post moves money, so
+        // into or out of a closed account only the closing transfer itself may post.
         let closed_by_p = |flag| p.flags.contains(flag);
-        check(
-            !da.flags.contains(AccountFlags::CLOSED) || closed_by_p(TransferFlags::CLOSING_DEBIT),
-            R::DebitAccountClosed,
-        )?;
-        check(
-            !ca.flags.contains(AccountFlags::CLOSED) || closed_by_p(TransferFlags::CLOSING_CREDIT),
-            R::CreditAccountClosed,
-        )?;
+        if post {
+            check(
+                !da.flags.contains(AccountFlags::CLOSED)
+                    || closed_by_p(TransferFlags::CLOSING_DEBIT),
+                R::DebitAccountClosed,
+            )?;
+            check(
+                !ca.flags.contains(AccountFlags::CLOSED)
+                    || closed_by_p(TransferFlags::CLOSING_CREDIT),
+                R::CreditAccountClosed,
+            )?;
+        }
         if post {
             check(
                 da.balances.debits_posted.checked_add(amount).is_some(),
@@ -908,12 +935,14 @@ impl StateMachine {
     }
 
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        self.transfer_position(id).map(|i| &self.transfers[i as usize])
+        self.transfer_position(id)
+            .map(|i| &self.transfers[i as usize])
     }
 
     /// Position of a transfer in the log.
     pub(crate) fn transfer_position(&self, id: u128) -> Option<u32> {
-        self.transfer_index.get(id, |p| self.transfers[p as usize].id)
+        self.transfer_index
+            .get(id, |p| self.transfers[p as usize].id)
     }
 
     /// Status of a pending transfer by id; `None` if it is not a pending transfer.

@@ -189,7 +189,7 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
         return Err("no record magic".into());
     }
     let body_len = u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize;
-    if body_len > BODY_BYTES_MAX || body_len % 16 != 0 {
+    if body_len > BODY_BYTES_MAX || !body_len.is_multiple_of(16) {
         return Err(format!("impossible body length {body_len}"));
     }
     if bytes.len() - HEADER_BYTES < body_len {

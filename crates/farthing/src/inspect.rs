@@ -23,7 +23,7 @@ pub fn run(data_dir: &Path, as_json: bool) -> Result<(), String> {
     let counts = sm.counts();
     let violations = sm.check_invariants();
     let memory = sm.memory_estimate();
-    let per = |bytes: u64, n: u64| if n == 0 { 0 } else { bytes / n };
+    let per = |bytes: u64, n: u64| bytes.checked_div(n).unwrap_or(0);
     let torn = rec.torn_tail.as_ref().map(|(file, offset, bytes)| {
         json!({ "file": file.display().to_string(), "offset": offset, "bytes": bytes })
     });

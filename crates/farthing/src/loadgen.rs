@@ -77,12 +77,12 @@ pub fn run(args: &WriteLoadArgs) -> Result<(), String> {
                                 amount: 1 + (seq as u128 % 97),
                                 asset: 1,
                                 code: 1,
-                                flags: if seq % 5 == 0 {
+                                flags: if seq.is_multiple_of(5) {
                                     TransferFlags::PENDING
                                 } else {
                                     TransferFlags::empty()
                                 },
-                                timeout_s: if seq % 10 == 0 { 1 } else { 0 },
+                                timeout_s: if seq.is_multiple_of(10) { 1 } else { 0 },
                                 ..Default::default()
                             }
                         })

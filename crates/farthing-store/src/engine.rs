@@ -19,10 +19,10 @@ use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
 use farthing_ledger::codec::{encode_accounts, encode_assets, encode_transfers};
-use farthing_ledger::limits::BATCH_EVENTS_MAX;
+use farthing_ledger::limits::{BATCH_EVENTS_MAX, LOOKUP_IDS_MAX};
 use farthing_ledger::{
-    Account, Asset, CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult,
-    SnapshotBuilder, StateMachine, Transfer,
+    Account, AccountFilter, Asset, BalanceAt, CreateAccountResult, CreateAssetResult,
+    CreateTransferResult, EventResult, Page, QueryError, SnapshotBuilder, StateMachine, Transfer,
 };
 
 use crate::clock::{Clock, SystemClock};
@@ -385,6 +385,44 @@ impl EngineHandle {
             Answer::Read(value) => Ok(*value.downcast::<T>().expect("read answer type")),
             _ => unreachable!("answer kind"),
         }
+    }
+
+    /// Accounts by id, in the order asked (`None` for an unknown id).
+    pub fn lookup_accounts(&self, ids: Vec<u128>) -> Result<Vec<Option<Account>>, EngineError> {
+        Self::check_lookup(ids.len())?;
+        self.read(move |sm| ids.iter().map(|id| sm.account(*id).copied()).collect())
+    }
+
+    /// Transfers by id, in the order asked (`None` for an unknown id).
+    pub fn lookup_transfers(&self, ids: Vec<u128>) -> Result<Vec<Option<Transfer>>, EngineError> {
+        Self::check_lookup(ids.len())?;
+        self.read(move |sm| ids.iter().map(|id| sm.transfer(*id).copied()).collect())
+    }
+
+    /// An account's transfers in time order, one page at a time.
+    pub fn get_account_transfers(
+        &self,
+        filter: AccountFilter,
+    ) -> Result<Result<Page<Transfer>, QueryError>, EngineError> {
+        self.read(move |sm| sm.get_account_transfers(&filter))
+    }
+
+    /// A `history` account's balances after each change, one page at a time.
+    pub fn get_account_balances(
+        &self,
+        filter: AccountFilter,
+    ) -> Result<Result<Page<BalanceAt>, QueryError>, EngineError> {
+        self.read(move |sm| sm.get_account_balances(&filter))
+    }
+
+    fn check_lookup(ids: usize) -> Result<(), EngineError> {
+        if ids == 0 || ids > LOOKUP_IDS_MAX {
+            return Err(EngineError::BatchSize {
+                events: ids,
+                max: LOOKUP_IDS_MAX,
+            });
+        }
+        Ok(())
     }
 
     /// Writes a snapshot of the current state; answers with the record it was taken after

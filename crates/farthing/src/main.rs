@@ -3,6 +3,7 @@
 mod bench;
 mod inspect;
 mod loadgen;
+mod query;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read accounts, transfers, account history or balance history from a data directory.
+    Query(query::QueryArgs),
     /// List every ledger result code, in order of precedence, with its meaning.
     Codes,
     /// Test support: write transfers under load and log each acknowledged id (kill tests).
@@ -61,6 +64,7 @@ fn main() -> ExitCode {
             what: BenchWhat::Ledger(args),
         } => bench::run_ledger(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
+        Command::Query(args) => query::run(&args),
         Command::Codes => {
             inspect::print_codes();
             Ok(())

@@ -16,12 +16,7 @@ fn ledger() -> StateMachine {
     let mut sm = StateMachine::new();
     sm.create_assets(&[Asset::new(1, "USD", 6, AssetKind::Fiat)], 1);
     let accounts: Vec<Account> = (1..=ACCOUNTS)
-        .map(|id| Account {
-            id: id as u128,
-            asset: 1,
-            code: 1,
-            ..Default::default()
-        })
+        .map(|id| Account { id: id as u128, asset: 1, code: 1, ..Default::default() })
         .collect();
     let mut ts = 10;
     for chunk in accounts.chunks(BATCH_EVENTS_MAX) {
@@ -48,11 +43,7 @@ fn batch(first_id: u64, pending: bool) -> Vec<Transfer> {
                 amount: 1 + (x >> 40) as u128 % 1000,
                 asset: 1,
                 code: 1,
-                flags: if pending {
-                    TransferFlags::PENDING
-                } else {
-                    TransferFlags::empty()
-                },
+                flags: if pending { TransferFlags::PENDING } else { TransferFlags::empty() },
                 ..Default::default()
             }
         })
@@ -79,17 +70,13 @@ fn bench(c: &mut Criterion) {
     group.sample_size(20);
     group.measurement_time(std::time::Duration::from_secs(4));
     let (base, ts0, id0) = preloaded();
-    for (name, pending) in [
-        ("create_transfers_8190", false),
-        ("create_pending_8190", true),
-    ] {
+    for (name, pending) in [("create_transfers_8190", false), ("create_pending_8190", true)] {
         let mut sm = base.clone();
         let (mut ts, mut id) = (ts0, id0);
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
-                let batches: Vec<Vec<Transfer>> = (0..iters)
-                    .map(|k| batch(id + k * BATCH_EVENTS_MAX as u64, pending))
-                    .collect();
+                let batches: Vec<Vec<Transfer>> =
+                    (0..iters).map(|k| batch(id + k * BATCH_EVENTS_MAX as u64, pending)).collect();
                 sm.reserve(0, iters as usize * BATCH_EVENTS_MAX);
                 let started = Instant::now();
                 for events in &batches {

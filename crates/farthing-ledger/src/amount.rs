@@ -23,10 +23,7 @@ impl fmt::Display for AmountError {
         match self {
             Self::Empty => write!(f, "the amount is empty"),
             Self::InvalidCharacter => {
-                write!(
-                    f,
-                    "an amount is digits with at most one '.', no sign or exponent"
-                )
+                write!(f, "an amount is digits with at most one '.', no sign or exponent")
             }
             Self::TooManyDecimals { scale } => {
                 write!(f, "the asset has {scale} decimals; the amount has more")
@@ -60,10 +57,7 @@ pub fn parse_amount(text: &str, scale: u8) -> Result<u128, AmountError> {
     }
     let mut value: u128 = 0;
     let padding = scale as usize - fraction.len();
-    let all = whole
-        .bytes()
-        .chain(fraction.bytes())
-        .chain(std::iter::repeat_n(b'0', padding));
+    let all = whole.bytes().chain(fraction.bytes()).chain(std::iter::repeat_n(b'0', padding));
     for b in all {
         value = value
             .checked_mul(10)
@@ -98,10 +92,7 @@ mod tests {
         assert_eq!(format_amount(250, 6), "0.000250");
         assert_eq!(format_amount(1_000_000, 6), "1.000000");
         assert_eq!(format_amount(5, 0), "5");
-        assert_eq!(
-            format_amount(u128::MAX, 18),
-            "340282366920938463463.374607431768211455"
-        );
+        assert_eq!(format_amount(u128::MAX, 18), "340282366920938463463.374607431768211455");
     }
 
     #[test]
@@ -111,10 +102,7 @@ mod tests {
         assert_eq!(parse_amount("1e5", 2), Err(AmountError::InvalidCharacter));
         assert_eq!(parse_amount("1.", 2), Err(AmountError::InvalidCharacter));
         assert_eq!(parse_amount(".", 2), Err(AmountError::InvalidCharacter));
-        assert_eq!(
-            parse_amount("0.001", 2),
-            Err(AmountError::TooManyDecimals { scale: 2 })
-        );
+        assert_eq!(parse_amount("0.001", 2), Err(AmountError::TooManyDecimals { scale: 2 }));
         let too_big = "340282366920938463463374607431768211456";
         assert_eq!(parse_amount(too_big, 0), Err(AmountError::Overflow));
     }

@@ -82,14 +82,10 @@ impl StateMachine {
         }
         for (asset, [dp, cp, dpend, cpend]) in &per_asset {
             if dp != cp {
-                errors.push(format!(
-                    "asset {asset}: posted debits {dp} != posted credits {cp}"
-                ));
+                errors.push(format!("asset {asset}: posted debits {dp} != posted credits {cp}"));
             }
             if dpend != cpend {
-                errors.push(format!(
-                    "asset {asset}: pending debits {dpend} != credits {cpend}"
-                ));
+                errors.push(format!("asset {asset}: pending debits {dpend} != credits {cpend}"));
             }
         }
         self.check_pending_sums(&mut errors);
@@ -111,10 +107,8 @@ impl StateMachine {
         }
         for (a, (debits, credits)) in self.accounts.iter().zip(sums) {
             if a.balances.debits_pending != debits || a.balances.credits_pending != credits {
-                errors.push(format!(
-                    "account {}: pending balances differ from open pendings",
-                    a.id
-                ));
+                errors
+                    .push(format!("account {}: pending balances differ from open pendings", a.id));
             }
         }
     }
@@ -126,10 +120,9 @@ impl StateMachine {
                 errors.push(format!("transfer #{i} ({}) is out of time order", t.id));
             }
             previous = t.timestamp;
-            let (Some(dr), Some(cr)) = (
-                self.account(t.debit_account_id),
-                self.account(t.credit_account_id),
-            ) else {
+            let (Some(dr), Some(cr)) =
+                (self.account(t.debit_account_id), self.account(t.credit_account_id))
+            else {
                 errors.push(format!("transfer {} names a missing account", t.id));
                 continue;
             };
@@ -160,29 +153,17 @@ impl StateMachine {
         let accounts_bytes = (self.accounts.capacity() * size_of::<crate::Account>()) as u64
             + table(self.account_index.capacity(), size_of::<(u128, u32)>())
             + (self.account_transfers.capacity() * size_of::<Vec<u32>>()) as u64;
-        let lists: usize = self
-            .account_transfers
-            .iter()
-            .map(|l| l.capacity() * 4)
-            .sum();
+        let lists: usize = self.account_transfers.iter().map(|l| l.capacity() * 4).sum();
         let transfers_bytes = (self.transfers.capacity() * size_of::<crate::Transfer>()) as u64
             + self.transfer_index.bytes() as u64
             + lists as u64;
-        let history: usize = self
-            .history
-            .values()
-            .map(|h| h.capacity() * size_of::<crate::BalanceAt>())
-            .sum();
-        let other_bytes = table(
-            self.pending.capacity(),
-            size_of::<(u32, crate::state::PendingState)>(),
-        ) + (self.expiries.len() * size_of::<(u64, u32)>() * 2) as u64
-            + table(self.failed.capacity(), size_of::<(u128, u8)>())
-            + history as u64;
-        MemoryEstimate {
-            accounts_bytes,
-            transfers_bytes,
-            other_bytes,
-        }
+        let history: usize =
+            self.history.values().map(|h| h.capacity() * size_of::<crate::BalanceAt>()).sum();
+        let other_bytes =
+            table(self.pending.capacity(), size_of::<(u32, crate::state::PendingState)>())
+                + (self.expiries.len() * size_of::<(u64, u32)>() * 2) as u64
+                + table(self.failed.capacity(), size_of::<(u128, u8)>())
+                + history as u64;
+        MemoryEstimate { accounts_bytes, transfers_bytes, other_bytes }
     }
 }

@@ -196,10 +196,7 @@ mod tests {
         assert_eq!(decode_account(&buf), a);
 
         let mut small = [0u8; ASSET_BYTES];
-        let asset = Asset {
-            timestamp: 77,
-            ..Asset::new(3, "USDC", 6, AssetKind::Stablecoin)
-        };
+        let asset = Asset { timestamp: 77, ..Asset::new(3, "USDC", 6, AssetKind::Stablecoin) };
         encode_asset(&asset, &mut small);
         assert_eq!(decode_asset(&small), asset);
     }

@@ -24,11 +24,7 @@ pub(crate) struct IdIndex {
 
 impl Default for IdIndex {
     fn default() -> Self {
-        Self {
-            slots: vec![0; CAPACITY_MIN],
-            len: 0,
-            hasher: Default::default(),
-        }
+        Self { slots: vec![0; CAPACITY_MIN], len: 0, hasher: Default::default() }
     }
 }
 
@@ -135,9 +131,7 @@ impl IdIndex {
     /// that lookups never stop early at the hole.
     pub fn remove(&mut self, id: u128, id_at: impl Fn(u32) -> u128) {
         let mask = self.mask();
-        let Some(position) = self.get(id, &id_at) else {
-            panic!("removing an id not indexed")
-        };
+        let Some(position) = self.get(id, &id_at) else { panic!("removing an id not indexed") };
         let mut hole = self.hash(id) as usize & mask;
         while (self.slots[hole] as u32).wrapping_sub(1) != position {
             hole = (hole + 1) & mask;
@@ -172,10 +166,7 @@ mod tests {
         for i in 0..10_000u128 {
             let id = i.wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
             index.insert(id, log.len() as u32, &log);
-            log.push(Transfer {
-                id,
-                ..Default::default()
-            });
+            log.push(Transfer { id, ..Default::default() });
         }
         let id_at = |log: &[Transfer], q: u32| log.get(q as usize).map_or(0, |t| t.id);
         for (p, t) in log.iter().enumerate() {

@@ -46,11 +46,7 @@ impl AccountFilter {
     }
 
     fn range(&self) -> (u64, u64) {
-        let max = if self.timestamp_max == 0 {
-            u64::MAX
-        } else {
-            self.timestamp_max
-        };
+        let max = if self.timestamp_max == 0 { u64::MAX } else { self.timestamp_max };
         (self.timestamp_min, max)
     }
 }
@@ -115,10 +111,7 @@ impl StateMachine {
         if min > max {
             return Err(QueryError::TimestampRangeInvalid);
         }
-        let index = self
-            .account_index
-            .get(&f.account_id)
-            .ok_or(QueryError::AccountNotFound)?;
+        let index = self.account_index.get(&f.account_id).ok_or(QueryError::AccountNotFound)?;
         Ok(*index as usize)
     }
 
@@ -135,9 +128,7 @@ impl StateMachine {
             both || (f.debits && t.debit_account_id == f.account_id)
                 || (f.credits && t.credit_account_id == f.account_id)
         };
-        let candidates = rows[start..end]
-            .iter()
-            .map(|i| &self.transfers[*i as usize]);
+        let candidates = rows[start..end].iter().map(|i| &self.transfers[*i as usize]);
         let selected: Box<dyn Iterator<Item = &Transfer>> = if f.reverse {
             Box::new(candidates.rev().filter(|t| wanted(t)))
         } else {
@@ -149,19 +140,13 @@ impl StateMachine {
     /// Balances of a `history` account after each of its transfers, in time order.
     pub fn get_account_balances(&self, f: &AccountFilter) -> Result<Page<BalanceAt>, QueryError> {
         let account = self.checked_filter(f)?;
-        let rows = self
-            .history
-            .get(&(account as u32))
-            .ok_or(QueryError::HistoryNotEnabled)?;
+        let rows = self.history.get(&(account as u32)).ok_or(QueryError::HistoryNotEnabled)?;
         let (min, max) = f.range();
         let start = rows.partition_point(|r| r.timestamp < min);
         let end = rows.partition_point(|r| r.timestamp <= max);
         let slice = &rows[start..end];
-        let selected: Box<dyn Iterator<Item = &BalanceAt>> = if f.reverse {
-            Box::new(slice.iter().rev())
-        } else {
-            Box::new(slice.iter())
-        };
+        let selected: Box<dyn Iterator<Item = &BalanceAt>> =
+            if f.reverse { Box::new(slice.iter().rev()) } else { Box::new(slice.iter()) };
         Ok(page(selected.copied(), f, |r| r.timestamp))
     }
 }
@@ -174,17 +159,11 @@ fn page<T>(rows: impl Iterator<Item = T>, f: &AccountFilter, ts: impl Fn(&T) -> 
     let mut rows = rows.peekable();
     let mut items: Vec<T> = rows.by_ref().take(f.limit as usize).collect();
     let Some(next) = rows.peek() else {
-        return Page {
-            items,
-            next_cursor: None,
-        };
+        return Page { items, next_cursor: None };
     };
     let last_ts = ts(items.last().expect("limit is at least 1"));
     if ts(next) == last_ts {
-        let group_start = items
-            .iter()
-            .rposition(|r| ts(r) != last_ts)
-            .map_or(0, |p| p + 1);
+        let group_start = items.iter().rposition(|r| ts(r) != last_ts).map_or(0, |p| p + 1);
         if group_start > 0 {
             items.truncate(group_start);
         } else {
@@ -192,10 +171,7 @@ fn page<T>(rows: impl Iterator<Item = T>, f: &AccountFilter, ts: impl Fn(&T) -> 
                 items.push(rows.next().expect("peeked"));
             }
             if rows.peek().is_none() {
-                return Page {
-                    items,
-                    next_cursor: None,
-                };
+                return Page { items, next_cursor: None };
             }
         }
     }

@@ -54,10 +54,7 @@ impl SnapshotBuilder {
 
     /// The encoded snapshot. Panics if transfers remain to be encoded.
     pub fn finish(mut self) -> Vec<u8> {
-        assert_eq!(
-            self.next, self.end,
-            "snapshot finished before its transfers"
-        );
+        assert_eq!(self.next, self.end, "snapshot finished before its transfers");
         self.out.extend_from_slice(&self.tail);
         self.out
     }
@@ -75,10 +72,7 @@ impl StateMachine {
     /// Captures the state now and returns a builder that encodes the transfers (which never
     /// change) a piece at a time, so that a large snapshot never stalls the writer.
     pub fn begin_snapshot(&self, transfers_from: usize) -> SnapshotBuilder {
-        assert!(
-            transfers_from <= self.transfers.len(),
-            "snapshot starts past the log"
-        );
+        assert!(transfers_from <= self.transfers.len(), "snapshot starts past the log");
         let end = self.transfers.len();
         let mut tail = Vec::new();
         self.encode_tail(&mut tail);
@@ -98,12 +92,7 @@ impl StateMachine {
         out.extend_from_slice(&self.last_timestamp.to_le_bytes());
         encode_assets(&self.assets(), &mut out);
         encode_accounts(&self.accounts, &mut out);
-        SnapshotBuilder {
-            out,
-            tail,
-            next: transfers_from,
-            end,
-        }
+        SnapshotBuilder { out, tail, next: transfers_from, end }
     }
 
     /// Pending states, failures and history: the sections after the transfers.
@@ -130,12 +119,7 @@ impl StateMachine {
             for r in rows {
                 out.extend_from_slice(&r.timestamp.to_le_bytes());
                 let b = &r.balances;
-                for v in [
-                    b.debits_pending,
-                    b.debits_posted,
-                    b.credits_pending,
-                    b.credits_posted,
-                ] {
+                for v in [b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted] {
                     out.extend_from_slice(&v.to_le_bytes());
                 }
             }
@@ -157,17 +141,10 @@ impl StateMachine {
             return Err((0, "no snapshot".into()));
         }
         // A part that starts at transfer 0 is self-contained: the chain restarts there.
-        let starts_at = |p: &[u8]| {
-            p.get(8..16)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        };
-        let first = parts
-            .iter()
-            .rposition(|p| starts_at(p) == Some(0))
-            .unwrap_or(0);
+        let starts_at = |p: &[u8]| p.get(8..16).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+        let first = parts.iter().rposition(|p| starts_at(p) == Some(0)).unwrap_or(0);
         for (i, part) in parts.iter().enumerate().skip(first) {
-            sm.decode_part(part, i + 1 == parts.len())
-                .map_err(|e| (i, e))?;
+            sm.decode_part(part, i + 1 == parts.len()).map_err(|e| (i, e))?;
         }
         Ok(sm)
     }
@@ -208,11 +185,8 @@ impl StateMachine {
             }
             self.accounts.push(a);
         }
-        let transfer_bytes = r.take(
-            transfers
-                .checked_mul(EVENT_BYTES)
-                .ok_or("count too large")?,
-        )?;
+        let transfer_bytes =
+            r.take(transfers.checked_mul(EVENT_BYTES).ok_or("count too large")?)?;
         self.transfers.reserve(transfers);
         self.transfer_index.reserve(transfers, &self.transfers);
         for chunk in transfer_bytes.chunks_exact(EVENT_BYTES) {
@@ -220,11 +194,7 @@ impl StateMachine {
             if self.transfer_position(t.id).is_some() {
                 return Err(format!("transfer {} appears twice", t.id));
             }
-            if self
-                .transfers
-                .last()
-                .is_some_and(|p| p.timestamp >= t.timestamp)
-            {
+            if self.transfers.last().is_some_and(|p| p.timestamp >= t.timestamp) {
                 return Err(format!("transfer {} is out of time order", t.id));
             }
             let position = self.transfers.len() as u32;
@@ -242,10 +212,7 @@ impl StateMachine {
         self.index_account_transfers()?;
         self.decode_tables(&mut r, pending, failed, history)?;
         if r.at != bytes.len() {
-            return Err(format!(
-                "{} unexpected bytes after the state",
-                bytes.len() - r.at
-            ));
+            return Err(format!("{} unexpected bytes after the state", bytes.len() - r.at));
         }
         Ok(())
     }
@@ -281,8 +248,7 @@ impl StateMachine {
             if status == PendingStatus::Pending && expires_at != u64::MAX {
                 self.expiries.insert((expires_at, index));
             }
-            self.pending
-                .insert(index, PendingState { status, expires_at });
+            self.pending.insert(index, PendingState { status, expires_at });
         }
         for _ in 0..failed {
             let id = r.u128()?;
@@ -304,10 +270,7 @@ impl StateMachine {
                     credits_pending: r.u128()?,
                     credits_posted: r.u128()?,
                 };
-                list.push(BalanceAt {
-                    timestamp,
-                    balances,
-                });
+                list.push(BalanceAt { timestamp, balances });
             }
             self.history.insert(index, list);
         }

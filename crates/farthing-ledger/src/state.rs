@@ -34,16 +34,9 @@ pub(crate) struct PendingState {
 #[derive(Clone, Copy, Debug)]
 enum Undo {
     AccountCreated,
-    AccountChanged {
-        index: u32,
-        balances: Balances,
-        flags: AccountFlags,
-    },
+    AccountChanged { index: u32, balances: Balances, flags: AccountFlags },
     TransferCreated,
-    PendingChanged {
-        index: u32,
-        state: PendingState,
-    },
+    PendingChanged { index: u32, state: PendingState },
 }
 
 /// The whole ledger in memory. Fields are crate-visible for the snapshot codec and queries.
@@ -107,12 +100,7 @@ impl StateMachine {
         self.transfer_index.reserve(transfers, &self.transfers);
         // One write per page of the log's spare capacity.
         let per_page = (4096 / std::mem::size_of::<Transfer>()).max(1);
-        for slot in self
-            .transfers
-            .spare_capacity_mut()
-            .iter_mut()
-            .step_by(per_page)
-        {
+        for slot in self.transfers.spare_capacity_mut().iter_mut().step_by(per_page) {
             slot.write(Transfer::default());
         }
         self.transfer_index.prefault();
@@ -125,11 +113,8 @@ impl StateMachine {
 
     /// Counts of assets, accounts, transfers and pending transfers still pending.
     pub fn counts(&self) -> Counts {
-        let pending_open = self
-            .pending
-            .values()
-            .filter(|p| p.status == PendingStatus::Pending)
-            .count();
+        let pending_open =
+            self.pending.values().filter(|p| p.status == PendingStatus::Pending).count();
         Counts {
             assets: self.assets.len() as u64,
             accounts: self.accounts.len() as u64,
@@ -142,19 +127,13 @@ impl StateMachine {
     /// Opens a batch at `timestamp`: checks that time only moves forward and expires every
     /// pending transfer whose deadline has passed. Returns the number expired.
     fn begin_batch(&mut self, timestamp: u64, events: usize) -> usize {
-        assert!(
-            events <= BATCH_EVENTS_MAX,
-            "batch of {events} events exceeds the maximum"
-        );
+        assert!(events <= BATCH_EVENTS_MAX, "batch of {events} events exceeds the maximum");
         assert!(
             timestamp > self.last_timestamp,
             "timestamps must increase: {timestamp} after {}",
             self.last_timestamp
         );
-        assert!(
-            timestamp.checked_add(events as u64).is_some(),
-            "timestamp overflow"
-        );
+        assert!(timestamp.checked_add(events as u64).is_some(), "timestamp overflow");
         self.expire_pending(timestamp)
     }
 
@@ -173,15 +152,8 @@ impl StateMachine {
                 break;
             }
             self.expiries.pop_first();
-            let state = self
-                .pending
-                .get_mut(&index)
-                .expect("expiry of unknown pending");
-            assert_eq!(
-                state.status,
-                PendingStatus::Pending,
-                "expiry of resolved pending"
-            );
+            let state = self.pending.get_mut(&index).expect("expiry of unknown pending");
+            assert_eq!(state.status, PendingStatus::Pending, "expiry of resolved pending");
             state.status = PendingStatus::Expired;
             let p = self.transfers[index as usize];
             let (dr, cr) = self.account_pair(p.debit_account_id, p.credit_account_id);
@@ -254,13 +226,7 @@ impl StateMachine {
             return R::CodeAlreadyUsed;
         }
         assert!(self.assets.len() < ASSETS_MAX, "asset table full");
-        self.assets.insert(
-            a.id,
-            Asset {
-                timestamp: ts,
-                ..*a
-            },
-        );
+        self.assets.insert(a.id, Asset { timestamp: ts, ..*a });
         R::Ok
     }
 
@@ -278,11 +244,7 @@ impl StateMachine {
             events,
             |a| a.flags.contains(AccountFlags::LINKED),
             |sm, a, i, ts| sm.create_account(&a[i], ts),
-            Chain {
-                ok: R::Ok,
-                failed: R::LinkedEventFailed,
-                open: R::LinkedEventChainOpen,
-            },
+            Chain { ok: R::Ok, failed: R::LinkedEventFailed, open: R::LinkedEventChainOpen },
             timestamp,
         );
         self.last_timestamp = timestamp + events.len().max(1) as u64 - 1;
@@ -387,22 +349,15 @@ impl StateMachine {
                 }
                 sm.create_transfer(&t[i], ts)
             },
-            Chain {
-                ok: R::Ok,
-                failed: R::LinkedEventFailed,
-                open: R::LinkedEventChainOpen,
-            },
+            Chain { ok: R::Ok, failed: R::LinkedEventFailed, open: R::LinkedEventChainOpen },
             timestamp,
         );
         self.last_timestamp = timestamp + events.len().max(1) as u64 - 1;
         let mut results = Vec::with_capacity(events.len());
         for (i, (code, t)) in codes.into_iter().zip(events).enumerate() {
             let existing = self.transfer(t.id);
-            let code = if code.is_exists() && existing.is_none() {
-                R::IdRepeatedInChain
-            } else {
-                code
-            };
+            let code =
+                if code.is_exists() && existing.is_none() { R::IdRepeatedInChain } else { code };
             let timestamp = match code {
                 R::Ok => timestamp + i as u64,
                 R::Exists => existing.map_or(0, |e| e.timestamp),
@@ -446,36 +401,24 @@ impl StateMachine {
         check(!f.has_reserved(), R::ReservedFlag)?;
         check(t.id != 0, R::IdMustNotBeZero)?;
         check(t.id != u128::MAX, R::IdMustNotBeIntMax)?;
-        let phases = [
-            TransferFlags::PENDING,
-            TransferFlags::POST_PENDING,
-            TransferFlags::VOID_PENDING,
-        ]
-        .iter()
-        .filter(|p| f.contains(**p))
-        .count();
+        let phases =
+            [TransferFlags::PENDING, TransferFlags::POST_PENDING, TransferFlags::VOID_PENDING]
+                .iter()
+                .filter(|p| f.contains(**p))
+                .count();
         let balancing = f.contains(TransferFlags::BALANCING_DEBIT)
             || f.contains(TransferFlags::BALANCING_CREDIT);
         let closing =
             f.contains(TransferFlags::CLOSING_DEBIT) || f.contains(TransferFlags::CLOSING_CREDIT);
-        check(
-            phases <= 1 && !(resolving && (balancing || closing)),
-            R::FlagsAreMutuallyExclusive,
-        )?;
+        check(phases <= 1 && !(resolving && (balancing || closing)), R::FlagsAreMutuallyExclusive)?;
         if !resolving {
             check(t.debit_account_id != 0, R::DebitAccountIdMustNotBeZero)?;
         }
-        check(
-            t.debit_account_id != u128::MAX,
-            R::DebitAccountIdMustNotBeIntMax,
-        )?;
+        check(t.debit_account_id != u128::MAX, R::DebitAccountIdMustNotBeIntMax)?;
         if !resolving {
             check(t.credit_account_id != 0, R::CreditAccountIdMustNotBeZero)?;
         }
-        check(
-            t.credit_account_id != u128::MAX,
-            R::CreditAccountIdMustNotBeIntMax,
-        )?;
+        check(t.credit_account_id != u128::MAX, R::CreditAccountIdMustNotBeIntMax)?;
         check(
             t.debit_account_id == 0 || t.debit_account_id != t.credit_account_id,
             R::AccountsMustBeDifferent,
@@ -488,10 +431,7 @@ impl StateMachine {
             check(t.pending_id == 0, R::PendingIdMustBeZero)?;
         }
         let pending = f.contains(TransferFlags::PENDING);
-        check(
-            t.timeout_s == 0 || pending,
-            R::TimeoutReservedForPendingTransfer,
-        )?;
+        check(t.timeout_s == 0 || pending, R::TimeoutReservedForPendingTransfer)?;
         check(!closing || pending, R::ClosingTransferMustBePending)?;
         let amount_optional = balancing || f.contains(TransferFlags::VOID_PENDING);
         check(t.amount != 0 || amount_optional, R::AmountMustNotBeZero)?;
@@ -511,59 +451,28 @@ impl StateMachine {
     /// A new transfer (plain, pending or balancing): the codes from `debit_account_not_found` on, then the effect.
     fn apply_transfer(&mut self, t: &Transfer, ts: u64) -> Outcome<()> {
         use CreateTransferResult as R;
-        let dr = *self
-            .account_index
-            .get(&t.debit_account_id)
-            .ok_or(R::DebitAccountNotFound)?;
-        let cr = *self
-            .account_index
-            .get(&t.credit_account_id)
-            .ok_or(R::CreditAccountNotFound)?;
+        let dr = *self.account_index.get(&t.debit_account_id).ok_or(R::DebitAccountNotFound)?;
+        let cr = *self.account_index.get(&t.credit_account_id).ok_or(R::CreditAccountNotFound)?;
         let (dr, cr) = (dr as usize, cr as usize);
         let (da, ca) = (&self.accounts[dr], &self.accounts[cr]);
         check(da.asset == ca.asset, R::AccountsMustHaveTheSameAsset)?;
-        check(
-            t.asset == da.asset,
-            R::TransferMustHaveTheSameAssetAsAccounts,
-        )?;
-        check(
-            !da.flags.contains(AccountFlags::CLOSED),
-            R::DebitAccountClosed,
-        )?;
-        check(
-            !ca.flags.contains(AccountFlags::CLOSED),
-            R::CreditAccountClosed,
-        )?;
+        check(t.asset == da.asset, R::TransferMustHaveTheSameAssetAsAccounts)?;
+        check(!da.flags.contains(AccountFlags::CLOSED), R::DebitAccountClosed)?;
+        check(!ca.flags.contains(AccountFlags::CLOSED), R::CreditAccountClosed)?;
         let amount = balancing_amount(t, &da.balances, &ca.balances);
         let (db, cb) = (da.balances, ca.balances);
         let pending = t.flags.contains(TransferFlags::PENDING);
         if pending {
-            check(
-                db.debits_pending.checked_add(amount).is_some(),
-                R::OverflowsDebitsPending,
-            )?;
-            check(
-                cb.credits_pending.checked_add(amount).is_some(),
-                R::OverflowsCreditsPending,
-            )?;
+            check(db.debits_pending.checked_add(amount).is_some(), R::OverflowsDebitsPending)?;
+            check(cb.credits_pending.checked_add(amount).is_some(), R::OverflowsCreditsPending)?;
         } else {
-            check(
-                db.debits_posted.checked_add(amount).is_some(),
-                R::OverflowsDebitsPosted,
-            )?;
-            check(
-                cb.credits_posted.checked_add(amount).is_some(),
-                R::OverflowsCreditsPosted,
-            )?;
+            check(db.debits_posted.checked_add(amount).is_some(), R::OverflowsDebitsPosted)?;
+            check(cb.credits_posted.checked_add(amount).is_some(), R::OverflowsCreditsPosted)?;
         }
-        let debits = db
-            .debits_pending
-            .checked_add(db.debits_posted)
-            .and_then(|d| d.checked_add(amount));
-        let credits = cb
-            .credits_pending
-            .checked_add(cb.credits_posted)
-            .and_then(|c| c.checked_add(amount));
+        let debits =
+            db.debits_pending.checked_add(db.debits_posted).and_then(|d| d.checked_add(amount));
+        let credits =
+            cb.credits_pending.checked_add(cb.credits_posted).and_then(|c| c.checked_add(amount));
         let debits = debits.ok_or(R::OverflowsDebits)?;
         let credits = credits.ok_or(R::OverflowsCredits)?;
         let expires_at = if t.timeout_s == 0 {
@@ -574,35 +483,18 @@ impl StateMachine {
                 .filter(|e| *e < u64::MAX)
                 .ok_or(R::OverflowsTimeout)?
         };
-        if da
-            .flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        {
+        if da.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
             check(debits <= db.credits_posted, R::ExceedsCredits)?;
         }
-        if ca
-            .flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        {
+        if ca.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
             check(credits <= cb.debits_posted, R::ExceedsDebits)?;
         }
 
         self.record_account(dr);
         self.record_account(cr);
-        let index = self.push_transfer(
-            Transfer {
-                amount,
-                timestamp: ts,
-                ..*t
-            },
-            dr,
-            cr,
-        );
+        let index = self.push_transfer(Transfer { amount, timestamp: ts, ..*t }, dr, cr);
         {
-            let [d, c] = self
-                .accounts
-                .get_disjoint_mut([dr, cr])
-                .expect("distinct accounts");
+            let [d, c] = self.accounts.get_disjoint_mut([dr, cr]).expect("distinct accounts");
             if pending {
                 d.balances.debits_pending += amount;
                 c.balances.credits_pending += amount;
@@ -618,13 +510,7 @@ impl StateMachine {
             }
         }
         if pending {
-            self.pending.insert(
-                index,
-                PendingState {
-                    status: PendingStatus::Pending,
-                    expires_at,
-                },
-            );
+            self.pending.insert(index, PendingState { status: PendingStatus::Pending, expires_at });
             if expires_at != u64::MAX {
                 self.expiries.insert((expires_at, index));
             }
@@ -638,14 +524,9 @@ impl StateMachine {
     fn resolve_pending(&mut self, t: &Transfer, ts: u64) -> Outcome<()> {
         use CreateTransferResult as R;
         let post = t.flags.contains(TransferFlags::POST_PENDING);
-        let p_index = self
-            .transfer_position(t.pending_id)
-            .ok_or(R::PendingTransferNotFound)?;
+        let p_index = self.transfer_position(t.pending_id).ok_or(R::PendingTransferNotFound)?;
         let p = self.transfers[p_index as usize];
-        check(
-            p.flags.contains(TransferFlags::PENDING),
-            R::PendingTransferNotPending,
-        )?;
+        check(p.flags.contains(TransferFlags::PENDING), R::PendingTransferNotPending)?;
         check(
             matches_or_zero(t.debit_account_id, p.debit_account_id),
             R::PendingTransferHasDifferentDebitAccountId,
@@ -654,19 +535,9 @@ impl StateMachine {
             matches_or_zero(t.credit_account_id, p.credit_account_id),
             R::PendingTransferHasDifferentCreditAccountId,
         )?;
-        check(
-            t.asset == 0 || t.asset == p.asset,
-            R::PendingTransferHasDifferentAsset,
-        )?;
-        check(
-            t.code == 0 || t.code == p.code,
-            R::PendingTransferHasDifferentCode,
-        )?;
-        let amount = if post {
-            resolve_post_amount(t.amount, p.amount)
-        } else {
-            p.amount
-        };
+        check(t.asset == 0 || t.asset == p.asset, R::PendingTransferHasDifferentAsset)?;
+        check(t.code == 0 || t.code == p.code, R::PendingTransferHasDifferentCode)?;
+        let amount = if post { resolve_post_amount(t.amount, p.amount) } else { p.amount };
         check(amount <= p.amount, R::ExceedsPendingTransferAmount)?;
         check(
             post || [0, u128::MAX, p.amount].contains(&t.amount),
@@ -710,10 +581,7 @@ impl StateMachine {
 
         self.record_account(dr);
         self.record_account(cr);
-        self.record_undo(Undo::PendingChanged {
-            index: p_index,
-            state,
-        });
+        self.record_undo(Undo::PendingChanged { index: p_index, state });
         let stored = Transfer {
             debit_account_id: p.debit_account_id,
             credit_account_id: p.credit_account_id,
@@ -724,23 +592,15 @@ impl StateMachine {
             ..*t
         };
         self.push_transfer(stored, dr, cr);
-        let [d, c] = self
-            .accounts
-            .get_disjoint_mut([dr, cr])
-            .expect("distinct accounts");
+        let [d, c] = self.accounts.get_disjoint_mut([dr, cr]).expect("distinct accounts");
         d.balances.debits_pending -= p.amount;
         c.balances.credits_pending -= p.amount;
         if post {
             d.balances.debits_posted += amount;
             c.balances.credits_posted += amount;
         }
-        let status = if post {
-            PendingStatus::Posted
-        } else {
-            PendingStatus::Voided
-        };
-        self.pending
-            .insert(p_index, PendingState { status, ..state });
+        let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
+        self.pending.insert(p_index, PendingState { status, ..state });
         self.expiries.remove(&(state.expires_at, p_index));
         if !post {
             self.reopen_if_closing(&p, dr, cr);
@@ -796,11 +656,7 @@ impl StateMachine {
                 self.rollback();
                 results[i..failed].fill(codes.failed);
                 for j in failed + 1..=last {
-                    results.push(if open && j == last {
-                        codes.open
-                    } else {
-                        codes.failed
-                    });
+                    results.push(if open && j == last { codes.open } else { codes.failed });
                 }
             }
             self.end_chain();
@@ -841,11 +697,7 @@ impl StateMachine {
                     self.account_transfers.pop();
                     self.history.remove(&(self.accounts.len() as u32));
                 }
-                Undo::AccountChanged {
-                    index,
-                    balances,
-                    flags,
-                } => {
+                Undo::AccountChanged { index, balances, flags } => {
                     let a = &mut self.accounts[index as usize];
                     a.balances = balances;
                     a.flags = flags;
@@ -864,10 +716,7 @@ impl StateMachine {
     fn push_transfer(&mut self, t: Transfer, dr: usize, cr: usize) -> u32 {
         assert!(self.transfers.len() < TRANSFERS_MAX, "transfer log full");
         let index = self.transfers.len() as u32;
-        debug_assert!(self
-            .transfers
-            .last()
-            .is_none_or(|l| l.timestamp < t.timestamp));
+        debug_assert!(self.transfers.last().is_none_or(|l| l.timestamp < t.timestamp));
         self.transfer_index.insert(t.id, index, &self.transfers);
         self.transfers.push(t);
         self.account_transfers[dr].push(index);
@@ -908,10 +757,7 @@ impl StateMachine {
             return;
         }
         if let Some(h) = self.history.get_mut(&(account as u32)) {
-            h.push(BalanceAt {
-                timestamp,
-                balances: self.accounts[account].balances,
-            });
+            h.push(BalanceAt { timestamp, balances: self.accounts[account].balances });
         }
     }
 
@@ -929,20 +775,16 @@ impl StateMachine {
     }
 
     pub fn account(&self, id: u128) -> Option<&Account> {
-        self.account_index
-            .get(&id)
-            .map(|i| &self.accounts[*i as usize])
+        self.account_index.get(&id).map(|i| &self.accounts[*i as usize])
     }
 
     pub fn transfer(&self, id: u128) -> Option<&Transfer> {
-        self.transfer_position(id)
-            .map(|i| &self.transfers[i as usize])
+        self.transfer_position(id).map(|i| &self.transfers[i as usize])
     }
 
     /// Position of a transfer in the log.
     pub(crate) fn transfer_position(&self, id: u128) -> Option<u32> {
-        self.transfer_index
-            .get(id, |p| self.transfers[p as usize].id)
+        self.transfer_index.get(id, |p| self.transfers[p as usize].id)
     }
 
     /// Status of a pending transfer by id; `None` if it is not a pending transfer.

@@ -164,32 +164,18 @@ impl Asset {
         } else {
             bytes[..n].copy_from_slice(&code.as_bytes()[..n]);
         }
-        Self {
-            id,
-            code: bytes,
-            scale,
-            kind: kind as u8,
-            timestamp: 0,
-        }
+        Self { id, code: bytes, scale, kind: kind as u8, timestamp: 0 }
     }
 
     /// The code as text (up to the first zero byte).
     pub fn code_str(&self) -> &str {
-        let end = self
-            .code
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(ASSET_CODE_BYTES);
+        let end = self.code.iter().position(|b| *b == 0).unwrap_or(ASSET_CODE_BYTES);
         std::str::from_utf8(&self.code[..end]).unwrap_or("?")
     }
 
     /// Valid codes: 1..=12 bytes of `A-Z 0-9 - _ .`, then only zero bytes.
     pub fn code_is_valid(&self) -> bool {
-        let end = self
-            .code
-            .iter()
-            .position(|b| *b == 0)
-            .unwrap_or(ASSET_CODE_BYTES);
+        let end = self.code.iter().position(|b| *b == 0).unwrap_or(ASSET_CODE_BYTES);
         end > 0
             && self.code[..end]
                 .iter()

@@ -111,11 +111,7 @@ fn account() -> impl Strategy<Value = Account> {
             let asset = asset_of(id);
             Account {
                 id,
-                asset: if other_asset {
-                    USD + EUR - asset
-                } else {
-                    asset
-                },
+                asset: if other_asset { USD + EUR - asset } else { asset },
                 code,
                 flags,
                 ..Default::default()
@@ -141,17 +137,7 @@ fn transfer() -> impl Strategy<Value = Transfer> {
     );
     // Mostly an account of the same asset as the debit account, sometimes any.
     let credit = prop_oneof![6 => (1u128..=2).prop_map(Some), 1 => account_id().prop_map(|_| None)];
-    (
-        1..=IDS,
-        account_id(),
-        (credit, account_id()),
-        amount(),
-        kind,
-        1..=IDS,
-        timeout,
-        extra,
-        fields,
-    )
+    (1..=IDS, account_id(), (credit, account_id()), amount(), kind, 1..=IDS, timeout, extra, fields)
         .prop_map(
             |(id, debit, (offset, credit), amount, kind, pending_id, timeout, extra, fields)| {
                 let credit = match offset {
@@ -176,19 +162,10 @@ fn transfer() -> impl Strategy<Value = Transfer> {
                 }
                 // Mostly valid combinations, sometimes not.
                 let odd = other_asset;
-                flags.set(
-                    TransferFlags::BALANCING_DEBIT,
-                    balancing_debit && (!resolving || odd),
-                );
-                flags.set(
-                    TransferFlags::BALANCING_CREDIT,
-                    balancing_credit && !resolving,
-                );
+                flags.set(TransferFlags::BALANCING_DEBIT, balancing_debit && (!resolving || odd));
+                flags.set(TransferFlags::BALANCING_CREDIT, balancing_credit && !resolving);
                 let pending = kind == 1;
-                flags.set(
-                    TransferFlags::CLOSING_DEBIT,
-                    closing_debit && (pending || odd),
-                );
+                flags.set(TransferFlags::CLOSING_DEBIT, closing_debit && (pending || odd));
                 flags.set(TransferFlags::CLOSING_CREDIT, closing_credit && pending);
                 let mut asset = asset_of(debit);
                 if other_asset {
@@ -251,11 +228,7 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         prop::collection::vec(account_flags(), ACCOUNTS as usize),
         prop::collection::vec((gap(), batch()), 1..=24),
     )
-        .prop_map(|(start, account_flags, batches)| Scenario {
-            start,
-            account_flags,
-            batches,
-        })
+        .prop_map(|(start, account_flags, batches)| Scenario { start, account_flags, batches })
 }
 
 // ----- running batches -----
@@ -295,10 +268,8 @@ impl Feeder {
                     // Posts and voids mostly name a pending transfer submitted before.
                     let resolving = e.flags.contains(TransferFlags::POST_PENDING)
                         || e.flags.contains(TransferFlags::VOID_PENDING);
-                    let pendings = self
-                        .submitted
-                        .iter()
-                        .filter(|p| p.flags.contains(TransferFlags::PENDING));
+                    let pendings =
+                        self.submitted.iter().filter(|p| p.flags.contains(TransferFlags::PENDING));
                     let count = pendings.clone().count();
                     if resolving && count > 0 && e.pending_id % 5 != 0 {
                         let pick = pendings.clone().nth(e.pending_id as usize % count);
@@ -407,14 +378,10 @@ fn check_state(
         let debits = b.debits_posted.checked_add(b.debits_pending);
         let credits = b.credits_posted.checked_add(b.credits_pending);
         prop_assert!(debits.is_some() && credits.is_some(), "{:?}", a);
-        if a.flags
-            .contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-        {
+        if a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) {
             prop_assert!(debits.unwrap() <= b.credits_posted, "{:?}", a);
         }
-        if a.flags
-            .contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
-        {
+        if a.flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS) {
             prop_assert!(credits.unwrap() <= b.debits_posted, "{:?}", a);
         }
     }
@@ -424,11 +391,8 @@ fn check_state(
     }
 
     // Balances from the log.
-    let mut expected: BTreeMap<u128, Balances> = sm
-        .accounts()
-        .iter()
-        .map(|a| (a.id, Balances::default()))
-        .collect();
+    let mut expected: BTreeMap<u128, Balances> =
+        sm.accounts().iter().map(|a| (a.id, Balances::default())).collect();
     let mut resolved: BTreeMap<u128, (u128, PendingStatus)> = BTreeMap::new();
     let mut holds_closed: BTreeSet<u128> = created_closed.clone();
     for t in sm.transfers() {
@@ -455,11 +419,7 @@ fn check_state(
             if void {
                 prop_assert_eq!(t.amount, p.amount);
             }
-            let status = if post {
-                PendingStatus::Posted
-            } else {
-                PendingStatus::Voided
-            };
+            let status = if post { PendingStatus::Posted } else { PendingStatus::Voided };
             let previous = resolved.insert(t.pending_id, (t.id, status));
             prop_assert!(previous.is_none(), "{} resolved twice", t.pending_id);
         }
@@ -486,10 +446,7 @@ fn check_state(
                 }
                 _ => {}
             }
-            let holding = matches!(
-                status.unwrap(),
-                PendingStatus::Pending | PendingStatus::Posted
-            );
+            let holding = matches!(status.unwrap(), PendingStatus::Pending | PendingStatus::Posted);
             if holding && f.contains(TransferFlags::CLOSING_DEBIT) {
                 holds_closed.insert(t.debit_account_id);
             }
@@ -506,12 +463,7 @@ fn check_state(
     for a in sm.accounts() {
         prop_assert_eq!(a.balances, expected[&a.id], "account {} balances", a.id);
         let closed = a.flags.contains(AccountFlags::CLOSED);
-        prop_assert_eq!(
-            closed,
-            holds_closed.contains(&a.id),
-            "account {} closed",
-            a.id
-        );
+        prop_assert_eq!(closed, holds_closed.contains(&a.id), "account {} closed", a.id);
         let history = sm.get_account_balances(&AccountFilter::new(a.id, QUERY_LIMIT_MAX));
         if a.flags.contains(AccountFlags::HISTORY) {
             let rows = history.unwrap().items;
@@ -581,10 +533,7 @@ fn check_answers(
             R::IdRepeatedInChain => {
                 // The id was first applied earlier in the same linked chain, which then failed
                 // on this very event and was rolled back: nothing with this id exists.
-                prop_assert!(
-                    stored.is_none(),
-                    "id_repeated_in_chain for a stored transfer"
-                );
+                prop_assert!(stored.is_none(), "id_repeated_in_chain for a stored transfer");
                 let chain_start = (0..i)
                     .rev()
                     .take_while(|j| events[*j].flags.contains(TransferFlags::LINKED))
@@ -601,25 +550,16 @@ fn check_answers(
             }
             code => {
                 prop_assert_eq!(r.timestamp, 0);
-                prop_assert!(
-                    stored.is_none_or(|s| s.timestamp != at),
-                    "{} committed",
-                    code
-                );
+                prop_assert!(stored.is_none_or(|s| s.timestamp != at), "{} committed", code);
             }
         }
     }
-    prop_assert_eq!(
-        after.transfers().len(),
-        before.transfers().len() + committed
-    );
+    prop_assert_eq!(after.transfers().len(), before.transfers().len() + committed);
     // Linked chains are all or nothing.
     let mut i = 0;
     while i < events.len() {
         let linked = |j: usize| events[j].flags.contains(TransferFlags::LINKED);
-        let end = (i..events.len())
-            .find(|j| !linked(*j))
-            .unwrap_or(events.len() - 1);
+        let end = (i..events.len()).find(|j| !linked(*j)).unwrap_or(events.len() - 1);
         let oks = results[i..=end].iter().filter(|r| r.code == R::Ok).count();
         prop_assert!(
             oks == 0 || oks == end - i + 1,
@@ -629,10 +569,7 @@ fn check_answers(
             &results[i..=end]
         );
         if oks == 0 && end > i {
-            let failed = results[i..=end]
-                .iter()
-                .filter(|r| r.code != R::LinkedEventFailed)
-                .count();
+            let failed = results[i..=end].iter().filter(|r| r.code != R::LinkedEventFailed).count();
             prop_assert!(failed >= 1, "a failed chain names its failure");
         }
         i = end + 1;
@@ -659,28 +596,15 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         .enumerate()
         .map(|(i, flags)| {
             let id = i as u128 + 1;
-            Account {
-                id,
-                asset: asset_of(id),
-                code: 1,
-                flags: *flags,
-                ..Default::default()
-            }
+            Account { id, asset: asset_of(id), code: 1, flags: *flags, ..Default::default() }
         })
         .collect();
-    let mut batches = vec![
-        (Gap::Small(1), assets),
-        (Gap::Small(1), Applied::Accounts(accounts)),
-    ];
+    let mut batches = vec![(Gap::Small(1), assets), (Gap::Small(1), Applied::Accounts(accounts))];
     let mut feeder = Feeder::default();
     batches.extend(s.batches.iter().map(|(gap, b)| (*gap, feeder.batch(b))));
 
     for (n, (gap, batch)) in batches.into_iter().enumerate() {
-        let ts = if n == 0 {
-            s.start
-        } else {
-            timestamp_after(&sm, gap)
-        };
+        let ts = if n == 0 { s.start } else { timestamp_after(&sm, gap) };
         let before = sm.clone();
         let answer = apply(&mut sm, &batch, ts);
         match (&batch, &answer) {
@@ -701,11 +625,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         // The snapshot restored after the previous batch answers this one identically.
         if let Some(mut copy) = restored.take() {
             let copy_answer = apply(&mut copy, &batch, ts);
-            prop_assert_eq!(
-                &copy_answer,
-                &answer,
-                "restored snapshot answered differently"
-            );
+            prop_assert_eq!(&copy_answer, &answer, "restored snapshot answered differently");
             prop_assert_eq!(copy.digest(), sm.digest());
             prop_assert_eq!(snapshot(&copy), snapshot(&sm));
         }
@@ -716,12 +636,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
         for (ts, batch) in &log {
             apply(&mut replay, batch, *ts);
         }
-        prop_assert_eq!(
-            replay.digest(),
-            sm.digest(),
-            "replay differs after batch {}",
-            n
-        );
+        prop_assert_eq!(replay.digest(), sm.digest(), "replay differs after batch {}", n);
         let bytes = snapshot(&sm);
         prop_assert_eq!(snapshot(&replay), bytes.clone());
 
@@ -771,10 +686,7 @@ fn run(s: &Scenario) -> Result<(), TestCaseError> {
 }
 
 fn cases() -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
+    std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(256)
 }
 
 proptest! {
@@ -844,15 +756,8 @@ fn generated_batches_reach_most_result_codes() {
         R::OverflowsTimeout,
         R::ExceedsPendingTransferAmount,
     ] {
-        assert!(
-            seen.contains(&code),
-            "never generated: {code} (saw {seen:?})"
-        );
+        assert!(seen.contains(&code), "never generated: {code} (saw {seen:?})");
     }
-    assert!(
-        seen.len() >= 40,
-        "only {} codes generated: {seen:?}",
-        seen.len()
-    );
+    assert!(seen.len() >= 40, "only {} codes generated: {seen:?}", seen.len());
     assert!(expired > 0);
 }

@@ -42,13 +42,7 @@ const MISSING: u128 = 999;
 // ----- builders -----
 
 fn acct(id: u128, asset: u32, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        asset,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
+    Account { id, asset, code: 1, flags, ..Default::default() }
 }
 
 fn tr(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
@@ -64,10 +58,7 @@ fn tr(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
 }
 
 fn flagged(t: Transfer, flags: TransferFlags) -> Transfer {
-    Transfer {
-        flags: t.flags | flags,
-        ..t
-    }
+    Transfer { flags: t.flags | flags, ..t }
 }
 
 fn linked(t: Transfer) -> Transfer {
@@ -79,30 +70,16 @@ fn pending(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
 }
 
 fn pending_timeout(id: u128, debit: u128, credit: u128, amount: u128, s: u32) -> Transfer {
-    Transfer {
-        timeout_s: s,
-        ..pending(id, debit, credit, amount)
-    }
+    Transfer { timeout_s: s, ..pending(id, debit, credit, amount) }
 }
 
 /// A post that inherits accounts, asset and code from the pending transfer.
 fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        amount,
-        flags: TransferFlags::POST_PENDING,
-        ..Default::default()
-    }
+    Transfer { id, pending_id, amount, flags: TransferFlags::POST_PENDING, ..Default::default() }
 }
 
 fn void(id: u128, pending_id: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        flags: TransferFlags::VOID_PENDING,
-        ..Default::default()
-    }
+    Transfer { id, pending_id, flags: TransferFlags::VOID_PENDING, ..Default::default() }
 }
 
 fn codes<C: Copy>(results: &[EventResult<C>]) -> Vec<C> {
@@ -120,10 +97,7 @@ struct Ledger {
 
 impl Ledger {
     fn empty() -> Self {
-        Self {
-            sm: StateMachine::new(),
-            fresh: 1_000_000,
-        }
+        Self { sm: StateMachine::new(), fresh: 1_000_000 }
     }
 
     /// Assets USD and EUR, and the accounts named by the constants above, all empty.
@@ -620,10 +594,7 @@ mod account_codes {
     }
 
     fn with_balances(b: Balances) -> AR {
-        Ledger::new().account(Account {
-            balances: b,
-            ..new(30)
-        })
+        Ledger::new().account(Account { balances: b, ..new(30) })
     }
 
     scenarios!(CreateAccountResult {
@@ -760,15 +731,8 @@ fn assert_coverage<C: Copy + Ord + Debug>(table: Vec<Scenario<C>>, all: &[C]) {
         assert_eq!(got, expected, "scenario {name}");
         produced.insert(got);
     }
-    let missing: Vec<C> = all
-        .iter()
-        .copied()
-        .filter(|c| !produced.contains(c))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "codes no scenario produces: {missing:?}"
-    );
+    let missing: Vec<C> = all.iter().copied().filter(|c| !produced.contains(c)).collect();
+    assert!(missing.is_empty(), "codes no scenario produces: {missing:?}");
     assert_eq!(produced.len(), all.len());
 }
 
@@ -827,25 +791,12 @@ fn codes_are_numbered_in_order_with_unique_names() {
 fn the_lowest_numbered_fault_wins_examples() {
     let mut l = Ledger::new();
     // Field checks in number order.
-    let t = Transfer {
-        timestamp: 9,
-        ..tr(0, 0, 0, 0)
-    };
+    let t = Transfer { timestamp: 9, ..tr(0, 0, 0, 0) };
     assert_eq!(l.transfer(t), TR::TimestampMustBeZero);
     assert_eq!(l.transfer(tr(0, 0, 0, 0)), TR::IdMustNotBeZero);
-    assert_eq!(
-        l.transfer(tr(100, 0, 0, 0)),
-        TR::DebitAccountIdMustNotBeZero
-    );
-    assert_eq!(
-        l.transfer(tr(100, A, 0, 0)),
-        TR::CreditAccountIdMustNotBeZero
-    );
-    let t = Transfer {
-        asset: 0,
-        code: 0,
-        ..tr(100, A, B, 0)
-    };
+    assert_eq!(l.transfer(tr(100, 0, 0, 0)), TR::DebitAccountIdMustNotBeZero);
+    assert_eq!(l.transfer(tr(100, A, 0, 0)), TR::CreditAccountIdMustNotBeZero);
+    let t = Transfer { asset: 0, code: 0, ..tr(100, A, B, 0) };
     assert_eq!(l.transfer(t), TR::AmountMustNotBeZero);
     // Reserved flags before the flag combinations they would make invalid.
     let t = flagged(
@@ -854,14 +805,8 @@ fn the_lowest_numbered_fault_wins_examples() {
     );
     assert_eq!(l.transfer(t), TR::ReservedFlag);
     // Balance-dependent checks in number order.
-    assert_eq!(
-        l.transfer(tr(100, MISSING, MISSING + 1, 1)),
-        TR::DebitAccountNotFound
-    );
-    assert_eq!(
-        l.transfer(tr(101, WALLET, E1, 1)),
-        TR::AccountsMustHaveTheSameAsset
-    );
+    assert_eq!(l.transfer(tr(100, MISSING, MISSING + 1, 1)), TR::DebitAccountNotFound);
+    assert_eq!(l.transfer(tr(101, WALLET, E1, 1)), TR::AccountsMustHaveTheSameAsset);
     l.ok(flagged(pending(10, D, C, 1), TransferFlags::CLOSING_DEBIT));
     // Debit account closed (50) before the credit account's limit (60).
     assert_eq!(l.transfer(tr(102, D, CAPPED, 1)), TR::DebitAccountClosed);
@@ -875,98 +820,46 @@ fn the_lowest_numbered_fault_wins_examples() {
     l.ok(tr(12, WALLET, C, 5));
     assert_eq!(l.balances(WALLET).credits_posted, 5);
     assert_eq!(l.transfer(tr(12, WALLET, C, 5)), TR::Exists);
-    assert_eq!(
-        l.transfer(tr(12, WALLET, C, 6)),
-        TR::ExistsWithDifferentAmount
-    );
+    assert_eq!(l.transfer(tr(12, WALLET, C, 6)), TR::ExistsWithDifferentAmount);
     // ...and the event's own fields before exists.
     assert_eq!(l.transfer(tr(12, WALLET, C, 0)), TR::AmountMustNotBeZero);
     // Several differences: the lowest-numbered one is reported.
-    let t = Transfer {
-        user_data_32: 1,
-        code: 9,
-        ..pending(12, WALLET, B, 7)
-    };
+    let t = Transfer { user_data_32: 1, code: 9, ..pending(12, WALLET, B, 7) };
     assert_eq!(l.transfer(t), TR::ExistsWithDifferentFlags);
-    let t = Transfer {
-        user_data_32: 1,
-        code: 9,
-        ..tr(12, WALLET, B, 7)
-    };
+    let t = Transfer { user_data_32: 1, code: 9, ..tr(12, WALLET, B, 7) };
     assert_eq!(l.transfer(t), TR::ExistsWithDifferentCreditAccountId);
     // Post/void: the pending checks in order.
     l.ok(pending(20, A, HIST, 10));
-    let t = Transfer {
-        credit_account_id: C,
-        code: 3,
-        ..post(104, 20, 11)
-    };
-    assert_eq!(
-        l.transfer(t),
-        TR::PendingTransferHasDifferentCreditAccountId
-    );
+    let t = Transfer { credit_account_id: C, code: 3, ..post(104, 20, 11) };
+    assert_eq!(l.transfer(t), TR::PendingTransferHasDifferentCreditAccountId);
     assert_eq!(l.transfer(void(105, 20)), TR::Ok);
     // Already voided (48) comes after exceeding the amount (45).
-    assert_eq!(
-        l.transfer(post(106, 20, 11)),
-        TR::ExceedsPendingTransferAmount
-    );
-    assert_eq!(
-        l.transfer(post(107, 20, 10)),
-        TR::PendingTransferAlreadyVoided
-    );
+    assert_eq!(l.transfer(post(106, 20, 11)), TR::ExceedsPendingTransferAmount);
+    assert_eq!(l.transfer(post(107, 20, 10)), TR::PendingTransferAlreadyVoided);
 
     // Accounts: the event's fields, then exists, then the asset lookup.
-    let t = Account {
-        timestamp: 1,
-        ..acct(0, 0, AccountFlags(1 << 9))
-    };
+    let t = Account { timestamp: 1, ..acct(0, 0, AccountFlags(1 << 9)) };
     assert_eq!(l.account(t), AR::TimestampMustBeZero);
-    assert_eq!(
-        l.account(acct(0, 0, AccountFlags(1 << 9))),
-        AR::ReservedFlag
-    );
+    assert_eq!(l.account(acct(0, 0, AccountFlags(1 << 9))), AR::ReservedFlag);
     let both =
         AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS | AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS;
     let t = Account {
-        balances: Balances {
-            credits_posted: 1,
-            ..Default::default()
-        },
+        balances: Balances { credits_posted: 1, ..Default::default() },
         ..acct(30, 0, both)
     };
     assert_eq!(l.account(t), AR::FlagsAreMutuallyExclusive);
-    assert_eq!(
-        l.account(acct(A, 77, AccountFlags::empty())),
-        AR::ExistsWithDifferentAsset
-    );
-    let t = Account {
-        owner_id: 3,
-        code: 4,
-        ..acct(A, 77, AccountFlags::HISTORY)
-    };
+    assert_eq!(l.account(acct(A, 77, AccountFlags::empty())), AR::ExistsWithDifferentAsset);
+    let t = Account { owner_id: 3, code: 4, ..acct(A, 77, AccountFlags::HISTORY) };
     assert_eq!(l.account(t), AR::ExistsWithDifferentFlags);
 
     // Assets.
-    let t = Asset {
-        kind: 0,
-        ..Asset::new(0, "bad code", 40, AssetKind::Fiat)
-    };
+    let t = Asset { kind: 0, ..Asset::new(0, "bad code", 40, AssetKind::Fiat) };
     assert_eq!(l.asset(t), SR::IdMustNotBeZero);
-    let t = Asset {
-        kind: 0,
-        ..Asset::new(3, "bad code", 40, AssetKind::Fiat)
-    };
+    let t = Asset { kind: 0, ..Asset::new(3, "bad code", 40, AssetKind::Fiat) };
     assert_eq!(l.asset(t), SR::CodeInvalid);
-    let t = Asset {
-        kind: 0,
-        ..Asset::new(USD, "USD", 40, AssetKind::Fiat)
-    };
+    let t = Asset { kind: 0, ..Asset::new(USD, "USD", 40, AssetKind::Fiat) };
     assert_eq!(l.asset(t), SR::ScaleExceedsMax);
-    assert_eq!(
-        l.asset(Asset::new(USD, "EUR", 2, AssetKind::Cbdc)),
-        SR::ExistsWithDifferentCode
-    );
+    assert_eq!(l.asset(Asset::new(USD, "EUR", 2, AssetKind::Cbdc)), SR::ExistsWithDifferentCode);
 }
 
 /// A tiny deterministic generator for sampling fault combinations.
@@ -1011,14 +904,8 @@ fn transfer_with_several_faults_gets_the_lowest_code() {
         acct(CLOSED_CREDIT, USD, AccountFlags::empty()),
     ];
     assert!(l.accounts(&closable).iter().all(|r| r.code == AR::Ok));
-    l.ok(flagged(
-        pending(60, CLOSED_DEBIT, C, 1),
-        TransferFlags::CLOSING_DEBIT,
-    ));
-    l.ok(flagged(
-        pending(61, C, CLOSED_CREDIT, 1),
-        TransferFlags::CLOSING_CREDIT,
-    ));
+    l.ok(flagged(pending(60, CLOSED_DEBIT, C, 1), TransferFlags::CLOSING_DEBIT));
+    l.ok(flagged(pending(61, C, CLOSED_CREDIT, 1), TransferFlags::CLOSING_CREDIT));
     l.ok(pending(EXISTING, A, B, 10));
     assert_eq!(l.transfer(tr(FAILED, WALLET, B, 1)), TR::ExceedsCredits);
 
@@ -1028,50 +915,28 @@ fn transfer_with_several_faults_gets_the_lowest_code() {
     let faults: &[Fault] = &[
         (TR::ExceedsDebits, |t| t.credit_account_id = CAPPED),
         (TR::ExceedsCredits, |t| t.debit_account_id = WALLET),
-        (TR::CreditAccountClosed, |t| {
-            t.credit_account_id = CLOSED_CREDIT
-        }),
-        (TR::DebitAccountClosed, |t| {
-            t.debit_account_id = CLOSED_DEBIT
-        }),
-        (TR::TransferMustHaveTheSameAssetAsAccounts, |t| {
-            t.asset = EUR
-        }),
-        (TR::AccountsMustHaveTheSameAsset, |t| {
-            t.credit_account_id = E1
-        }),
-        (TR::CreditAccountNotFound, |t| {
-            t.credit_account_id = MISSING + 1
-        }),
+        (TR::CreditAccountClosed, |t| t.credit_account_id = CLOSED_CREDIT),
+        (TR::DebitAccountClosed, |t| t.debit_account_id = CLOSED_DEBIT),
+        (TR::TransferMustHaveTheSameAssetAsAccounts, |t| t.asset = EUR),
+        (TR::AccountsMustHaveTheSameAsset, |t| t.credit_account_id = E1),
+        (TR::CreditAccountNotFound, |t| t.credit_account_id = MISSING + 1),
         (TR::DebitAccountNotFound, |t| t.debit_account_id = MISSING),
         (TR::IdAlreadyFailed, |t| t.id = FAILED),
         (TR::ExistsWithDifferentFlags, |t| t.id = EXISTING),
         (TR::CodeMustNotBeZero, |t| t.code = 0),
         (TR::AssetMustNotBeZero, |t| t.asset = 0),
         (TR::AmountMustNotBeZero, |t| t.amount = 0),
-        (TR::ClosingTransferMustBePending, |t| {
-            t.flags = t.flags | TransferFlags::CLOSING_CREDIT
-        }),
+        (TR::ClosingTransferMustBePending, |t| t.flags = t.flags | TransferFlags::CLOSING_CREDIT),
         (TR::TimeoutReservedForPendingTransfer, |t| t.timeout_s = 1),
         (TR::PendingIdMustBeZero, |t| t.pending_id = 7),
-        (TR::AccountsMustBeDifferent, |t| {
-            t.credit_account_id = t.debit_account_id
-        }),
-        (TR::CreditAccountIdMustNotBeIntMax, |t| {
-            t.credit_account_id = MAX
-        }),
-        (TR::CreditAccountIdMustNotBeZero, |t| {
-            t.credit_account_id = 0
-        }),
-        (TR::DebitAccountIdMustNotBeIntMax, |t| {
-            t.debit_account_id = MAX
-        }),
+        (TR::AccountsMustBeDifferent, |t| t.credit_account_id = t.debit_account_id),
+        (TR::CreditAccountIdMustNotBeIntMax, |t| t.credit_account_id = MAX),
+        (TR::CreditAccountIdMustNotBeZero, |t| t.credit_account_id = 0),
+        (TR::DebitAccountIdMustNotBeIntMax, |t| t.debit_account_id = MAX),
         (TR::DebitAccountIdMustNotBeZero, |t| t.debit_account_id = 0),
         (TR::IdMustNotBeIntMax, |t| t.id = MAX),
         (TR::IdMustNotBeZero, |t| t.id = 0),
-        (TR::ReservedFlag, |t| {
-            t.flags = t.flags | TransferFlags(1 << 12)
-        }),
+        (TR::ReservedFlag, |t| t.flags = t.flags | TransferFlags(1 << 12)),
         (TR::TimestampMustBeZero, |t| t.timestamp = 77),
     ];
     assert!(faults.windows(2).all(|w| w[0].0 > w[1].0));
@@ -1103,16 +968,10 @@ fn account_with_several_faults_gets_the_lowest_code() {
         (AR::ExistsWithDifferentFlags, |a| a.id = HIST),
         (AR::CodeMustNotBeZero, |a| a.code = 0),
         (AR::AssetMustNotBeZero, |a| a.asset = 0),
-        (AR::CreditsPostedMustBeZero, |a| {
-            a.balances.credits_posted = 1
-        }),
-        (AR::CreditsPendingMustBeZero, |a| {
-            a.balances.credits_pending = 2
-        }),
+        (AR::CreditsPostedMustBeZero, |a| a.balances.credits_posted = 1),
+        (AR::CreditsPendingMustBeZero, |a| a.balances.credits_pending = 2),
         (AR::DebitsPostedMustBeZero, |a| a.balances.debits_posted = 3),
-        (AR::DebitsPendingMustBeZero, |a| {
-            a.balances.debits_pending = 4
-        }),
+        (AR::DebitsPendingMustBeZero, |a| a.balances.debits_pending = 4),
         (AR::FlagsAreMutuallyExclusive, |a| {
             a.flags = a.flags
                 | AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS
@@ -1120,9 +979,7 @@ fn account_with_several_faults_gets_the_lowest_code() {
         }),
         (AR::IdMustNotBeIntMax, |a| a.id = MAX),
         (AR::IdMustNotBeZero, |a| a.id = 0),
-        (AR::ReservedFlag, |a| {
-            a.flags = a.flags | AccountFlags(1 << 14)
-        }),
+        (AR::ReservedFlag, |a| a.flags = a.flags | AccountFlags(1 << 14)),
         (AR::TimestampMustBeZero, |a| a.timestamp = 5),
     ];
     assert!(faults.windows(2).all(|w| w[0].0 > w[1].0));
@@ -1148,9 +1005,7 @@ fn asset_with_several_faults_gets_the_lowest_code() {
     let mut l = Ledger::new();
     type Fault = (SR, fn(&mut Asset));
     let faults: &[Fault] = &[
-        (SR::CodeAlreadyUsed, |a| {
-            a.code = Asset::new(0, "USD", 0, AssetKind::Fiat).code
-        }),
+        (SR::CodeAlreadyUsed, |a| a.code = Asset::new(0, "USD", 0, AssetKind::Fiat).code),
         (SR::ExistsWithDifferentCode, |a| a.id = EUR),
         (SR::KindInvalid, |a| a.kind = 9),
         (SR::ScaleExceedsMax, |a| a.scale = 200),
@@ -1161,12 +1016,7 @@ fn asset_with_several_faults_gets_the_lowest_code() {
     let first_ts = l.next_ts();
     for subset in 0u64..1 << faults.len() {
         let ts = first_ts + subset;
-        let mut a = Asset::new(
-            100 + subset as u32,
-            &format!("X{subset}"),
-            2,
-            AssetKind::Token,
-        );
+        let mut a = Asset::new(100 + subset as u32, &format!("X{subset}"), 2, AssetKind::Token);
         let mut expected = SR::Ok;
         for (i, (code, apply)) in faults.iter().enumerate() {
             if subset & 1 << i != 0 {
@@ -1185,25 +1035,15 @@ fn asset_with_several_faults_gets_the_lowest_code() {
 fn retried_transfer_answers_exists_with_the_original_timestamp_and_moves_money_once() {
     let mut l = Ledger::new();
     l.fund(WALLET, 100);
-    let t = Transfer {
-        user_data_128: 7,
-        user_data_64: 8,
-        user_data_32: 9,
-        ..tr(100, WALLET, B, 60)
-    };
+    let t =
+        Transfer { user_data_128: 7, user_data_64: 8, user_data_32: 9, ..tr(100, WALLET, B, 60) };
     let first = l.ok(t);
     let wallet = l.balances(WALLET);
     let b = l.balances(B);
     for _ in 0..3 {
         assert_eq!(l.transfer(t), TR::Exists);
         let r = l.transfers(&[t]);
-        assert_eq!(
-            r[0],
-            EventResult {
-                code: TR::Exists,
-                timestamp: first.timestamp
-            }
-        );
+        assert_eq!(r[0], EventResult { code: TR::Exists, timestamp: first.timestamp });
     }
     assert_eq!(l.balances(WALLET), wallet);
     assert_eq!(l.balances(B), b);
@@ -1211,47 +1051,14 @@ fn retried_transfer_answers_exists_with_the_original_timestamp_and_moves_money_o
     assert_eq!(wallet.credits_posted - wallet.debits_posted, 40);
     // Same id, different fields: the specific code, still nothing moves.
     let differences: [(Transfer, TR); 11] = [
-        (
-            flagged(t, TransferFlags::PENDING),
-            TR::ExistsWithDifferentFlags,
-        ),
+        (flagged(t, TransferFlags::PENDING), TR::ExistsWithDifferentFlags),
         (Transfer { timeout_s: 0, ..t }, TR::Exists),
-        (
-            Transfer {
-                debit_account_id: A,
-                ..t
-            },
-            TR::ExistsWithDifferentDebitAccountId,
-        ),
-        (
-            Transfer {
-                credit_account_id: C,
-                ..t
-            },
-            TR::ExistsWithDifferentCreditAccountId,
-        ),
+        (Transfer { debit_account_id: A, ..t }, TR::ExistsWithDifferentDebitAccountId),
+        (Transfer { credit_account_id: C, ..t }, TR::ExistsWithDifferentCreditAccountId),
         (Transfer { amount: 59, ..t }, TR::ExistsWithDifferentAmount),
-        (
-            Transfer {
-                user_data_128: 0,
-                ..t
-            },
-            TR::ExistsWithDifferentUserData128,
-        ),
-        (
-            Transfer {
-                user_data_64: 0,
-                ..t
-            },
-            TR::ExistsWithDifferentUserData64,
-        ),
-        (
-            Transfer {
-                user_data_32: 0,
-                ..t
-            },
-            TR::ExistsWithDifferentUserData32,
-        ),
+        (Transfer { user_data_128: 0, ..t }, TR::ExistsWithDifferentUserData128),
+        (Transfer { user_data_64: 0, ..t }, TR::ExistsWithDifferentUserData64),
+        (Transfer { user_data_32: 0, ..t }, TR::ExistsWithDifferentUserData32),
         (Transfer { asset: EUR, ..t }, TR::ExistsWithDifferentAsset),
         (Transfer { code: 2, ..t }, TR::ExistsWithDifferentCode),
         (Transfer { amount: MAX, ..t }, TR::ExistsWithDifferentAmount),
@@ -1269,20 +1076,8 @@ fn duplicate_id_within_one_batch_applies_once() {
     let t = tr(100, A, B, 10);
     let ts = l.next_ts();
     let r = l.transfers(&[t, t, tr(100, A, B, 11)]);
-    assert_eq!(
-        r[0],
-        EventResult {
-            code: TR::Ok,
-            timestamp: ts
-        }
-    );
-    assert_eq!(
-        r[1],
-        EventResult {
-            code: TR::Exists,
-            timestamp: ts
-        }
-    );
+    assert_eq!(r[0], EventResult { code: TR::Ok, timestamp: ts });
+    assert_eq!(r[1], EventResult { code: TR::Exists, timestamp: ts });
     assert_eq!(r[2].code, TR::ExistsWithDifferentAmount);
     assert_eq!(l.balances(B).credits_posted, 10);
 }
@@ -1315,60 +1110,27 @@ fn retried_two_phase_and_balancing_transfers_are_recognised() {
     assert_eq!(l.transfer(explicit), TR::Exists);
     assert_eq!(l.transfer(post(11, 10, MAX)), TR::Exists);
     assert_eq!(l.transfer(post(11, 10, 41)), TR::ExistsWithDifferentAmount);
+    assert_eq!(l.transfer(post(11, 12, 40)), TR::ExistsWithDifferentPendingId);
     assert_eq!(
-        l.transfer(post(11, 12, 40)),
-        TR::ExistsWithDifferentPendingId
-    );
-    assert_eq!(
-        l.transfer(Transfer {
-            debit_account_id: C,
-            ..post(11, 10, 40)
-        }),
+        l.transfer(Transfer { debit_account_id: C, ..post(11, 10, 40) }),
         TR::ExistsWithDifferentDebitAccountId
     );
     assert_eq!(l.transfer(void(11, 10)), TR::ExistsWithDifferentFlags);
     // A void may be retried with amount 0, the whole amount or u128::MAX.
     for amount in [0, 100, MAX] {
-        assert_eq!(
-            l.transfer(Transfer {
-                amount,
-                ..void(13, 12)
-            }),
-            TR::Exists
-        );
+        assert_eq!(l.transfer(Transfer { amount, ..void(13, 12) }), TR::Exists);
     }
-    assert_eq!(
-        l.transfer(Transfer {
-            amount: 99,
-            ..void(13, 12)
-        }),
-        TR::ExistsWithDifferentAmount
-    );
+    assert_eq!(l.transfer(Transfer { amount: 99, ..void(13, 12) }), TR::ExistsWithDifferentAmount);
     // A balancing transfer stores what it moved; a retry with the same bound (or any bound at
     // least what moved) is recognised even though the wallet is now empty.
     assert_eq!(l.transfer(balancing), TR::Exists);
-    assert_eq!(
-        l.transfer(Transfer {
-            amount: 50,
-            ..balancing
-        }),
-        TR::Exists
-    );
-    assert_eq!(
-        l.transfer(Transfer {
-            amount: 49,
-            ..balancing
-        }),
-        TR::ExistsWithDifferentAmount
-    );
+    assert_eq!(l.transfer(Transfer { amount: 50, ..balancing }), TR::Exists);
+    assert_eq!(l.transfer(Transfer { amount: 49, ..balancing }), TR::ExistsWithDifferentAmount);
 
     assert_eq!(l.sm.accounts(), &before[..]);
     let r = l.transfers(&[post(11, 10, 40), void(13, 12), balancing, p, p2]);
     let stamps: Vec<u64> = r.iter().map(|r| r.timestamp).collect();
-    assert_eq!(
-        stamps,
-        [posted.timestamp, voided.timestamp, b.timestamp, p_ts, p2_ts]
-    );
+    assert_eq!(stamps, [posted.timestamp, voided.timestamp, b.timestamp, p_ts, p2_ts]);
 }
 
 #[test]
@@ -1376,33 +1138,16 @@ fn retried_account_and_asset_answer_exists_with_the_original_timestamp() {
     let mut l = Ledger::new();
     let original = *l.sm.account(A).unwrap();
     let r = l.accounts(&[acct(A, USD, AccountFlags::empty())]);
-    assert_eq!(
-        r[0],
-        EventResult {
-            code: AR::Exists,
-            timestamp: original.timestamp
-        }
-    );
+    assert_eq!(r[0], EventResult { code: AR::Exists, timestamp: original.timestamp });
     // Closing changes the account's flags, but a retry of its creation is still `exists`.
     l.ok(flagged(pending(10, A, B, 1), TransferFlags::CLOSING_DEBIT));
-    assert!(l
-        .sm
-        .account(A)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(A).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.account(acct(A, USD, AccountFlags::empty())), AR::Exists);
     assert_eq!(l.account(acct(A, USD, AccountFlags::CLOSED)), AR::Exists);
 
     let usd = *l.sm.asset(USD).unwrap();
     let r = l.assets(&[Asset::new(USD, "USD", 6, AssetKind::Fiat)]);
-    assert_eq!(
-        r[0],
-        EventResult {
-            code: SR::Exists,
-            timestamp: usd.timestamp
-        }
-    );
+    assert_eq!(r[0], EventResult { code: SR::Exists, timestamp: usd.timestamp });
     // Within one batch too.
     let ts = l.next_ts();
     let gbp = Asset::new(3, "GBP", 2, AssetKind::Fiat);
@@ -1410,14 +1155,8 @@ fn retried_account_and_asset_answer_exists_with_the_original_timestamp() {
     assert_eq!(
         r,
         [
-            EventResult {
-                code: SR::Ok,
-                timestamp: ts
-            },
-            EventResult {
-                code: SR::Exists,
-                timestamp: ts
-            }
+            EventResult { code: SR::Ok, timestamp: ts },
+            EventResult { code: SR::Exists, timestamp: ts }
         ]
     );
 }
@@ -1426,19 +1165,10 @@ fn retried_account_and_asset_answer_exists_with_the_original_timestamp() {
 fn state_dependent_failures_are_remembered_but_field_errors_are_not() {
     let mut l = Ledger::new();
     // Field errors are not remembered: the corrected event with the same id goes through.
-    assert_eq!(
-        l.transfer(Transfer {
-            code: 0,
-            ..tr(100, A, B, 1)
-        }),
-        TR::CodeMustNotBeZero
-    );
+    assert_eq!(l.transfer(Transfer { code: 0, ..tr(100, A, B, 1) }), TR::CodeMustNotBeZero);
     assert_eq!(l.transfer(tr(100, A, B, 1)), TR::Ok);
     // State-dependent failures are: even once the state allows it, the id stays refused.
-    assert_eq!(
-        l.transfer(tr(101, A, MISSING, 1)),
-        TR::CreditAccountNotFound
-    );
+    assert_eq!(l.transfer(tr(101, A, MISSING, 1)), TR::CreditAccountNotFound);
     assert_eq!(l.account(acct(MISSING, USD, AccountFlags::empty())), AR::Ok);
     assert_eq!(l.transfer(tr(101, A, MISSING, 1)), TR::IdAlreadyFailed);
     // Whatever the retry's fields.
@@ -1456,9 +1186,7 @@ fn state_dependent_failures_are_remembered_but_field_errors_are_not() {
 
 /// Every query answer about the history account, for comparing whole states.
 fn history_rows(l: &Ledger, id: u128) -> Vec<BalanceAt> {
-    l.sm.get_account_balances(&AccountFilter::new(id, QUERY_LIMIT_MAX))
-        .unwrap()
-        .items
+    l.sm.get_account_balances(&AccountFilter::new(id, QUERY_LIMIT_MAX)).unwrap().items
 }
 
 #[test]
@@ -1467,12 +1195,7 @@ fn failing_chain_rolls_back_everything_and_later_events_still_apply() {
     l.fund(WALLET, 100);
     l.ok(pending_timeout(10, A, HIST, 50, 5)); // to be posted in the chain
     l.ok(flagged(pending(11, D, C, 7), TransferFlags::CLOSING_DEBIT)); // to be voided in it
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     let deadline = l.sm.transfer(10).unwrap().timestamp + 5 * NS_PER_S;
 
     let chain = [
@@ -1481,10 +1204,7 @@ fn failing_chain_rolls_back_everything_and_later_events_still_apply() {
         linked(post(102, 10, 20)),
         linked(void(103, 11)),
         linked(tr(104, D, A, 1)), // D was reopened by the void just before
-        linked(flagged(
-            pending(105, B, C, 2),
-            TransferFlags::CLOSING_CREDIT,
-        )),
+        linked(flagged(pending(105, B, C, 2), TransferFlags::CLOSING_CREDIT)),
         tr(106, WALLET, B, 41), // 40 left in the wallet: fails
     ];
     let after = tr(107, A, B, 3);
@@ -1493,10 +1213,7 @@ fn failing_chain_rolls_back_everything_and_later_events_still_apply() {
 
     // The same batch on a copy, with the chain replaced by events refused on their fields
     // alone (nothing changes, nothing is remembered): the states must end identical.
-    let mut control = Ledger {
-        sm: l.sm.clone(),
-        fresh: l.fresh,
-    };
+    let mut control = Ledger { sm: l.sm.clone(), fresh: l.fresh };
     let mut control_batch = vec![tr(0, A, B, 1); chain.len()];
     control_batch.push(after);
 
@@ -1521,18 +1238,8 @@ fn failing_chain_rolls_back_everything_and_later_events_still_apply() {
     }
     assert_eq!(l.sm.pending_status(10), Some(PendingStatus::Pending));
     assert_eq!(l.sm.pending_status(11), Some(PendingStatus::Pending));
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
-    assert!(!l
-        .sm
-        .account(C)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
+    assert!(!l.sm.account(C).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.balances(HIST).credits_pending, 50);
 
     // The rolled-back pending 101 is gone from the expiry queue; pending 10 is back in it.
@@ -1625,10 +1332,8 @@ fn id_repeated_inside_a_failed_chain_stays_free() {
     assert_eq!(l.balances(B), Balances::default());
     assert_eq!(l.transfer(tr(100, A, B, 1)), TR::Ok);
 
-    let r = l.accounts(&[
-        acct(30, USD, AccountFlags::LINKED),
-        acct(30, USD, AccountFlags::empty()),
-    ]);
+    let r =
+        l.accounts(&[acct(30, USD, AccountFlags::LINKED), acct(30, USD, AccountFlags::empty())]);
     assert_eq!(r[0].code, AR::LinkedEventFailed);
     assert_eq!(r[1].code, AR::IdRepeatedInChain);
     assert_eq!(r[1].timestamp, 0);
@@ -1673,10 +1378,7 @@ fn failing_account_chain_rolls_back_created_accounts() {
         l.sm.get_account_balances(&AccountFilter::new(34, 10)),
         Err(QueryError::HistoryNotEnabled)
     );
-    l.ok(Transfer {
-        asset: EUR,
-        ..tr(100, E1, 34, 5)
-    });
+    l.ok(Transfer { asset: EUR, ..tr(100, E1, 34, 5) });
     assert_eq!(l.balances(34).credits_posted, 5);
     // The rolled-back ids can be created afresh.
     assert_eq!(l.account(acct(30, USD, AccountFlags::HISTORY)), AR::Ok);
@@ -1693,30 +1395,17 @@ fn partial_post_moves_part_and_releases_the_rest() {
     l.ok(pending(10, WALLET, B, 80));
     assert_eq!(
         l.balances(WALLET),
-        Balances {
-            debits_pending: 80,
-            debits_posted: 0,
-            credits_pending: 0,
-            credits_posted: 100
-        }
+        Balances { debits_pending: 80, debits_posted: 0, credits_pending: 0, credits_posted: 100 }
     );
     // Reserved: only 20 can still be spent.
     assert_eq!(l.transfer(tr(100, WALLET, C, 21)), TR::ExceedsCredits);
     let posted = l.ok(post(11, 10, 30));
     assert_eq!(posted.amount, 30);
-    assert_eq!(
-        (posted.debit_account_id, posted.credit_account_id),
-        (WALLET, B)
-    );
+    assert_eq!((posted.debit_account_id, posted.credit_account_id), (WALLET, B));
     assert_eq!((posted.asset, posted.code, posted.pending_id), (USD, 1, 10));
     assert_eq!(
         l.balances(WALLET),
-        Balances {
-            debits_pending: 0,
-            debits_posted: 30,
-            credits_pending: 0,
-            credits_posted: 100
-        }
+        Balances { debits_pending: 0, debits_posted: 30, credits_pending: 0, credits_posted: 100 }
     );
     assert_eq!(l.balances(B).credits_posted, 30);
     assert_eq!(l.balances(B).credits_pending, 0);
@@ -1758,19 +1447,10 @@ fn void_releases_the_whole_amount() {
         let p = 10 + 2 * i as u128;
         l.ok(pending(p, WALLET, B, 10));
         assert_eq!(l.transfer(tr(100 + p, WALLET, B, 1)), TR::ExceedsCredits);
-        let v = l.ok(Transfer {
-            amount,
-            ..void(p + 1, p)
-        });
+        let v = l.ok(Transfer { amount, ..void(p + 1, p) });
         assert_eq!(v.amount, 10);
         assert_eq!(l.sm.pending_status(p), Some(PendingStatus::Voided));
-        assert_eq!(
-            l.balances(WALLET),
-            Balances {
-                credits_posted: 10,
-                ..Default::default()
-            }
-        );
+        assert_eq!(l.balances(WALLET), Balances { credits_posted: 10, ..Default::default() });
         assert_eq!(l.balances(B), Balances::default());
     }
 }
@@ -1818,10 +1498,7 @@ fn timeouts_near_the_end_of_time() {
     assert_eq!(l.transfer(pending_timeout(10, A, B, 1, 1)), TR::Ok);
     assert_eq!(l.sm.next_expiry(), Some(u64::MAX - 1));
     // The largest timeout overflows much earlier.
-    assert_eq!(
-        l.transfer(pending_timeout(11, A, B, 1, u32::MAX)),
-        TR::OverflowsTimeout
-    );
+    assert_eq!(l.transfer(pending_timeout(11, A, B, 1, u32::MAX)), TR::OverflowsTimeout);
     // No timeout never overflows.
     assert_eq!(l.transfer(pending_timeout(12, A, B, 1, 0)), TR::Ok);
     assert_eq!(l.pulse_to(u64::MAX - 1), 1);
@@ -1851,18 +1528,8 @@ fn closing_debit_closes_and_void_reopens() {
     let mut l = Ledger::new();
     l.ok(tr(9, A, D, 50));
     l.ok(flagged(pending(10, D, B, 50), TransferFlags::CLOSING_DEBIT));
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
-    assert!(!l
-        .sm
-        .account(B)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
+    assert!(!l.sm.account(B).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.transfer(tr(100, D, C, 1)), TR::DebitAccountClosed);
     assert_eq!(l.transfer(tr(101, C, D, 1)), TR::CreditAccountClosed);
     assert_eq!(l.transfer(pending(102, C, D, 1)), TR::CreditAccountClosed);
@@ -1874,12 +1541,7 @@ fn closing_debit_closes_and_void_reopens() {
         TR::DebitAccountClosed
     );
     l.ok(void(11, 10));
-    assert!(!l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(!l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.transfer(tr(105, D, C, 1)), TR::Ok);
     assert_eq!(l.transfer(tr(106, C, D, 1)), TR::Ok);
 }
@@ -1888,18 +1550,8 @@ fn closing_debit_closes_and_void_reopens() {
 fn closing_credit_closes_and_void_reopens_and_post_keeps_closed() {
     let mut l = Ledger::new();
     l.ok(flagged(pending(10, A, D, 5), TransferFlags::CLOSING_CREDIT));
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
-    assert!(!l
-        .sm
-        .account(A)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
+    assert!(!l.sm.account(A).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.transfer(tr(100, B, D, 1)), TR::CreditAccountClosed);
     assert_eq!(l.transfer(tr(101, D, B, 1)), TR::DebitAccountClosed);
     l.ok(void(11, 10));
@@ -1908,31 +1560,11 @@ fn closing_credit_closes_and_void_reopens_and_post_keeps_closed() {
     // Both sides at once; posting keeps them closed.
     let both = TransferFlags::CLOSING_DEBIT | TransferFlags::CLOSING_CREDIT;
     l.ok(flagged(pending(12, B, D, 1), both));
-    assert!(l
-        .sm
-        .account(B)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(B).unwrap().flags.contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     l.ok(post(13, 12, MAX));
-    assert!(l
-        .sm
-        .account(B)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(B).unwrap().flags.contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.transfer(tr(103, B, A, 1)), TR::DebitAccountClosed);
     assert_eq!(l.transfer(tr(104, A, D, 1)), TR::CreditAccountClosed);
 }
@@ -1940,24 +1572,11 @@ fn closing_credit_closes_and_void_reopens_and_post_keeps_closed() {
 #[test]
 fn expiry_of_a_closing_transfer_reopens() {
     let mut l = Ledger::new();
-    let t = flagged(
-        pending_timeout(10, D, A, 5, 1),
-        TransferFlags::CLOSING_DEBIT,
-    );
+    let t = flagged(pending_timeout(10, D, A, 5, 1), TransferFlags::CLOSING_DEBIT);
     let p = l.ok(t);
-    assert!(l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.pulse_to(p.timestamp + NS_PER_S), 1);
-    assert!(!l
-        .sm
-        .account(D)
-        .unwrap()
-        .flags
-        .contains(AccountFlags::CLOSED));
+    assert!(!l.sm.account(D).unwrap().flags.contains(AccountFlags::CLOSED));
     assert_eq!(l.transfer(tr(100, D, A, 1)), TR::Ok);
 }
 
@@ -2001,10 +1620,7 @@ fn balancing_debit_moves_at_most_what_the_debit_account_has() {
     let t = flagged(tr(14, WALLET, B, MAX), TransferFlags::BALANCING_DEBIT);
     assert_eq!(l.ok(t).amount, 0);
     assert_eq!(l.balances(WALLET).credits_posted, 150);
-    assert_eq!(
-        l.balances(WALLET).debits_posted + l.balances(WALLET).debits_pending,
-        150
-    );
+    assert_eq!(l.balances(WALLET).debits_posted + l.balances(WALLET).debits_pending, 150);
     // Also on an account without a limit flag: bounded by its net credit balance.
     l.fund(C, 8);
     let t = flagged(tr(15, C, B, 100), TransferFlags::BALANCING_DEBIT);
@@ -2076,11 +1692,7 @@ fn all_pages(l: &Ledger, filter: AccountFilter) -> Vec<Transfer> {
         rows.extend(page.items.iter().copied());
         match page.next_cursor {
             Some(cursor) => {
-                assert_eq!(
-                    page.items.len(),
-                    f.limit as usize,
-                    "short page before the end"
-                );
+                assert_eq!(page.items.len(), f.limit as usize, "short page before the end");
                 f = f.after(cursor);
             }
             None => return rows,
@@ -2092,85 +1704,46 @@ fn all_pages(l: &Ledger, filter: AccountFilter) -> Vec<Transfer> {
 #[test]
 fn account_transfers_in_time_order_with_side_filters() {
     let (l, mine) = busy_ledger();
-    let all =
-        l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX))
-            .unwrap();
+    let all = l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX)).unwrap();
     assert_eq!(ids(&all), mine);
     assert_eq!(all.next_cursor, None);
-    assert!(all
-        .items
-        .windows(2)
-        .all(|w| w[0].timestamp < w[1].timestamp));
+    assert!(all.items.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
     for t in &all.items {
         assert_eq!(l.sm.transfer(t.id), Some(t));
     }
 
-    let debits = AccountFilter {
-        debits: true,
-        ..AccountFilter::new(A, QUERY_LIMIT_MAX)
-    };
+    let debits = AccountFilter { debits: true, ..AccountFilter::new(A, QUERY_LIMIT_MAX) };
     let got = l.sm.get_account_transfers(&debits).unwrap();
-    let expected: Vec<u128> = all
-        .items
-        .iter()
-        .filter(|t| t.debit_account_id == A)
-        .map(|t| t.id)
-        .collect();
+    let expected: Vec<u128> =
+        all.items.iter().filter(|t| t.debit_account_id == A).map(|t| t.id).collect();
     assert!(!expected.is_empty());
     assert_eq!(ids(&got), expected);
 
-    let credits = AccountFilter {
-        credits: true,
-        ..AccountFilter::new(A, QUERY_LIMIT_MAX)
-    };
+    let credits = AccountFilter { credits: true, ..AccountFilter::new(A, QUERY_LIMIT_MAX) };
     let got = l.sm.get_account_transfers(&credits).unwrap();
-    let expected: Vec<u128> = all
-        .items
-        .iter()
-        .filter(|t| t.credit_account_id == A)
-        .map(|t| t.id)
-        .collect();
+    let expected: Vec<u128> =
+        all.items.iter().filter(|t| t.credit_account_id == A).map(|t| t.id).collect();
     assert!(!expected.is_empty());
     assert_eq!(ids(&got), expected);
 
-    let both = AccountFilter {
-        debits: true,
-        credits: true,
-        ..AccountFilter::new(A, QUERY_LIMIT_MAX)
-    };
+    let both =
+        AccountFilter { debits: true, credits: true, ..AccountFilter::new(A, QUERY_LIMIT_MAX) };
     assert_eq!(l.sm.get_account_transfers(&both).unwrap(), all);
 
-    let reverse = AccountFilter {
-        reverse: true,
-        ..AccountFilter::new(A, QUERY_LIMIT_MAX)
-    };
+    let reverse = AccountFilter { reverse: true, ..AccountFilter::new(A, QUERY_LIMIT_MAX) };
     let mut backwards = mine.clone();
     backwards.reverse();
-    assert_eq!(
-        ids(&l.sm.get_account_transfers(&reverse).unwrap()),
-        backwards
-    );
+    assert_eq!(ids(&l.sm.get_account_transfers(&reverse).unwrap()), backwards);
 
     // An account without transfers: an empty page.
-    let empty =
-        l.sm.get_account_transfers(&AccountFilter::new(E2, 10))
-            .unwrap();
-    assert_eq!(
-        empty,
-        Page {
-            items: vec![],
-            next_cursor: None
-        }
-    );
+    let empty = l.sm.get_account_transfers(&AccountFilter::new(E2, 10)).unwrap();
+    assert_eq!(empty, Page { items: vec![], next_cursor: None });
 }
 
 #[test]
 fn account_transfers_within_a_time_range() {
     let (l, _) = busy_ledger();
-    let all =
-        l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX))
-            .unwrap()
-            .items;
+    let all = l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX)).unwrap().items;
     let n = all.len();
     let (lo, hi) = (all[3].timestamp, all[n - 4].timestamp);
     let range = |min, max| AccountFilter {
@@ -2181,53 +1754,26 @@ fn account_transfers_within_a_time_range() {
     // Bounds are inclusive.
     let got = l.sm.get_account_transfers(&range(lo, hi)).unwrap().items;
     assert_eq!(got, all[3..n - 3]);
-    let got =
-        l.sm.get_account_transfers(&range(lo + 1, hi - 1))
-            .unwrap()
-            .items;
+    let got = l.sm.get_account_transfers(&range(lo + 1, hi - 1)).unwrap().items;
     assert_eq!(got, all[4..n - 4]);
     // Zero means unbounded on either side.
-    assert_eq!(
-        l.sm.get_account_transfers(&range(lo, 0)).unwrap().items,
-        all[3..]
-    );
-    assert_eq!(
-        l.sm.get_account_transfers(&range(0, hi)).unwrap().items,
-        all[..n - 3]
-    );
+    assert_eq!(l.sm.get_account_transfers(&range(lo, 0)).unwrap().items, all[3..]);
+    assert_eq!(l.sm.get_account_transfers(&range(0, hi)).unwrap().items, all[..n - 3]);
     // A single instant.
-    assert_eq!(
-        l.sm.get_account_transfers(&range(lo, lo)).unwrap().items,
-        all[3..4]
-    );
+    assert_eq!(l.sm.get_account_transfers(&range(lo, lo)).unwrap().items, all[3..4]);
     // A range with nothing in it (between two batches).
-    let gap = all
-        .windows(2)
-        .find(|w| w[1].timestamp - w[0].timestamp > 2)
-        .unwrap();
+    let gap = all.windows(2).find(|w| w[1].timestamp - w[0].timestamp > 2).unwrap();
     let empty = range(gap[0].timestamp + 1, gap[1].timestamp - 1);
     assert!(l.sm.get_account_transfers(&empty).unwrap().items.is_empty());
     // Reverse within a range.
-    let reverse = AccountFilter {
-        reverse: true,
-        ..range(lo, hi)
-    };
+    let reverse = AccountFilter { reverse: true, ..range(lo, hi) };
     let mut expected = all[3..n - 3].to_vec();
     expected.reverse();
-    assert_eq!(
-        l.sm.get_account_transfers(&reverse).unwrap().items,
-        expected
-    );
+    assert_eq!(l.sm.get_account_transfers(&reverse).unwrap().items, expected);
     // Debits within a range, reverse.
-    let debits = AccountFilter {
-        debits: true,
-        ..reverse
-    };
-    let expected: Vec<Transfer> = expected
-        .iter()
-        .filter(|t| t.debit_account_id == A)
-        .copied()
-        .collect();
+    let debits = AccountFilter { debits: true, ..reverse };
+    let expected: Vec<Transfer> =
+        expected.iter().filter(|t| t.debit_account_id == A).copied().collect();
     assert_eq!(l.sm.get_account_transfers(&debits).unwrap().items, expected);
 }
 
@@ -2238,32 +1784,18 @@ fn cursor_pagination_returns_every_row_exactly_once() {
     for limit in 1..=n + 1 {
         for reverse in [false, true] {
             for (debits, credits) in [(false, false), (true, false), (false, true)] {
-                let f = AccountFilter {
-                    reverse,
-                    debits,
-                    credits,
-                    ..AccountFilter::new(A, limit)
-                };
-                let whole = AccountFilter {
-                    limit: QUERY_LIMIT_MAX,
-                    ..f
-                };
+                let f = AccountFilter { reverse, debits, credits, ..AccountFilter::new(A, limit) };
+                let whole = AccountFilter { limit: QUERY_LIMIT_MAX, ..f };
                 let expected = l.sm.get_account_transfers(&whole).unwrap().items;
                 let got = all_pages(&l, f);
-                assert_eq!(
-                    got, expected,
-                    "limit {limit} reverse {reverse} {debits}/{credits}"
-                );
+                assert_eq!(got, expected, "limit {limit} reverse {reverse} {debits}/{credits}");
                 let unique: BTreeSet<u128> = got.iter().map(|t| t.id).collect();
                 assert_eq!(unique.len(), got.len());
             }
         }
     }
     // Within a range too: the cursor keeps the other bound.
-    let all =
-        l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX))
-            .unwrap()
-            .items;
+    let all = l.sm.get_account_transfers(&AccountFilter::new(A, QUERY_LIMIT_MAX)).unwrap().items;
     let (lo, hi) = (all[2].timestamp, all[all.len() - 3].timestamp);
     for reverse in [false, true] {
         let f = AccountFilter {
@@ -2279,9 +1811,7 @@ fn cursor_pagination_returns_every_row_exactly_once() {
         assert_eq!(all_pages(&l, f), expected);
     }
     // A full page at the very end has no cursor.
-    let exact =
-        l.sm.get_account_transfers(&AccountFilter::new(A, n))
-            .unwrap();
+    let exact = l.sm.get_account_transfers(&AccountFilter::new(A, n)).unwrap();
     assert_eq!(exact.items.len(), n as usize);
     assert_eq!(exact.next_cursor, None);
 }
@@ -2290,48 +1820,23 @@ fn cursor_pagination_returns_every_row_exactly_once() {
 fn query_limits_and_errors() {
     let (l, mine) = busy_ledger();
     let f = |limit| AccountFilter::new(A, limit);
-    assert_eq!(
-        l.sm.get_account_transfers(&f(0)),
-        Err(QueryError::LimitOutOfRange)
-    );
+    assert_eq!(l.sm.get_account_transfers(&f(0)), Err(QueryError::LimitOutOfRange));
     assert_eq!(
         l.sm.get_account_transfers(&f(QUERY_LIMIT_MAX + 1)),
         Err(QueryError::LimitOutOfRange)
     );
-    assert_eq!(
-        l.sm.get_account_transfers(&f(u32::MAX)),
-        Err(QueryError::LimitOutOfRange)
-    );
-    assert_eq!(
-        l.sm.get_account_transfers(&f(QUERY_LIMIT_MAX))
-            .unwrap()
-            .items
-            .len(),
-        mine.len()
-    );
+    assert_eq!(l.sm.get_account_transfers(&f(u32::MAX)), Err(QueryError::LimitOutOfRange));
+    assert_eq!(l.sm.get_account_transfers(&f(QUERY_LIMIT_MAX)).unwrap().items.len(), mine.len());
     assert_eq!(l.sm.get_account_transfers(&f(1)).unwrap().items.len(), 1);
     assert_eq!(
         l.sm.get_account_transfers(&AccountFilter::new(MISSING, 10)),
         Err(QueryError::AccountNotFound)
     );
-    let inverted = AccountFilter {
-        timestamp_min: 10,
-        timestamp_max: 9,
-        ..f(10)
-    };
-    assert_eq!(
-        l.sm.get_account_transfers(&inverted),
-        Err(QueryError::TimestampRangeInvalid)
-    );
-    assert_eq!(
-        l.sm.get_account_balances(&inverted),
-        Err(QueryError::TimestampRangeInvalid)
-    );
+    let inverted = AccountFilter { timestamp_min: 10, timestamp_max: 9, ..f(10) };
+    assert_eq!(l.sm.get_account_transfers(&inverted), Err(QueryError::TimestampRangeInvalid));
+    assert_eq!(l.sm.get_account_balances(&inverted), Err(QueryError::TimestampRangeInvalid));
     let h = |limit| AccountFilter::new(HIST, limit);
-    assert_eq!(
-        l.sm.get_account_balances(&h(0)),
-        Err(QueryError::LimitOutOfRange)
-    );
+    assert_eq!(l.sm.get_account_balances(&h(0)), Err(QueryError::LimitOutOfRange));
     assert_eq!(
         l.sm.get_account_balances(&h(QUERY_LIMIT_MAX + 1)),
         Err(QueryError::LimitOutOfRange)
@@ -2362,10 +1867,7 @@ fn account_balances_follow_every_change_of_a_history_account() {
     let mut l = Ledger::new();
     let mut expected = Vec::new();
     let mut record = |l: &Ledger, ts: u64| {
-        expected.push(BalanceAt {
-            timestamp: ts,
-            balances: l.balances(HIST),
-        });
+        expected.push(BalanceAt { timestamp: ts, balances: l.balances(HIST) });
     };
     // Transfers of several kinds touching HIST; others not touching it in between.
     let ts = l.ok(tr(10, A, HIST, 100)).timestamp;
@@ -2393,10 +1895,7 @@ fn account_balances_follow_every_change_of_a_history_account() {
         ..expected.last().unwrap().balances
     };
     let last = expected.pop().unwrap();
-    expected.push(BalanceAt {
-        timestamp: r[0].timestamp,
-        balances: after_first,
-    });
+    expected.push(BalanceAt { timestamp: r[0].timestamp, balances: after_first });
     expected.push(last);
 
     assert_eq!(history_rows(&l, HIST), expected);
@@ -2407,25 +1906,17 @@ fn account_balances_follow_every_change_of_a_history_account() {
     let f = AccountFilter::new(HIST, QUERY_LIMIT_MAX);
     let mut backwards = expected.clone();
     backwards.reverse();
-    let got =
-        l.sm.get_account_balances(&AccountFilter { reverse: true, ..f })
-            .unwrap();
+    let got = l.sm.get_account_balances(&AccountFilter { reverse: true, ..f }).unwrap();
     assert_eq!(got.items, backwards);
     let range = AccountFilter {
         timestamp_min: expected[2].timestamp,
         timestamp_max: expected[5].timestamp,
         ..f
     };
-    assert_eq!(
-        l.sm.get_account_balances(&range).unwrap().items,
-        expected[2..=5]
-    );
+    assert_eq!(l.sm.get_account_balances(&range).unwrap().items, expected[2..=5]);
     for limit in 1..=expected.len() as u32 + 1 {
         for reverse in [false, true] {
-            let mut f = AccountFilter {
-                reverse,
-                ..AccountFilter::new(HIST, limit)
-            };
+            let mut f = AccountFilter { reverse, ..AccountFilter::new(HIST, limit) };
             let mut rows = Vec::new();
             loop {
                 let page = l.sm.get_account_balances(&f).unwrap();
@@ -2477,10 +1968,7 @@ fn expiry_inside_a_batch_span_keeps_history_in_time_order() {
     assert_eq!(rows[3].timestamp, deadline + 10);
     // Every row once, by pages of one, both ways; and the rows after deadline + 5.
     for reverse in [false, true] {
-        let mut f = AccountFilter {
-            reverse,
-            ..AccountFilter::new(HIST, 1)
-        };
+        let mut f = AccountFilter { reverse, ..AccountFilter::new(HIST, 1) };
         let mut paged = Vec::new();
         while let Some(c) = {
             let page = l.sm.get_account_balances(&f).unwrap();
@@ -2494,10 +1982,7 @@ fn expiry_inside_a_batch_span_keeps_history_in_time_order() {
         }
         assert_eq!(paged, rows, "reverse {reverse}");
     }
-    let later = AccountFilter {
-        timestamp_min: deadline + 5,
-        ..AccountFilter::new(HIST, 10)
-    };
+    let later = AccountFilter { timestamp_min: deadline + 5, ..AccountFilter::new(HIST, 10) };
     assert_eq!(l.sm.get_account_balances(&later).unwrap().items, rows[2..]);
 }
 

@@ -38,10 +38,7 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root).map_err(StoreError::io(root))?;
         let format = root.join(FORMAT_FILE);
-        let empty = std::fs::read_dir(root)
-            .map_err(StoreError::io(root))?
-            .next()
-            .is_none();
+        let empty = std::fs::read_dir(root).map_err(StoreError::io(root))?.next().is_none();
         if empty {
             for sub in ["wal", "snapshots"] {
                 std::fs::create_dir_all(root.join(sub)).map_err(StoreError::io(root))?;
@@ -55,10 +52,8 @@ impl DataDir {
             path: root.to_path_buf(),
             reason: format!("not a Farthing data directory (no readable {FORMAT_FILE}: {e})"),
         })?;
-        let version = text
-            .trim()
-            .strip_prefix("farthing-data ")
-            .and_then(|v| v.parse::<u32>().ok());
+        let version =
+            text.trim().strip_prefix("farthing-data ").and_then(|v| v.parse::<u32>().ok());
         match version {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
@@ -70,10 +65,7 @@ impl DataDir {
                 })
             }
             None => {
-                return Err(StoreError::Format {
-                    path: format,
-                    reason: "unreadable format".into(),
-                })
+                return Err(StoreError::Format { path: format, reason: "unreadable format".into() })
             }
         }
         let lock_path = root.join("LOCK");
@@ -83,13 +75,8 @@ impl DataDir {
             .write(true)
             .open(&lock_path)
             .map_err(StoreError::io(&lock_path))?;
-        lock.try_lock().map_err(|_| StoreError::Locked {
-            path: root.to_path_buf(),
-        })?;
-        Ok(Self {
-            root: root.to_path_buf(),
-            _lock: lock,
-        })
+        lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
+        Ok(Self { root: root.to_path_buf(), _lock: lock })
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -125,10 +112,7 @@ fn list_snapshots(dir: &Path) -> Result<Vec<(u64, PathBuf)>, StoreError> {
     for entry in std::fs::read_dir(dir).map_err(StoreError::io(dir))? {
         let path = entry.map_err(StoreError::io(dir))?.path();
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        if let Some(seq) = name
-            .strip_suffix(".snap")
-            .and_then(|s| s.parse::<u64>().ok())
-        {
+        if let Some(seq) = name.strip_suffix(".snap").and_then(|s| s.parse::<u64>().ok()) {
             found.push((seq, path));
         }
     }
@@ -152,9 +136,7 @@ pub fn write_snapshot(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, Sto
     // Sync as it goes: one flush of a whole large snapshot would hold up the WAL's fsyncs
     // behind it for seconds.
     for chunk in state.chunks(SNAPSHOT_SYNC_BYTES) {
-        f.write_all(chunk)
-            .and_then(|()| f.sync_data())
-            .map_err(StoreError::io(&tmp))?;
+        f.write_all(chunk).and_then(|()| f.sync_data()).map_err(StoreError::io(&tmp))?;
     }
     f.sync_all().map_err(StoreError::io(&tmp))?;
     std::fs::rename(&tmp, &path).map_err(StoreError::io(&path))?;
@@ -172,19 +154,11 @@ fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
     let len = u64::from_le_bytes(bytes[24..32].try_into().unwrap());
     let body = &bytes[SNAPSHOT_HEADER_BYTES..];
     if body.len() as u64 != len {
-        return Err(corrupt(
-            path,
-            24,
-            format!("length {len}, file holds {}", body.len()),
-        ));
+        return Err(corrupt(path, 24, format!("length {len}, file holds {}", body.len())));
     }
     let crc = u32::from_le_bytes(bytes[8..12].try_into().unwrap());
     if crc32c::crc32c(body) != crc {
-        return Err(corrupt(
-            path,
-            SNAPSHOT_HEADER_BYTES as u64,
-            "checksum mismatch",
-        ));
+        return Err(corrupt(path, SNAPSHOT_HEADER_BYTES as u64, "checksum mismatch"));
     }
     let mut bytes = bytes;
     bytes.drain(..SNAPSHOT_HEADER_BYTES);
@@ -202,11 +176,7 @@ fn load_snapshots(dir: &Path) -> Result<(u64, StateMachine), StoreError> {
     for (named, path) in &files {
         let (s, body) = read_snapshot(path)?;
         if s != *named || s < seq {
-            return Err(corrupt(
-                path,
-                16,
-                format!("snapshot of record {s} named {named}"),
-            ));
+            return Err(corrupt(path, 16, format!("snapshot of record {s} named {named}")));
         }
         seq = s;
         parts.push(body);
@@ -231,27 +201,17 @@ pub fn apply_record(
         }
         match b.op {
             Op::CreateAssets => {
-                let events: Vec<_> = b
-                    .events
-                    .chunks_exact(ASSET_BYTES)
-                    .map(decode_asset)
-                    .collect();
+                let events: Vec<_> = b.events.chunks_exact(ASSET_BYTES).map(decode_asset).collect();
                 sm.create_assets(&events, b.timestamp);
             }
             Op::CreateAccounts => {
-                let events: Vec<_> = b
-                    .events
-                    .chunks_exact(EVENT_BYTES)
-                    .map(decode_account)
-                    .collect();
+                let events: Vec<_> =
+                    b.events.chunks_exact(EVENT_BYTES).map(decode_account).collect();
                 sm.create_accounts(&events, b.timestamp);
             }
             Op::CreateTransfers => {
-                let events: Vec<_> = b
-                    .events
-                    .chunks_exact(EVENT_BYTES)
-                    .map(decode_transfer)
-                    .collect();
+                let events: Vec<_> =
+                    b.events.chunks_exact(EVENT_BYTES).map(decode_transfer).collect();
                 sm.create_transfers(&events, b.timestamp);
             }
             Op::Pulse => {

@@ -155,12 +155,8 @@ impl Engine {
         let (mut sm, recovery) = datadir::recover(&dir, true)?;
         let counts = sm.counts();
         sm.reserve(
-            config
-                .accounts_capacity
-                .saturating_sub(counts.accounts as usize),
-            config
-                .transfers_capacity
-                .saturating_sub(counts.transfers as usize),
+            config.accounts_capacity.saturating_sub(counts.accounts as usize),
+            config.transfers_capacity.saturating_sub(counts.transfers as usize),
         );
         let wal = WalWriter::open(&dir.wal_dir(), recovery.last_seq, config.segment_bytes_max)?;
         let (requests, inbox) = bounded::<Request>(config.queue_requests_max);
@@ -182,11 +178,8 @@ impl Engine {
             snapshot_failed: snapshot_failed.clone(),
         };
         let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(1);
-        let snapshotter = Snapshotter {
-            inbox: snapshot_inbox,
-            dir: dir.snapshot_dir(),
-            failed: snapshot_failed,
-        };
+        let snapshotter =
+            Snapshotter { inbox: snapshot_inbox, dir: dir.snapshot_dir(), failed: snapshot_failed };
         let syncer = Syncer {
             wal,
             inbox: commit_inbox,
@@ -214,12 +207,7 @@ impl Engine {
             submit_timeout: Duration::from_millis(config.submit_timeout_ms),
             stats,
         };
-        Ok(Self {
-            handle,
-            threads,
-            dir,
-            recovery,
-        })
+        Ok(Self { handle, threads, dir, recovery })
     }
 
     pub fn handle(&self) -> EngineHandle {
@@ -249,15 +237,7 @@ impl Engine {
         // The engine thread stops at the Stop command, after everything queued before it;
         // requests still queued behind it are dropped unanswered (`Stopped`), never applied.
         let (reply, done) = oneshot::channel();
-        if self
-            .handle
-            .requests
-            .send(Request {
-                command: Command::Stop,
-                reply,
-            })
-            .is_ok()
-        {
+        if self.handle.requests.send(Request { command: Command::Stop, reply }).is_ok() {
             let _ = done.recv();
         }
         for thread in self.threads.drain(..) {
@@ -282,10 +262,7 @@ impl EngineHandle {
 
     fn check_batch(events: usize) -> Result<(), EngineError> {
         if events == 0 || events > BATCH_EVENTS_MAX {
-            return Err(EngineError::BatchSize {
-                events,
-                max: BATCH_EVENTS_MAX,
-            });
+            return Err(EngineError::BatchSize { events, max: BATCH_EVENTS_MAX });
         }
         Ok(())
     }
@@ -297,12 +274,10 @@ impl EngineHandle {
         let (reply, answer) = oneshot::channel();
         let request = Request { command, reply };
         let sent = if wait {
-            self.requests
-                .send_timeout(request, self.submit_timeout)
-                .map_err(|e| match e {
-                    crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
-                    crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
-                })
+            self.requests.send_timeout(request, self.submit_timeout).map_err(|e| match e {
+                crossbeam_channel::SendTimeoutError::Timeout(_) => EngineError::Overloaded,
+                crossbeam_channel::SendTimeoutError::Disconnected(_) => EngineError::Stopped,
+            })
         } else {
             self.requests.try_send(request).map_err(|e| match e {
                 TrySendError::Full(_) => EngineError::Overloaded,
@@ -417,10 +392,7 @@ impl EngineHandle {
 
     fn check_lookup(ids: usize) -> Result<(), EngineError> {
         if ids == 0 || ids > LOOKUP_IDS_MAX {
-            return Err(EngineError::BatchSize {
-                events: ids,
-                max: LOOKUP_IDS_MAX,
-            });
+            return Err(EngineError::BatchSize { events: ids, max: LOOKUP_IDS_MAX });
         }
         Ok(())
     }
@@ -505,12 +477,8 @@ impl Writer {
             record.push(Op::Pulse, 0, ts, |_| {});
             let record = record.finish(self.next_seq);
             self.next_seq += 1;
-            let commit = Commit {
-                record: Some(record),
-                events: 0,
-                answers: vec![],
-                snapshot: None,
-            };
+            let commit =
+                Commit { record: Some(record), events: 0, answers: vec![], snapshot: None };
             let _ = self.commits.send(commit);
         }
     }
@@ -548,12 +516,7 @@ impl Writer {
             let r = record.finish(self.next_seq);
             self.next_seq += 1;
             self.wal_bytes_since_snapshot += r.len() as u64;
-            let commit = Commit {
-                record: Some(r),
-                events,
-                answers: Vec::new(),
-                snapshot: None,
-            };
+            let commit = Commit { record: Some(r), events, answers: Vec::new(), snapshot: None };
             if self.commits.send(commit).is_err() {
                 return false;
             }
@@ -580,17 +543,8 @@ impl Writer {
             };
             answers.push((reply, answer));
         }
-        assert_eq!(
-            self.sm.last_timestamp(),
-            last,
-            "execution must match the logged timestamps"
-        );
-        let commit = Commit {
-            record: None,
-            events: 0,
-            answers,
-            snapshot: None,
-        };
+        assert_eq!(self.sm.last_timestamp(), last, "execution must match the logged timestamps");
+        let commit = Commit { record: None, events: 0, answers, snapshot: None };
         if self.commits.send(commit).is_err() {
             return false;
         }
@@ -618,11 +572,7 @@ impl Writer {
         let builder = self.sm.begin_snapshot(self.snapshot_transfers);
         self.snapshot_transfers = builder.transfers_end();
         self.wal_bytes_since_snapshot = 0;
-        self.building = Some(Building {
-            seq: self.next_seq - 1,
-            builder,
-            waiting,
-        });
+        self.building = Some(Building { seq: self.next_seq - 1, builder, waiting });
     }
 
     /// Encodes up to `max` transfers of the snapshot in progress; hands it to the WAL thread
@@ -634,22 +584,10 @@ impl Writer {
         if !building.builder.step(&self.sm, max) {
             return;
         }
-        let Building {
-            seq,
-            builder,
-            waiting,
-        } = self.building.take().expect("snapshot");
-        let answers = waiting
-            .into_iter()
-            .map(|r| (r, Answer::Snapshot(seq)))
-            .collect();
+        let Building { seq, builder, waiting } = self.building.take().expect("snapshot");
+        let answers = waiting.into_iter().map(|r| (r, Answer::Snapshot(seq))).collect();
         let snapshot = Some((seq, builder.finish()));
-        let _ = self.commits.send(Commit {
-            record: None,
-            events: 0,
-            answers,
-            snapshot,
-        });
+        let _ = self.commits.send(Commit { record: None, events: 0, answers, snapshot });
     }
 }
 
@@ -734,11 +672,7 @@ impl Syncer {
                 }
                 if let Some((seq, state)) = commit.snapshot {
                     // Every record up to `seq` is durable now: the snapshot may be written.
-                    let _ = self.snapshots.send(SnapshotJob {
-                        seq,
-                        state,
-                        waiting,
-                    });
+                    let _ = self.snapshots.send(SnapshotJob { seq, state, waiting });
                 }
             }
         }
@@ -748,10 +682,8 @@ impl Syncer {
         let bytes: usize = records.iter().map(Vec::len).sum();
         let s = &self.stats;
         s.events_durable.fetch_add(events, Ordering::Relaxed);
-        s.records_durable
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
-        s.wal_bytes_written
-            .fetch_add(bytes as u64, Ordering::Relaxed);
+        s.records_durable.fetch_add(records.len() as u64, Ordering::Relaxed);
+        s.wal_bytes_written.fetch_add(bytes as u64, Ordering::Relaxed);
         s.syncs.fetch_add(1, Ordering::Relaxed);
     }
 

@@ -12,11 +12,7 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("corrupt data in {file} at byte offset {offset}: {reason}")]
-    Corrupt {
-        file: PathBuf,
-        offset: u64,
-        reason: String,
-    },
+    Corrupt { file: PathBuf, offset: u64, reason: String },
     #[error("{path}: {reason}")]
     Format { path: PathBuf, reason: String },
     #[error("{path} is in use by another Farthing process")]

@@ -39,14 +39,9 @@ pub enum Op {
 
 impl Op {
     pub fn from_u8(value: u8) -> Option<Self> {
-        [
-            Self::CreateAssets,
-            Self::CreateAccounts,
-            Self::CreateTransfers,
-            Self::Pulse,
-        ]
-        .into_iter()
-        .find(|op| *op as u8 == value)
+        [Self::CreateAssets, Self::CreateAccounts, Self::CreateTransfers, Self::Pulse]
+            .into_iter()
+            .find(|op| *op as u8 == value)
     }
     pub fn event_bytes(self) -> usize {
         match self {
@@ -69,11 +64,7 @@ impl RecordBuilder {
     pub fn new() -> Self {
         let mut buf = Vec::with_capacity(HEADER_BYTES + 64 * 1024);
         buf.resize(HEADER_BYTES, 0);
-        Self {
-            buf,
-            last_timestamp: 0,
-            events: 0,
-        }
+        Self { buf, last_timestamp: 0, events: 0 }
     }
 
     /// Events in the record so far.
@@ -99,11 +90,7 @@ impl RecordBuilder {
         self.buf.extend_from_slice(&timestamp.to_le_bytes());
         let before = self.buf.len();
         encode(&mut self.buf);
-        assert_eq!(
-            self.buf.len() - before,
-            count * op.event_bytes(),
-            "event encoding size"
-        );
+        assert_eq!(self.buf.len() - before, count * op.event_bytes(), "event encoding size");
         self.last_timestamp = timestamp + count.max(1) as u64 - 1;
         self.events += count;
     }
@@ -111,10 +98,7 @@ impl RecordBuilder {
     /// Seals the record with its sequence number and checksum.
     pub fn finish(mut self, seq: u64) -> Vec<u8> {
         let body_len = self.buf.len() - HEADER_BYTES;
-        assert!(
-            body_len <= BODY_BYTES_MAX,
-            "record body of {body_len} bytes"
-        );
+        assert!(body_len <= BODY_BYTES_MAX, "record body of {body_len} bytes");
         let h = &mut self.buf[..HEADER_BYTES];
         h[4..8].copy_from_slice(MAGIC);
         h[8..12].copy_from_slice(&(body_len as u32).to_le_bytes());
@@ -161,16 +145,9 @@ impl<'a> Record<'a> {
             let len = count * op.event_bytes();
             at += SUB_HEADER_BYTES;
             if count > BATCH_EVENTS_MAX || body.len() - at < len {
-                return Err(format!(
-                    "sub-batch of {count} events does not fit the record"
-                ));
+                return Err(format!("sub-batch of {count} events does not fit the record"));
             }
-            out.push(SubBatch {
-                op,
-                count,
-                timestamp,
-                events: &body[at..at + len],
-            });
+            out.push(SubBatch { op, count, timestamp, events: &body[at..at + len] });
             at += len;
         }
         Ok(out)
@@ -180,10 +157,7 @@ impl<'a> Record<'a> {
 /// Why the bytes at an offset are not a valid record.
 fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
     if bytes.len() < HEADER_BYTES {
-        return Err(format!(
-            "{} bytes left, less than a record header",
-            bytes.len()
-        ));
+        return Err(format!("{} bytes left, less than a record header", bytes.len()));
     }
     if &bytes[4..8] != MAGIC {
         return Err("no record magic".into());
@@ -193,9 +167,7 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
         return Err(format!("impossible body length {body_len}"));
     }
     if bytes.len() - HEADER_BYTES < body_len {
-        return Err(format!(
-            "record of {body_len} bytes runs past the end of the file"
-        ));
+        return Err(format!("record of {body_len} bytes runs past the end of the file"));
     }
     let end = HEADER_BYTES + body_len;
     let stored = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
@@ -267,10 +239,7 @@ pub fn scan(
     mut visit: impl FnMut(&Record<'_>, &Path, u64) -> Result<(), StoreError>,
 ) -> Result<ScanSummary, StoreError> {
     let segments = list_segments(dir)?;
-    let mut summary = ScanSummary {
-        segments: segments.len(),
-        ..Default::default()
-    };
+    let mut summary = ScanSummary { segments: segments.len(), ..Default::default() };
     for (n, (first, path)) in segments.iter().enumerate() {
         let is_last = n + 1 == segments.len();
         let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
@@ -301,11 +270,7 @@ pub fn scan(
                 return Err(corrupt(
                     path,
                     at as u64,
-                    format!(
-                        "record {} where {} was expected",
-                        record.seq,
-                        summary.last_seq + 1
-                    ),
+                    format!("record {} where {} was expected", record.seq, summary.last_seq + 1),
                 ));
             }
             visit(&record, path, at as u64)?;
@@ -320,19 +285,12 @@ pub fn scan(
 }
 
 pub fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        file: path.to_path_buf(),
-        offset,
-        reason: reason.into(),
-    }
+    StoreError::Corrupt { file: path.to_path_buf(), offset, reason: reason.into() }
 }
 
 /// Cuts a torn tail off the last segment, durably.
 pub fn truncate_tail(path: &Path, offset: u64) -> Result<(), StoreError> {
-    let file = OpenOptions::new()
-        .write(true)
-        .open(path)
-        .map_err(StoreError::io(path))?;
+    let file = OpenOptions::new().write(true).open(path).map_err(StoreError::io(path))?;
     file.set_len(offset).map_err(StoreError::io(path))?;
     file.sync_all().map_err(StoreError::io(path))
 }
@@ -382,10 +340,7 @@ impl WalWriter {
         let mut chunk_len = 0u64;
         for record in records {
             let seq = u64::from_le_bytes(record[16..24].try_into().unwrap());
-            assert_eq!(
-                seq, self.next_seq,
-                "WAL records must be appended in sequence"
-            );
+            assert_eq!(seq, self.next_seq, "WAL records must be appended in sequence");
             let full = self.len + chunk_len + record.len() as u64 > self.segment_bytes_max;
             if full && self.len + chunk_len > 0 {
                 self.write_chunk(&chunk)?;
@@ -403,9 +358,7 @@ impl WalWriter {
 
     fn write_chunk(&mut self, chunk: &[&[u8]]) -> Result<(), StoreError> {
         for record in chunk {
-            self.file
-                .write_all(record)
-                .map_err(StoreError::io(&self.path))?;
+            self.file.write_all(record).map_err(StoreError::io(&self.path))?;
             self.len += record.len() as u64;
         }
         Ok(())
@@ -428,7 +381,5 @@ impl WalWriter {
 
 /// Makes a directory's entries (new or renamed files) durable.
 pub fn sync_dir(dir: &Path) -> Result<(), StoreError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io(dir))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io(dir))
 }

@@ -51,34 +51,19 @@ fn expect_corrupt(dir: &Path) -> (std::path::PathBuf, u64, String) {
     };
     let read_only = {
         let d = DataDir::open(dir).unwrap();
-        recover(&d, false)
-            .map(|_| ())
-            .expect_err("read-only recovery fails too")
-            .to_string()
+        recover(&d, false).map(|_| ()).expect_err("read-only recovery fails too").to_string()
     };
     assert_eq!(read_only, err.to_string());
     let after = dir_bytes(dir);
     let names = |m: &std::collections::BTreeMap<std::path::PathBuf, Vec<u8>>| {
         m.keys().cloned().collect::<Vec<_>>()
     };
-    assert_eq!(
-        names(&after),
-        names(&before),
-        "a failed open added or removed files"
-    );
+    assert_eq!(names(&after), names(&before), "a failed open added or removed files");
     for (path, bytes) in &before {
-        assert!(
-            after[path] == *bytes,
-            "a failed open changed {}",
-            path.display()
-        );
+        assert!(after[path] == *bytes, "a failed open changed {}", path.display());
     }
     match err {
-        StoreError::Corrupt {
-            file,
-            offset,
-            reason,
-        } => (file, offset, reason),
+        StoreError::Corrupt { file, offset, reason } => (file, offset, reason),
         e => panic!("expected Corrupt, got {e}"),
     }
 }
@@ -86,13 +71,7 @@ fn expect_corrupt(dir: &Path) -> (std::path::PathBuf, u64, String) {
 /// The ids every record but the last holds, and those of the last.
 fn ids_split(records: &[RecordInfo]) -> (Vec<u128>, Vec<u128>) {
     let (last, earlier) = records.split_last().unwrap();
-    (
-        earlier
-            .iter()
-            .flat_map(|r| r.transfer_ids.clone())
-            .collect(),
-        last.transfer_ids.clone(),
-    )
+    (earlier.iter().flat_map(|r| r.transfer_ids.clone()).collect(), last.transfer_ids.clone())
 }
 
 /// After a torn tail was cut: every earlier record is there, the torn one is not, and the
@@ -104,35 +83,19 @@ fn check_cut_and_append(dir: &Path, records: &[RecordInfo], cut: u64) {
     let rec = engine.recovery().clone();
     assert_eq!(rec.torn_tail, Some((last.file.clone(), last.offset, cut)));
     assert_eq!(rec.last_seq, last.seq - 1);
-    assert_eq!(
-        std::fs::metadata(&last.file).unwrap().len(),
-        last.offset,
-        "the tail was cut off"
-    );
+    assert_eq!(std::fs::metadata(&last.file).unwrap().len(), last.offset, "the tail was cut off");
     let h = engine.handle();
     let (missing, present) = h
         .read(move |sm| {
-            let missing: Vec<u128> = kept
-                .iter()
-                .copied()
-                .filter(|id| sm.transfer(*id).is_none())
-                .collect();
-            let present: Vec<u128> = torn
-                .iter()
-                .copied()
-                .filter(|id| sm.transfer(*id).is_some())
-                .collect();
+            let missing: Vec<u128> =
+                kept.iter().copied().filter(|id| sm.transfer(*id).is_none()).collect();
+            let present: Vec<u128> =
+                torn.iter().copied().filter(|id| sm.transfer(*id).is_some()).collect();
             (missing, present)
         })
         .unwrap();
-    assert!(
-        missing.is_empty(),
-        "transfers of intact records lost: {missing:?}"
-    );
-    assert!(
-        present.is_empty(),
-        "transfers of the torn record applied: {present:?}"
-    );
+    assert!(missing.is_empty(), "transfers of intact records lost: {missing:?}");
+    assert!(present.is_empty(), "transfers of the torn record applied: {present:?}");
     assert!(state(&h).2.is_empty());
 
     write_ok(&h, plain_batch(900_000, 25));
@@ -140,11 +103,7 @@ fn check_cut_and_append(dir: &Path, records: &[RecordInfo], cut: u64) {
     engine.shutdown().unwrap();
     let engine = open(dir).unwrap();
     assert_eq!(engine.recovery().torn_tail, None);
-    assert_eq!(
-        engine.recovery().last_seq,
-        last.seq,
-        "the new record took the torn one's number"
-    );
+    assert_eq!(engine.recovery().last_seq, last.seq, "the new record took the torn one's number");
     let h = engine.handle();
     assert_eq!(state(&h).0, digest);
     assert_eq!(state(&h).1, counts);
@@ -183,14 +142,8 @@ fn a_truncated_tail_is_cut_off_and_appending_resumes() {
         let records = wal_records(tmp.path());
         let last = records.last().unwrap().clone();
         assert_eq!(&last.file, segments(tmp.path()).last().unwrap());
-        assert!(
-            last.offset > 0,
-            "the last segment holds earlier records too"
-        );
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&last.file)
-            .unwrap();
+        assert!(last.offset > 0, "the last segment holds earlier records too");
+        let file = std::fs::OpenOptions::new().write(true).open(&last.file).unwrap();
         file.set_len(last.offset + cut).unwrap();
         drop(file);
         check_cut_and_append(tmp.path(), &records, cut);
@@ -205,10 +158,7 @@ fn a_torn_first_record_of_a_segment_leaves_an_empty_segment_to_append_to() {
     assert_eq!(segments(tmp.path()).len(), records.len());
     let last = records.last().unwrap();
     assert_eq!(last.offset, 0);
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last.file)
-        .unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&last.file).unwrap();
     file.set_len(100).unwrap();
     drop(file);
     check_cut_and_append(tmp.path(), &records, 100);
@@ -222,9 +172,7 @@ fn bytes_appended_after_the_last_record_are_a_torn_tail() {
     let mut noise = Vec::new();
     let mut x = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..1000 {
-        x = x
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
+        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         noise.push((x >> 56) as u8);
     }
     let last_bytes = std::fs::read(&records.last().unwrap().file).unwrap();
@@ -234,17 +182,12 @@ fn bytes_appended_after_the_last_record_are_a_torn_tail() {
         ("a few zeros", vec![0; 7]),
         ("noise", noise),
         // The start of a record whose rest never reached the disk.
-        (
-            "a partial record",
-            last_bytes[last_off..last_off + 600].to_vec(),
-        ),
+        ("a partial record", last_bytes[last_off..last_off + 600].to_vec()),
     ];
     for (what, tail) in tails {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), tmp.path());
-        let seg = tmp
-            .path()
-            .join(last_segment.strip_prefix(pristine.path()).unwrap());
+        let seg = tmp.path().join(last_segment.strip_prefix(pristine.path()).unwrap());
         let len = std::fs::metadata(&seg).unwrap().len();
         let mut bytes = std::fs::read(&seg).unwrap();
         bytes.extend_from_slice(&tail);
@@ -256,11 +199,7 @@ fn bytes_appended_after_the_last_record_are_a_torn_tail() {
             Some((seg.clone(), len, tail.len() as u64)),
             "{what}"
         );
-        assert_eq!(
-            std::fs::metadata(&seg).unwrap().len(),
-            len,
-            "{what}: truncated"
-        );
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), len, "{what}: truncated");
         let h = engine.handle();
         assert_eq!(state(&h).0, digest, "{what}: nothing acknowledged was lost");
         write_ok(&h, plain_batch(900_000, 5));
@@ -283,21 +222,12 @@ fn a_flipped_byte_before_valid_records_is_corruption_at_that_record() {
     };
     let first = in_segment(&segs[0]);
     let last = in_segment(segs.last().unwrap());
-    assert!(
-        first.len() >= 3 && last.len() >= 3,
-        "segments hold several records"
-    );
+    assert!(first.len() >= 3 && last.len() >= 3, "segments hold several records");
     let targets = [
         ("a middle record of the first segment", first[1].clone()),
-        (
-            "the last record of a sealed segment",
-            first.last().unwrap().clone(),
-        ),
+        ("the last record of a sealed segment", first.last().unwrap().clone()),
         // Valid records follow in the same, last, segment: not a torn tail.
-        (
-            "a middle record of the last segment",
-            last[last.len() - 2].clone(),
-        ),
+        ("a middle record of the last segment", last[last.len() - 2].clone()),
     ];
     for (what, target) in targets {
         let len = target.len;
@@ -306,20 +236,13 @@ fn a_flipped_byte_before_valid_records_is_corruption_at_that_record() {
         for at in [0, 5, 8, 9, 16, 24, 32, 32 + 16 + 5, len - 1] {
             let tmp = tempfile::tempdir().unwrap();
             copy_dir(pristine.path(), tmp.path());
-            let file = tmp
-                .path()
-                .join(target.file.strip_prefix(pristine.path()).unwrap());
+            let file = tmp.path().join(target.file.strip_prefix(pristine.path()).unwrap());
             // The damaged record's offset, from the layout: records are a 32-byte header
             // and the body length the header gives.
             let boundaries = record_boundaries(&std::fs::read(&file).unwrap());
-            let (offset, record_len) = boundaries[in_segment(&target.file)
-                .iter()
-                .position(|r| r.seq == target.seq)
-                .unwrap()];
-            assert_eq!(
-                (offset as u64, record_len as u64),
-                (target.offset, target.len)
-            );
+            let (offset, record_len) = boundaries
+                [in_segment(&target.file).iter().position(|r| r.seq == target.seq).unwrap()];
+            assert_eq!((offset as u64, record_len as u64), (target.offset, target.len));
             flip_byte(&file, offset as u64 + at);
             let (bad_file, bad_offset, reason) = expect_corrupt(tmp.path());
             assert_eq!(bad_file, file, "{what}, byte {at}: {reason}");
@@ -371,10 +294,7 @@ fn a_missing_segment_is_corruption() {
     for (removed, reported) in [(1, 2), (0, 1)] {
         let tmp = tempfile::tempdir().unwrap();
         copy_dir(pristine.path(), tmp.path());
-        let name = |i: usize| {
-            tmp.path()
-                .join(segs[i].strip_prefix(pristine.path()).unwrap())
-        };
+        let name = |i: usize| tmp.path().join(segs[i].strip_prefix(pristine.path()).unwrap());
         std::fs::remove_file(name(removed)).unwrap();
         let (file, offset, reason) = expect_corrupt(tmp.path());
         assert_eq!(file, name(reported), "{reason}");
@@ -420,18 +340,12 @@ fn a_torn_record_is_a_torn_tail_whatever_its_events_hold() {
     let last = records.last().unwrap();
     // The write was torn in the third event, after the second reached the disk.
     let cut = 32 + 16 + 2 * 128 + 64;
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&last.file)
-        .unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&last.file).unwrap();
     file.set_len(last.offset + cut).unwrap();
     drop(file);
     match open(tmp.path()) {
         Ok(engine) => {
-            assert_eq!(
-                engine.recovery().torn_tail,
-                Some((last.file.clone(), last.offset, cut))
-            );
+            assert_eq!(engine.recovery().torn_tail, Some((last.file.clone(), last.offset, cut)));
             engine.shutdown().unwrap();
         }
         Err(e) => panic!("a torn, unacknowledged write made the directory unopenable: {e}"),
@@ -441,15 +355,11 @@ fn a_torn_record_is_a_torn_tail_whatever_its_events_hold() {
 #[test]
 fn no_transfer_is_lost_or_invented_by_a_clean_scan() {
     let (tmp, _) = written_dir(SEGMENT_BYTES);
-    let logged: BTreeSet<u128> = wal_records(tmp.path())
-        .iter()
-        .flat_map(|r| r.transfer_ids.clone())
-        .collect();
+    let logged: BTreeSet<u128> =
+        wal_records(tmp.path()).iter().flat_map(|r| r.transfer_ids.clone()).collect();
     let engine = open(tmp.path()).unwrap();
-    let held: BTreeSet<u128> = engine
-        .handle()
-        .read(|sm| sm.transfers().iter().map(|t| t.id).collect())
-        .unwrap();
+    let held: BTreeSet<u128> =
+        engine.handle().read(|sm| sm.transfers().iter().map(|t| t.id).collect()).unwrap();
     assert_eq!(held, logged);
     assert_eq!(held.len(), BATCHES as usize * PER_BATCH);
     engine.shutdown().unwrap();

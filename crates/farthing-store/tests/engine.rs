@@ -27,9 +27,7 @@ fn block_engine(h: &EngineHandle) -> (mpsc::Sender<()>, std::thread::JoinHandle<
         })
         .unwrap();
     });
-    entered
-        .recv_timeout(Duration::from_secs(10))
-        .expect("the engine runs the read");
+    entered.recv_timeout(Duration::from_secs(10)).expect("the engine runs the read");
     (release, reader)
 }
 
@@ -43,12 +41,8 @@ fn acknowledged_writes_survive_a_clean_restart() {
         write_ok(&h, plain_batch(1 + b * 100, 100));
     }
     // Failures are part of the state too (remembered failed ids).
-    let r = h
-        .create_transfers(vec![
-            transfer(5000, WALLET, 1, 10),
-            pending(5001, 1, 2, 7, 0),
-        ])
-        .unwrap();
+    let r =
+        h.create_transfers(vec![transfer(5000, WALLET, 1, 10), pending(5001, 1, 2, 7, 0)]).unwrap();
     assert_eq!(r[0].code, TR::ExceedsCredits);
     assert_eq!(r[1].code, TR::Ok);
     let (digest, counts, violations) = state(&h);
@@ -64,24 +58,16 @@ fn acknowledged_writes_survive_a_clean_restart() {
     let engine = Engine::open(config(tmp.path())).unwrap();
     let rec = engine.recovery().clone();
     assert!(rec.torn_tail.is_none());
-    assert_eq!(
-        rec.records_replayed, rec.last_seq,
-        "no snapshot: every record replayed"
-    );
+    assert_eq!(rec.records_replayed, rec.last_seq, "no snapshot: every record replayed");
     assert_eq!(rec.last_seq, 2 + 10 + 1);
     let h = engine.handle();
     let (digest2, counts2, violations2) = state(&h);
     assert_eq!(digest2, digest);
     assert_eq!(counts2, counts);
     assert!(violations2.is_empty(), "{violations2:?}");
-    assert_eq!(
-        h.read(|sm| sm.transfer(555).copied()).unwrap(),
-        Some(sample)
-    );
+    assert_eq!(h.read(|sm| sm.transfer(555).copied()).unwrap(), Some(sample));
     // A retried event is recognised after the restart.
-    let r = h
-        .create_transfers(vec![transfer(5000, WALLET, 1, 10)])
-        .unwrap();
+    let r = h.create_transfers(vec![transfer(5000, WALLET, 1, 10)]).unwrap();
     assert_eq!(r[0].code, TR::IdAlreadyFailed);
     engine.shutdown().unwrap();
 }
@@ -119,31 +105,17 @@ fn mixed_round(round: u128) -> Vec<Transfer> {
     // Refused: the wallet is empty.
     batch.push(transfer(base + 600, WALLET, HIST, 1));
     // Another asset.
-    batch.push(Transfer {
-        asset: EUR,
-        ..transfer(base + 700, E1, E2, 99)
-    });
+    batch.push(Transfer { asset: EUR, ..transfer(base + 700, E1, E2, 99) });
     batch
 }
 
 /// Everything a reader could ask about the ledger, beyond the digest (which leaves out
 /// balance history).
 fn observable(sm: &StateMachine) -> String {
-    let hist = sm
-        .get_account_balances(&AccountFilter::new(HIST, 8190))
-        .unwrap();
-    let transfers = sm
-        .get_account_transfers(&AccountFilter::new(HIST, 8190))
-        .unwrap();
+    let hist = sm.get_account_balances(&AccountFilter::new(HIST, 8190)).unwrap();
+    let transfers = sm.get_account_transfers(&AccountFilter::new(HIST, 8190)).unwrap();
     let accounts: Vec<_> = sm.accounts().to_vec();
-    format!(
-        "{:?}|{:?}|{:?}|{:?}|{:?}",
-        sm.digest(),
-        sm.counts(),
-        hist,
-        transfers,
-        accounts
-    )
+    format!("{:?}|{:?}|{:?}|{:?}|{:?}", sm.digest(), sm.counts(), hist, transfers, accounts)
 }
 
 #[test]
@@ -162,10 +134,7 @@ fn replay_is_deterministic_across_snapshots() {
         expected_ok += results.iter().filter(|r| r.code == TR::Ok).count();
         // Several small writes between: automatic snapshots fall in between them.
         for k in 0..6 {
-            write_ok(
-                &h,
-                plain_batch(1_000_000 * (round + 1) + 10_000 + k * 50, 50),
-            );
+            write_ok(&h, plain_batch(1_000_000 * (round + 1) + 10_000 + k * 50, 50));
         }
         if round == 1 {
             // Let the short pending transfers of rounds 0 and 1 pass their deadline: the
@@ -188,20 +157,14 @@ fn replay_is_deterministic_across_snapshots() {
     assert!(violations.is_empty(), "{violations:?}");
     assert_eq!(counts.transfers as usize, expected_ok + 8 * 6 * 50);
     engine.shutdown().unwrap();
-    assert!(
-        snapshots(tmp.path()).len() >= 4,
-        "explicit and automatic snapshots"
-    );
+    assert!(snapshots(tmp.path()).len() >= 4, "explicit and automatic snapshots");
     assert!(segments(tmp.path()).len() > 2, "segments rotated");
 
     for _ in 0..2 {
         let engine = Engine::open(cfg.clone()).unwrap();
         let rec = engine.recovery().clone();
         assert!(rec.snapshot_seq > 0, "recovery starts from a snapshot");
-        assert!(
-            rec.records_replayed < rec.last_seq,
-            "and replays only the WAL after it"
-        );
+        assert!(rec.records_replayed < rec.last_seq, "and replays only the WAL after it");
         let h = engine.handle();
         assert_eq!(state(&h).0, digest);
         assert_eq!(h.read(observable).unwrap(), before);
@@ -237,9 +200,7 @@ fn writes_after_a_recovery_from_snapshots_replay_too() {
         let engine = Engine::open(cfg.clone()).unwrap();
         let h = engine.handle();
         write_ok(&h, plain_batch(generation * 1000, 100));
-        let r = h
-            .create_transfers(vec![pending(generation * 1000 + 500, 1, 2, 5, 0)])
-            .unwrap();
+        let r = h.create_transfers(vec![pending(generation * 1000 + 500, 1, 2, 5, 0)]).unwrap();
         assert_eq!(r[0].code, TR::Ok);
         if generation > 1 {
             let r = h
@@ -257,11 +218,7 @@ fn writes_after_a_recovery_from_snapshots_replay_too() {
         engine.shutdown().unwrap();
         let engine = Engine::open(cfg.clone()).unwrap();
         let (digest2, counts2, violations) = state(&engine.handle());
-        assert_eq!(
-            (digest2, counts2),
-            (digest, counts),
-            "generation {generation}"
-        );
+        assert_eq!((digest2, counts2), (digest, counts), "generation {generation}");
         assert!(violations.is_empty(), "{violations:?}");
         engine.shutdown().unwrap();
     }
@@ -305,14 +262,8 @@ fn group_commit_merges_concurrent_requests() {
     let requests = (THREADS * PER_THREAD) as u64;
     let syncs = h.stats().syncs.load(Ordering::Relaxed) - syncs_before;
     let records = h.stats().records_durable.load(Ordering::Relaxed) - records_before;
-    assert!(
-        syncs < requests,
-        "{syncs} syncs for {requests} requests: nothing was merged"
-    );
-    assert!(
-        records < requests,
-        "{records} records for {requests} requests"
-    );
+    assert!(syncs < requests, "{syncs} syncs for {requests} requests: nothing was merged");
+    assert!(records < requests, "{records} records for {requests} requests");
     assert!(syncs <= records);
     let (_, counts, violations) = state(&h);
     assert_eq!(counts.transfers, requests);
@@ -333,25 +284,15 @@ fn batches_must_hold_1_to_8190_events() {
     assert_eq!(max, 8190);
 
     let empty = EngineError::BatchSize { events: 0, max };
-    let over = EngineError::BatchSize {
-        events: max + 1,
-        max,
-    };
+    let over = EngineError::BatchSize { events: max + 1, max };
     assert_eq!(h.create_transfers(vec![]).unwrap_err(), empty);
     assert_eq!(h.try_create_transfers(vec![]).unwrap_err(), empty);
     assert_eq!(h.create_accounts(vec![]).unwrap_err(), empty);
     assert_eq!(h.create_assets(vec![]).unwrap_err(), empty);
-    assert_eq!(
-        h.create_transfers(plain_batch(1, max + 1)).unwrap_err(),
-        over
-    );
-    assert_eq!(
-        h.try_create_transfers(plain_batch(1, max + 1)).unwrap_err(),
-        over
-    );
-    let accounts = (100..100 + max as u128 + 1)
-        .map(|id| account(id, USD, Default::default()))
-        .collect();
+    assert_eq!(h.create_transfers(plain_batch(1, max + 1)).unwrap_err(), over);
+    assert_eq!(h.try_create_transfers(plain_batch(1, max + 1)).unwrap_err(), over);
+    let accounts =
+        (100..100 + max as u128 + 1).map(|id| account(id, USD, Default::default())).collect();
     assert_eq!(h.create_accounts(accounts).unwrap_err(), over);
 
     // Nothing changed, nothing was written.
@@ -361,10 +302,7 @@ fn batches_must_hold_1_to_8190_events() {
 
     // The largest batch is accepted, as one record, and survives a restart.
     write_ok(&h, plain_batch(1, max));
-    assert_eq!(
-        h.stats().records_durable.load(Ordering::Relaxed),
-        records + 1
-    );
+    assert_eq!(h.stats().records_durable.load(Ordering::Relaxed), records + 1);
     let (digest, counts, _) = state(&h);
     assert_eq!(counts.transfers, max as u64);
     engine.shutdown().unwrap();
@@ -399,9 +337,7 @@ fn a_full_queue_pushes_back_with_overloaded() {
     // back at once, while the engine is still blocked.
     let mut refused = Vec::new();
     for _ in 0..3 {
-        let (id, r) = results
-            .recv_timeout(Duration::from_secs(10))
-            .expect("an immediate answer");
+        let (id, r) = results.recv_timeout(Duration::from_secs(10)).expect("an immediate answer");
         assert_eq!(r.unwrap_err(), EngineError::Overloaded, "transfer {id}");
         refused.push(id);
     }
@@ -423,18 +359,11 @@ fn a_full_queue_pushes_back_with_overloaded() {
     }
     // Refused requests were never applied.
     let present = h
-        .read(|sm| {
-            (1..=9u128)
-                .filter(|id| sm.transfer(*id).is_some())
-                .collect::<Vec<_>>()
-        })
+        .read(|sm| (1..=9u128).filter(|id| sm.transfer(*id).is_some()).collect::<Vec<_>>())
         .unwrap();
     assert_eq!(present, vec![accepted]);
     // And the engine takes work again.
-    assert_eq!(
-        h.try_create_transfers(vec![transfer(10, 1, 2, 1)]).unwrap()[0].code,
-        TR::Ok
-    );
+    assert_eq!(h.try_create_transfers(vec![transfer(10, 1, 2, 1)]).unwrap()[0].code, TR::Ok);
     engine.shutdown().unwrap();
 }
 
@@ -446,20 +375,11 @@ fn reads_see_prior_writes() {
     setup(&h);
     let results = h.create_transfers(vec![transfer(42, 1, 2, 250)]).unwrap();
     assert_eq!(results[0].code, TR::Ok);
-    let stored = h
-        .read(|sm| sm.transfer(42).copied())
-        .unwrap()
-        .expect("the transfer");
+    let stored = h.read(|sm| sm.transfer(42).copied()).unwrap().expect("the transfer");
     assert_eq!(stored.amount, 250);
     assert_eq!(stored.timestamp, results[0].timestamp);
-    let balances = h
-        .read(|sm| {
-            (
-                sm.account(1).unwrap().balances,
-                sm.account(2).unwrap().balances,
-            )
-        })
-        .unwrap();
+    let balances =
+        h.read(|sm| (sm.account(1).unwrap().balances, sm.account(2).unwrap().balances)).unwrap();
     assert_eq!(balances.0.debits_posted, 250);
     assert_eq!(balances.1.credits_posted, 250);
 
@@ -474,10 +394,7 @@ fn reads_see_prior_writes() {
                         h.create_transfers(vec![transfer(id, 3, 4, 1)]).unwrap()[0].code,
                         TR::Ok
                     );
-                    assert!(
-                        h.read(move |sm| sm.transfer(id).is_some()).unwrap(),
-                        "transfer {id}"
-                    );
+                    assert!(h.read(move |sm| sm.transfer(id).is_some()).unwrap(), "transfer {id}");
                 }
             })
         })
@@ -500,10 +417,7 @@ fn a_second_open_of_a_running_directory_is_locked() {
         Ok(_) => panic!("a second engine opened a directory in use"),
     }
     // Read-only recovery is refused too.
-    assert!(matches!(
-        farthing_store::DataDir::open(tmp.path()),
-        Err(StoreError::Locked { .. })
-    ));
+    assert!(matches!(farthing_store::DataDir::open(tmp.path()), Err(StoreError::Locked { .. })));
     // The first engine is unharmed, and the lock is released by shutdown.
     write_ok(&engine.handle(), plain_batch(1, 10));
     engine.shutdown().unwrap();
@@ -511,24 +425,15 @@ fn a_second_open_of_a_running_directory_is_locked() {
     assert_eq!(state(&engine.handle()).1.transfers, 10);
     drop(engine);
     // Dropping an engine stops it and releases the lock too.
-    Engine::open(config(tmp.path()))
-        .unwrap()
-        .shutdown()
-        .unwrap();
+    Engine::open(config(tmp.path())).unwrap().shutdown().unwrap();
 }
 
 #[test]
 fn another_format_version_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    Engine::open(config(tmp.path()))
-        .unwrap()
-        .shutdown()
-        .unwrap();
+    Engine::open(config(tmp.path())).unwrap().shutdown().unwrap();
     let format = tmp.path().join("FORMAT");
-    assert_eq!(
-        std::fs::read_to_string(&format).unwrap().trim(),
-        "farthing-data 1"
-    );
+    assert_eq!(std::fs::read_to_string(&format).unwrap().trim(), "farthing-data 1");
 
     std::fs::write(&format, "farthing-data 2\n").unwrap();
     match Engine::open(config(tmp.path())) {
@@ -540,23 +445,14 @@ fn another_format_version_is_refused() {
         Ok(_) => panic!("opened a directory of format version 2"),
     }
     std::fs::write(&format, "something else\n").unwrap();
-    assert!(matches!(
-        Engine::open(config(tmp.path())),
-        Err(StoreError::Format { .. })
-    ));
+    assert!(matches!(Engine::open(config(tmp.path())), Err(StoreError::Format { .. })));
     // The file was left as it was.
-    assert_eq!(
-        std::fs::read_to_string(&format).unwrap(),
-        "something else\n"
-    );
+    assert_eq!(std::fs::read_to_string(&format).unwrap(), "something else\n");
 
     // A directory with files but no FORMAT is not taken over.
     let other = tempfile::tempdir().unwrap();
     std::fs::write(other.path().join("notes.txt"), "mine").unwrap();
-    assert!(matches!(
-        Engine::open(config(other.path())),
-        Err(StoreError::Format { .. })
-    ));
+    assert!(matches!(Engine::open(config(other.path())), Err(StoreError::Format { .. })));
     assert!(!other.path().join("FORMAT").exists());
 }
 
@@ -586,29 +482,16 @@ fn pending_transfers_expire_on_an_idle_engine_and_stay_expired() {
     loop {
         let status = h.read(expired).unwrap();
         if status[0] == PendingStatus::Expired && status[1] == PendingStatus::Expired {
-            assert_eq!(
-                status[2],
-                PendingStatus::Pending,
-                "no timeout: never expires"
-            );
+            assert_eq!(status[2], PendingStatus::Pending, "no timeout: never expires");
             assert_eq!(status[3], PendingStatus::Posted);
             break;
         }
         assert_eq!(status[0], PendingStatus::Pending);
-        assert!(
-            created.elapsed() < Duration::from_secs(5),
-            "not expired after 5 s: {status:?}"
-        );
+        assert!(created.elapsed() < Duration::from_secs(5), "not expired after 5 s: {status:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(
-        created.elapsed() >= Duration::from_millis(900),
-        "expired early"
-    );
-    assert!(
-        h.stats().records_durable.load(Ordering::Relaxed) > records,
-        "a pulse was logged"
-    );
+    assert!(created.elapsed() >= Duration::from_millis(900), "expired early");
+    assert!(h.stats().records_durable.load(Ordering::Relaxed) > records, "a pulse was logged");
     let released = h.read(|sm| sm.account(1).unwrap().balances).unwrap();
     assert_eq!(released.debits_pending, 0);
     assert_eq!(released.debits_posted, 9);
@@ -676,9 +559,7 @@ fn an_explicit_snapshot_right_after_an_automatic_one_keeps_the_directory_openabl
 
 /// The path a snapshot taken after record `seq` is first written to.
 fn snapshot_tmp(data_dir: &std::path::Path, seq: u64) -> std::path::PathBuf {
-    data_dir
-        .join("snapshots")
-        .join(format!("{seq:020}.snap.tmp"))
+    data_dir.join("snapshots").join(format!("{seq:020}.snap.tmp"))
 }
 
 #[test]
@@ -724,10 +605,7 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
     // The snapshot after record 3 is written to a FIFO: the snapshot thread waits in open()
     // until this test opens it to read, and then fails (a FIFO cannot be fsynced).
     let fifo = snapshot_tmp(tmp.path(), 3);
-    let made = std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap();
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
     assert!(made.success());
     let engine = Engine::open(cfg.clone()).unwrap();
     let h = engine.handle();
@@ -737,24 +615,15 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
                                           // Requests run in order: once this read is answered, snapshot 4 was taken.
     h.read(|_| ()).unwrap();
     let mut written = Vec::new();
-    std::fs::File::open(&fifo)
-        .unwrap()
-        .read_to_end(&mut written)
-        .unwrap();
+    std::fs::File::open(&fifo).unwrap().read_to_end(&mut written).unwrap();
     let (digest, _, _) = state(&h);
     engine.shutdown().unwrap();
     // Snapshot 3 failed, snapshot 4 (which holds only the transfers after 3's) was written.
-    let names: Vec<_> = snapshots(tmp.path())
-        .iter()
-        .map(|p| p.file_name().unwrap().to_owned())
-        .collect();
+    let names: Vec<_> =
+        snapshots(tmp.path()).iter().map(|p| p.file_name().unwrap().to_owned()).collect();
     assert_eq!(
         names,
-        [
-            "00000000000000000001.snap",
-            "00000000000000000002.snap",
-            "00000000000000000004.snap"
-        ]
+        ["00000000000000000001.snap", "00000000000000000002.snap", "00000000000000000004.snap"]
     );
     let engine = match Engine::open(cfg) {
         Ok(engine) => engine,
@@ -771,14 +640,8 @@ fn a_stopped_engine_answers_stopped() {
     let h = engine.handle();
     setup(&h);
     engine.shutdown().unwrap();
-    assert_eq!(
-        h.create_transfers(plain_batch(1, 1)).unwrap_err(),
-        EngineError::Stopped
-    );
-    assert_eq!(
-        h.try_create_transfers(plain_batch(1, 1)).unwrap_err(),
-        EngineError::Stopped
-    );
+    assert_eq!(h.create_transfers(plain_batch(1, 1)).unwrap_err(), EngineError::Stopped);
+    assert_eq!(h.try_create_transfers(plain_batch(1, 1)).unwrap_err(), EngineError::Stopped);
     assert_eq!(h.read(|sm| sm.counts()).unwrap_err(), EngineError::Stopped);
     assert_eq!(h.snapshot().unwrap_err(), EngineError::Stopped);
 }
@@ -792,20 +655,14 @@ fn a_panicking_read_stops_the_engine_and_loses_no_acknowledged_write() {
     write_ok(&h, plain_batch(1, 50));
     let (digest, _, _) = state(&h);
     let r = h.read(|sm| -> u64 {
-        panic!(
-            "a read that panics, with {} transfers",
-            sm.counts().transfers
-        )
+        panic!("a read that panics, with {} transfers", sm.counts().transfers)
     });
     assert_eq!(r.unwrap_err(), EngineError::Stopped);
     // Let the engine thread finish unwinding: a request queued while it does is never
     // answered (see `requests_queued_behind_shutdown_are_answered_stopped`).
     std::thread::sleep(Duration::from_millis(200));
     // Every later request is refused.
-    assert_eq!(
-        h.create_transfers(plain_batch(100, 1)).unwrap_err(),
-        EngineError::Stopped
-    );
+    assert_eq!(h.create_transfers(plain_batch(100, 1)).unwrap_err(), EngineError::Stopped);
     assert_eq!(h.read(|_| ()).unwrap_err(), EngineError::Stopped);
     let _ = engine.shutdown();
     let engine = Engine::open(config(tmp.path())).unwrap();
@@ -836,10 +693,7 @@ fn requests_queued_behind_shutdown_are_answered_stopped() {
         match answers.recv_timeout(Duration::from_secs(5)) {
             // Stopped; or Ok, had it been queued before the Stop after all.
             Ok(r) => assert!(matches!(r, Err(EngineError::Stopped) | Ok(_)), "{r:?}"),
-            Err(_) => panic!(
-                "{} of 3 requests submitted during shutdown never answered",
-                3 - n
-            ),
+            Err(_) => panic!("{} of 3 requests submitted during shutdown never answered", 3 - n),
         }
     }
 }

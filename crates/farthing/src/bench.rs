@@ -62,12 +62,7 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
     let dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("farthing-bench-{}", std::process::id()))
     });
-    if dir.exists()
-        && std::fs::read_dir(&dir)
-            .map_err(|e| e.to_string())?
-            .next()
-            .is_some()
-    {
+    if dir.exists() && std::fs::read_dir(&dir).map_err(|e| e.to_string())?.next().is_some() {
         return Err(format!(
             "{} is not empty: the benchmark needs a fresh directory",
             dir.display()
@@ -109,9 +104,7 @@ fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
     let mut latencies = Vec::new();
     let mut failed = 0u64;
     for w in workers {
-        let (lat, f) = w
-            .join()
-            .map_err(|_| "a client thread panicked".to_string())??;
+        let (lat, f) = w.join().map_err(|_| "a client thread panicked".to_string())??;
         latencies.extend(lat);
         failed += f;
     }
@@ -180,9 +173,7 @@ fn print_text(r: &serde_json::Value) {
 /// One asset and `accounts` plain accounts (ids 1..=accounts).
 fn setup(ledger: &EngineHandle, accounts: u64) -> Result<(), String> {
     let asset = Asset::new(ASSET_ID, "USD", 6, AssetKind::Fiat);
-    let r = ledger
-        .create_assets(vec![asset])
-        .map_err(|e| e.to_string())?;
+    let r = ledger.create_assets(vec![asset]).map_err(|e| e.to_string())?;
     if r[0].code != CreateAssetResult::Ok {
         return Err(format!("creating the asset: {}", r[0].code));
     }
@@ -190,12 +181,7 @@ fn setup(ledger: &EngineHandle, accounts: u64) -> Result<(), String> {
     for chunk in ids.chunks(BATCH_EVENTS_MAX) {
         let batch = chunk
             .iter()
-            .map(|id| Account {
-                id: *id as u128,
-                asset: ASSET_ID,
-                code: 1,
-                ..Default::default()
-            })
+            .map(|id| Account { id: *id as u128, asset: ASSET_ID, code: 1, ..Default::default() })
             .collect();
         let r = ledger.create_accounts(batch).map_err(|e| e.to_string())?;
         if let Some(bad) = r.iter().find(|r| r.code != CreateAccountResult::Ok) {
@@ -244,14 +230,9 @@ fn client(
             })
             .collect();
         let t0 = Instant::now();
-        let results = ledger
-            .create_transfers(transfers)
-            .map_err(|e| e.to_string())?;
+        let results = ledger.create_transfers(transfers).map_err(|e| e.to_string())?;
         latencies.push(ms(t0.elapsed()));
-        failed += results
-            .iter()
-            .filter(|r| r.code != CreateTransferResult::Ok)
-            .count() as u64;
+        failed += results.iter().filter(|r| r.code != CreateTransferResult::Ok).count() as u64;
         sent += n;
     }
     Ok((latencies, failed))
@@ -278,10 +259,7 @@ impl Sampler {
                 })
                 .collect()
         });
-        Self {
-            accounts,
-            cumulative,
-        }
+        Self { accounts, cumulative }
     }
 
     fn one(&self, rng: &mut SmallRng) -> u64 {

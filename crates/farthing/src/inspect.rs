@@ -13,10 +13,7 @@ pub fn hex(bytes: &[u8]) -> String {
 
 pub fn run(data_dir: &Path, as_json: bool) -> Result<(), String> {
     if !data_dir.join("FORMAT").exists() {
-        return Err(format!(
-            "{} is not a Farthing data directory",
-            data_dir.display()
-        ));
+        return Err(format!("{} is not a Farthing data directory", data_dir.display()));
     }
     let dir = DataDir::open(data_dir).map_err(|e| e.to_string())?;
     let (sm, rec) = recover(&dir, false).map_err(|e| e.to_string())?;

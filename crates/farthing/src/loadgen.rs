@@ -40,17 +40,9 @@ pub fn run(args: &WriteLoadArgs) -> Result<(), String> {
     ledger
         .create_assets(vec![Asset::new(1, "USD", 6, AssetKind::Fiat)])
         .map_err(|e| e.to_string())?;
-    let accounts = (1..=ACCOUNTS)
-        .map(|id| Account {
-            id,
-            asset: 1,
-            code: 1,
-            ..Default::default()
-        })
-        .collect();
-    ledger
-        .create_accounts(accounts)
-        .map_err(|e| e.to_string())?;
+    let accounts =
+        (1..=ACCOUNTS).map(|id| Account { id, asset: 1, code: 1, ..Default::default() }).collect();
+    ledger.create_accounts(accounts).map_err(|e| e.to_string())?;
     let acks = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -88,19 +80,14 @@ pub fn run(args: &WriteLoadArgs) -> Result<(), String> {
                         })
                         .collect();
                     let ids: Vec<u128> = transfers.iter().map(|t| t.id).collect();
-                    let results = ledger
-                        .create_transfers(transfers)
-                        .map_err(|e| e.to_string())?;
+                    let results = ledger.create_transfers(transfers).map_err(|e| e.to_string())?;
                     let mut lines = String::new();
                     for (id, r) in ids.iter().zip(&results) {
                         if r.code == CreateTransferResult::Ok {
                             lines.push_str(&format!("{id}\n"));
                         }
                     }
-                    acks.lock()
-                        .unwrap()
-                        .write_all(lines.as_bytes())
-                        .map_err(|e| e.to_string())?;
+                    acks.lock().unwrap().write_all(lines.as_bytes()).map_err(|e| e.to_string())?;
                     n += 1;
                 }
                 Ok(())

@@ -11,11 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(
-    name = "farthing",
-    version,
-    about = "Farthing: a secure micropayment engine"
-)]
+#[command(name = "farthing", version, about = "Farthing: a secure micropayment engine")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,9 +56,7 @@ pub enum Distribution {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Bench {
-            what: BenchWhat::Ledger(args),
-        } => bench::run_ledger(&args),
+        Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
         Command::Query(args) => query::run(&args),
         Command::Codes => {

@@ -60,10 +60,7 @@ pub struct PageArgs {
 
 pub fn run(args: &QueryArgs) -> Result<(), String> {
     if !args.data_dir.join("FORMAT").exists() {
-        return Err(format!(
-            "{} is not a Farthing data directory",
-            args.data_dir.display()
-        ));
+        return Err(format!("{} is not a Farthing data directory", args.data_dir.display()));
     }
     let dir = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
     let (sm, _) = recover(&dir, false).map_err(|e| e.to_string())?;
@@ -81,35 +78,21 @@ pub fn run(args: &QueryArgs) -> Result<(), String> {
             }
         }
         QueryWhat::History(p) => {
-            let page = sm
-                .get_account_transfers(&filter(p)?)
-                .map_err(|e| e.to_string())?;
+            let page = sm.get_account_transfers(&filter(p)?).map_err(|e| e.to_string())?;
             for t in &page.items {
                 println!("{}", transfer_json(&sm, t));
             }
-            println!(
-                "{}",
-                json!({ "next_cursor": page.next_cursor.map(|c| c.to_string()) })
-            );
+            println!("{}", json!({ "next_cursor": page.next_cursor.map(|c| c.to_string()) }));
         }
         QueryWhat::Balances(p) => {
             let scale = scale_of(&sm, sm.account(p.account).map_or(0, |a| a.asset));
-            let page = sm
-                .get_account_balances(&filter(p)?)
-                .map_err(|e| e.to_string())?;
-            for BalanceAt {
-                timestamp,
-                balances,
-            } in &page.items
-            {
+            let page = sm.get_account_balances(&filter(p)?).map_err(|e| e.to_string())?;
+            for BalanceAt { timestamp, balances } in &page.items {
                 let mut row = balances_json(balances, scale);
                 row["timestamp"] = json!(timestamp.to_string());
                 println!("{row}");
             }
-            println!(
-                "{}",
-                json!({ "next_cursor": page.next_cursor.map(|c| c.to_string()) })
-            );
+            println!("{}", json!({ "next_cursor": page.next_cursor.map(|c| c.to_string()) }));
         }
     }
     Ok(())

@@ -5,18 +5,13 @@ use std::process::Command;
 use serde_json::Value;
 
 fn farthing(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_farthing"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_farthing")).args(args).output().unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
 
 fn json_lines(text: &str) -> Vec<Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
@@ -45,12 +40,7 @@ fn bench_json_reports_the_documented_keys_and_leaves_a_consistent_ledger() {
     ]);
     assert!(ok, "{err}");
     let report: Value = serde_json::from_str(out.trim()).unwrap();
-    for key in [
-        "transfers_per_second",
-        "batch_latency_ms_p99",
-        "rss_bytes_max",
-        "bytes_on_disk",
-    ] {
+    for key in ["transfers_per_second", "batch_latency_ms_p99", "rss_bytes_max", "bytes_on_disk"] {
         assert!(report[key].as_f64().unwrap() > 0.0, "{key} in {report}");
     }
     assert_eq!(report["failed"], 0);
@@ -65,16 +55,8 @@ fn bench_json_reports_the_documented_keys_and_leaves_a_consistent_ledger() {
     assert_eq!(inspect["state_digest"].as_str().unwrap().len(), 64);
 
     // Paging through account 1's history a few rows at a time sees every row exactly once.
-    let (ok, out, _) = farthing(&[
-        "query",
-        "--data-dir",
-        data,
-        "history",
-        "--account",
-        "1",
-        "--limit",
-        "8190",
-    ]);
+    let (ok, out, _) =
+        farthing(&["query", "--data-dir", data, "history", "--account", "1", "--limit", "8190"]);
     assert!(ok);
     let all = json_lines(&out);
     let rows: Vec<&Value> = all.iter().filter(|v| v.get("id").is_some()).collect();
@@ -82,16 +64,8 @@ fn bench_json_reports_the_documented_keys_and_leaves_a_consistent_ledger() {
     let mut paged = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
-        let mut args = vec![
-            "query",
-            "--data-dir",
-            data,
-            "history",
-            "--account",
-            "1",
-            "--limit",
-            "7",
-        ];
+        let mut args =
+            vec!["query", "--data-dir", data, "history", "--account", "1", "--limit", "7"];
         if let Some(c) = &cursor {
             args.extend(["--cursor", c.as_str()]);
         }

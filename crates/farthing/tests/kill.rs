@@ -23,10 +23,7 @@ fn acked_ids(path: &Path) -> BTreeSet<u128> {
     };
     complete
         .lines()
-        .map(|l| {
-            l.parse::<u128>()
-                .unwrap_or_else(|_| panic!("ack line {l:?}"))
-        })
+        .map(|l| l.parse::<u128>().unwrap_or_else(|_| panic!("ack line {l:?}")))
         .collect()
 }
 
@@ -51,14 +48,7 @@ fn acknowledged_transfers_survive_sigkill() {
             .arg(&data)
             .arg("--ack-file")
             .arg(&acks)
-            .args([
-                "--run",
-                &(round + 1).to_string(),
-                "--clients",
-                "4",
-                "--batch-size",
-                "32",
-            ])
+            .args(["--run", &(round + 1).to_string(), "--clients", "4", "--batch-size", "32"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -72,32 +62,19 @@ fn acknowledged_transfers_survive_sigkill() {
             panic!("round {round}: write-load printed {line:?} and exited with {status}");
         }
         std::thread::sleep(run_time(round));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "round {round}: write-load stopped by itself"
-        );
+        assert!(child.try_wait().unwrap().is_none(), "round {round}: write-load stopped by itself");
         child.kill().unwrap(); // SIGKILL on Unix
         let status = child.wait().unwrap();
-        assert_eq!(
-            status.signal(),
-            Some(libc::SIGKILL),
-            "round {round}: {status}"
-        );
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "round {round}: {status}");
 
         let acked = acked_ids(&acks);
-        assert!(
-            acked.len() > acked_before,
-            "round {round}: no transfer was acknowledged"
-        );
+        assert!(acked.len() > acked_before, "round {round}: no transfer was acknowledged");
         acked_before = acked.len();
 
         let dir = DataDir::open(&data).unwrap();
         let (sm, rec) = recover(&dir, false).unwrap();
-        let missing: Vec<u128> = acked
-            .iter()
-            .copied()
-            .filter(|id| sm.transfer(*id).is_none())
-            .collect();
+        let missing: Vec<u128> =
+            acked.iter().copied().filter(|id| sm.transfer(*id).is_none()).collect();
         assert!(
             missing.is_empty(),
             "round {round}: {} of {} acknowledged transfers lost, e.g. {:?}",
@@ -108,11 +85,7 @@ fn acknowledged_transfers_survive_sigkill() {
         let violations = sm.check_invariants();
         assert!(violations.is_empty(), "round {round}: {violations:?}");
         let (again, _) = recover(&dir, false).unwrap();
-        assert_eq!(
-            again.digest(),
-            sm.digest(),
-            "round {round}: recovery is not deterministic"
-        );
+        assert_eq!(again.digest(), sm.digest(), "round {round}: recovery is not deterministic");
         assert_eq!(again.counts(), sm.counts());
         eprintln!(
             "round {round}: {} acked, {} transfers, {} records in {} segments, snapshot after {}, torn tail {:?}",

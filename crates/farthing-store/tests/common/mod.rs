@@ -38,13 +38,7 @@ pub fn config(dir: &Path) -> EngineConfig {
 }
 
 pub fn account(id: u128, asset: u32, flags: AccountFlags) -> Account {
-    Account {
-        id,
-        asset,
-        code: 1,
-        flags,
-        ..Default::default()
-    }
+    Account { id, asset, code: 1, flags, ..Default::default() }
 }
 
 pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
@@ -60,30 +54,15 @@ pub fn transfer(id: u128, debit: u128, credit: u128, amount: u128) -> Transfer {
 }
 
 pub fn pending(id: u128, debit: u128, credit: u128, amount: u128, timeout_s: u32) -> Transfer {
-    Transfer {
-        flags: TransferFlags::PENDING,
-        timeout_s,
-        ..transfer(id, debit, credit, amount)
-    }
+    Transfer { flags: TransferFlags::PENDING, timeout_s, ..transfer(id, debit, credit, amount) }
 }
 
 pub fn post(id: u128, pending_id: u128, amount: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        amount,
-        flags: TransferFlags::POST_PENDING,
-        ..Default::default()
-    }
+    Transfer { id, pending_id, amount, flags: TransferFlags::POST_PENDING, ..Default::default() }
 }
 
 pub fn void(id: u128, pending_id: u128) -> Transfer {
-    Transfer {
-        id,
-        pending_id,
-        flags: TransferFlags::VOID_PENDING,
-        ..Default::default()
-    }
+    Transfer { id, pending_id, flags: TransferFlags::VOID_PENDING, ..Default::default() }
 }
 
 /// Registers USD and EUR and the accounts named above; every event must succeed.
@@ -95,14 +74,9 @@ pub fn setup(h: &EngineHandle) {
     for r in h.create_assets(assets).unwrap() {
         assert_eq!(r.code, CreateAssetResult::Ok);
     }
-    let mut accounts: Vec<Account> = PLAIN
-        .map(|id| account(id, USD, AccountFlags::empty()))
-        .collect();
-    accounts.push(account(
-        WALLET,
-        USD,
-        AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS,
-    ));
+    let mut accounts: Vec<Account> =
+        PLAIN.map(|id| account(id, USD, AccountFlags::empty())).collect();
+    accounts.push(account(WALLET, USD, AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS));
     accounts.push(account(HIST, USD, AccountFlags::HISTORY));
     accounts.push(account(E1, EUR, AccountFlags::empty()));
     accounts.push(account(E2, EUR, AccountFlags::empty()));
@@ -134,8 +108,7 @@ pub fn write_ok(h: &EngineHandle, batch: Vec<Transfer>) {
 
 /// The state's digest, counts and invariant violations, as seen through the engine.
 pub fn state(h: &EngineHandle) -> ([u8; 32], farthing_ledger::Counts, Vec<String>) {
-    h.read(|sm| (sm.digest(), sm.counts(), sm.check_invariants()))
-        .unwrap()
+    h.read(|sm| (sm.digest(), sm.counts(), sm.check_invariants())).unwrap()
 }
 
 /// One WAL record as found on disk.
@@ -156,11 +129,8 @@ pub fn wal_records(data_dir: &Path) -> Vec<RecordInfo> {
         let mut transfer_ids = Vec::new();
         for b in record.sub_batches().unwrap() {
             if b.op == Op::CreateTransfers {
-                transfer_ids.extend(
-                    b.events
-                        .chunks_exact(EVENT_BYTES)
-                        .map(|e| decode_transfer(e).id),
-                );
+                transfer_ids
+                    .extend(b.events.chunks_exact(EVENT_BYTES).map(|e| decode_transfer(e).id));
             }
         }
         out.push(RecordInfo {
@@ -194,11 +164,7 @@ pub fn record_boundaries(bytes: &[u8]) -> Vec<(usize, usize)> {
 
 /// WAL segment files, in order.
 pub fn segments(data_dir: &Path) -> Vec<PathBuf> {
-    wal::list_segments(&data_dir.join("wal"))
-        .unwrap()
-        .into_iter()
-        .map(|(_, p)| p)
-        .collect()
+    wal::list_segments(&data_dir.join("wal")).unwrap().into_iter().map(|(_, p)| p).collect()
 }
 
 /// Snapshot files, in name order.

@@ -28,6 +28,7 @@ const HISTORY_ROW_BYTES: usize = 8 + 64;
 pub struct SnapshotBuilder {
     out: Vec<u8>,
     tail: Vec<u8>,
+    from: usize,
     next: usize,
     end: usize,
 }
@@ -45,6 +46,11 @@ impl SnapshotBuilder {
     /// Transfers still to encode.
     pub fn remaining(&self) -> usize {
         self.end - self.next
+    }
+
+    /// Position of the first transfer this snapshot holds.
+    pub fn transfers_from(&self) -> usize {
+        self.from
     }
 
     /// Position just after the last transfer this snapshot holds.
@@ -92,7 +98,7 @@ impl StateMachine {
         out.extend_from_slice(&self.last_timestamp.to_le_bytes());
         encode_assets(&self.assets(), &mut out);
         encode_accounts(&self.accounts, &mut out);
-        SnapshotBuilder { out, tail, next: transfers_from, end }
+        SnapshotBuilder { out, tail, from: transfers_from, next: transfers_from, end }
     }
 
     /// Pending states, failures and history: the sections after the transfers.

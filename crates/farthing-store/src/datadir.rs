@@ -30,6 +30,9 @@ const SNAPSHOT_SYNC_BYTES: usize = 8 << 20;
 #[derive(Debug)]
 pub struct DataDir {
     pub root: PathBuf,
+    /// Seeds every WAL checksum: per directory and random, so that bytes a client chose (an
+    /// event's fields) can never pass for a record header.
+    pub wal_seed: u32,
     _lock: File,
 }
 
@@ -44,7 +47,9 @@ impl DataDir {
                 std::fs::create_dir_all(root.join(sub)).map_err(StoreError::io(root))?;
             }
             let mut f = File::create(&format).map_err(StoreError::io(&format))?;
-            writeln!(f, "farthing-data {FORMAT_VERSION}").map_err(StoreError::io(&format))?;
+            let seed = random_u32();
+            writeln!(f, "farthing-data {FORMAT_VERSION}\nwal-checksum-seed {seed}")
+                .map_err(StoreError::io(&format))?;
             f.sync_all().map_err(StoreError::io(&format))?;
             wal::sync_dir(root)?;
         }
@@ -52,8 +57,11 @@ impl DataDir {
             path: root.to_path_buf(),
             reason: format!("not a Farthing data directory (no readable {FORMAT_FILE}: {e})"),
         })?;
-        let version =
-            text.trim().strip_prefix("farthing-data ").and_then(|v| v.parse::<u32>().ok());
+        let mut lines = text.lines();
+        let version = lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix("farthing-data "))
+            .and_then(|v| v.parse::<u32>().ok());
         match version {
             Some(FORMAT_VERSION) => {}
             Some(v) => {
@@ -68,6 +76,14 @@ impl DataDir {
                 return Err(StoreError::Format { path: format, reason: "unreadable format".into() })
             }
         }
+        let wal_seed = lines
+            .next()
+            .and_then(|l| l.trim().strip_prefix("wal-checksum-seed "))
+            .and_then(|v| v.parse::<u32>().ok())
+            .ok_or_else(|| StoreError::Format {
+                path: format.clone(),
+                reason: "no wal-checksum-seed line".into(),
+            })?;
         let lock_path = root.join("LOCK");
         let lock = OpenOptions::new()
             .create(true)
@@ -76,7 +92,7 @@ impl DataDir {
             .open(&lock_path)
             .map_err(StoreError::io(&lock_path))?;
         lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
-        Ok(Self { root: root.to_path_buf(), _lock: lock })
+        Ok(Self { root: root.to_path_buf(), wal_seed, _lock: lock })
     }
 
     pub fn wal_dir(&self) -> PathBuf {
@@ -104,6 +120,24 @@ impl DataDir {
         }
         walk(&self.root)
     }
+}
+
+/// The WAL checksum seed of a data directory, read without opening (locking) it: for tools
+/// and tests that read the WAL of a directory in use.
+pub fn wal_seed(root: &Path) -> u32 {
+    let text = std::fs::read_to_string(root.join(FORMAT_FILE)).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("wal-checksum-seed "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A random number from the operating system's entropy (through std's hasher keys).
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.finish() as u32
 }
 
 /// Snapshot files, oldest first, with the record each was taken after.
@@ -238,14 +272,14 @@ pub struct Recovery {
     pub duration: Duration,
 }
 
-/// Rebuilds the state: the newest snapshot that reads back intact, then every later WAL
-/// record. With `repair`, a torn tail is truncated so that appending can resume.
+/// Rebuilds the state: the chain of snapshots (any damaged one is an error naming it: they
+/// are written atomically, so damage is real corruption), then every later WAL record. With `repair`, a torn tail is truncated so that appending can resume.
 pub fn recover(dir: &DataDir, repair: bool) -> Result<(StateMachine, Recovery), StoreError> {
     let started = Instant::now();
     let (snapshot_seq, mut sm) = load_snapshots(&dir.snapshot_dir())?;
     let snapshot_transfers = sm.counts().transfers;
     let mut replayed = 0u64;
-    let summary = wal::scan(&dir.wal_dir(), |record, file, offset| {
+    let summary = wal::scan(&dir.wal_dir(), dir.wal_seed, |record, file, offset| {
         if record.seq > snapshot_seq {
             apply_record(&mut sm, record, file, offset)?;
             replayed += 1;

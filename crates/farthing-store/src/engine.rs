@@ -119,7 +119,7 @@ struct Commit {
     record: Option<Vec<u8>>,
     events: u64,
     answers: Vec<(Reply, Answer)>,
-    snapshot: Option<(u64, Vec<u8>)>,
+    snapshot: Option<SnapshotJob>,
 }
 
 /// Live counters, readable from any thread.
@@ -143,6 +143,10 @@ pub struct Engine {
 #[derive(Clone)]
 pub struct EngineHandle {
     requests: Sender<Request>,
+    /// The engine's own queue, so that a request that slipped in after the engine stopped
+    /// can be answered by the caller that sent it rather than waiting forever.
+    queued: Receiver<Request>,
+    closed: Arc<AtomicBool>,
     failure: Arc<Mutex<Option<String>>>,
     submit_timeout: Duration,
     stats: Arc<EngineStats>,
@@ -162,11 +166,15 @@ impl Engine {
         let (requests, inbox) = bounded::<Request>(config.queue_requests_max);
         let (commits, commit_inbox) = bounded::<Commit>(config.wal_queue_records_max);
         let failure = Arc::new(Mutex::new(None));
+        let closed = Arc::new(AtomicBool::new(false));
         let snapshot_failed = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(EngineStats::default());
         let writer = Writer {
             sm,
-            inbox,
+            inbox: inbox.clone(),
+            closed: closed.clone(),
+            failure: failure.clone(),
+            wal_seed: dir.wal_seed,
             commits,
             clock: config.clock.clone(),
             next_seq: recovery.last_seq + 1,
@@ -178,8 +186,13 @@ impl Engine {
             snapshot_failed: snapshot_failed.clone(),
         };
         let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(1);
-        let snapshotter =
-            Snapshotter { inbox: snapshot_inbox, dir: dir.snapshot_dir(), failed: snapshot_failed };
+        let snapshotter = Snapshotter {
+            inbox: snapshot_inbox,
+            dir: dir.snapshot_dir(),
+            failed: snapshot_failed,
+            written_seq: recovery.snapshot_seq,
+            written_end: recovery.snapshot_transfers as usize,
+        };
         let syncer = Syncer {
             wal,
             inbox: commit_inbox,
@@ -203,6 +216,8 @@ impl Engine {
         ];
         let handle = EngineHandle {
             requests,
+            queued: inbox,
+            closed,
             failure,
             submit_timeout: Duration::from_millis(config.submit_timeout_ms),
             stats,
@@ -223,8 +238,9 @@ impl Engine {
         self.dir.bytes_on_disk()
     }
 
-    /// Stops taking requests, finishes (and makes durable) every request already queued, and
-    /// waits for both threads. Handles still held elsewhere get `Stopped` afterwards.
+    /// Stops taking requests, finishes (and makes durable) every request queued before this
+    /// call, and waits for the threads. Requests queued after it, and every request from
+    /// handles still held elsewhere, are answered `Stopped` and never applied.
     pub fn shutdown(mut self) -> Result<(), EngineError> {
         self.stop();
         match self.handle.failure.lock().unwrap().clone() {
@@ -234,11 +250,17 @@ impl Engine {
     }
 
     fn stop(&mut self) {
-        // The engine thread stops at the Stop command, after everything queued before it;
-        // requests still queued behind it are dropped unanswered (`Stopped`), never applied.
-        let (reply, done) = oneshot::channel();
-        if self.handle.requests.send(Request { command: Command::Stop, reply }).is_ok() {
-            let _ = done.recv();
+        // The engine thread stops at the Stop command, after everything queued before it,
+        // and answers whatever is queued behind it with `Stopped`.
+        let h = &self.handle;
+        if !h.closed.load(Ordering::SeqCst) {
+            let (reply, done) = oneshot::channel();
+            if h.requests.send(Request { command: Command::Stop, reply }).is_ok() {
+                if h.closed.load(Ordering::SeqCst) {
+                    drain(&h.queued, &h.failure);
+                }
+                let _ = done.recv();
+            }
         }
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -271,6 +293,9 @@ impl EngineHandle {
         if let Some(reason) = self.failure.lock().unwrap().clone() {
             return Err(EngineError::Failed(reason));
         }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EngineError::Stopped);
+        }
         let (reply, answer) = oneshot::channel();
         let request = Request { command, reply };
         let sent = if wait {
@@ -285,6 +310,10 @@ impl EngineHandle {
             })
         };
         sent?;
+        if self.closed.load(Ordering::SeqCst) {
+            // The engine may have drained its queue before this request arrived.
+            drain(&self.queued, &self.failure);
+        }
         match answer.recv() {
             Ok(result) => result,
             Err(_) => Err(self
@@ -411,6 +440,10 @@ impl EngineHandle {
 struct Writer {
     sm: StateMachine,
     inbox: Receiver<Request>,
+    /// Set once the writer no longer takes requests.
+    closed: Arc<AtomicBool>,
+    failure: Arc<Mutex<Option<String>>>,
+    wal_seed: u32,
     commits: Sender<Commit>,
     clock: Arc<dyn Clock>,
     next_seq: u64,
@@ -425,7 +458,26 @@ struct Writer {
 }
 
 impl Writer {
+    /// Serves until stopped, then answers everything still queued. A panic (a broken
+    /// invariant) stops the engine loudly: nothing more is executed or acknowledged, and
+    /// every waiting caller gets `Failed`.
     fn run(mut self) {
+        let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
+        if let Err(panic) = served {
+            let what = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let reason = format!("the engine thread panicked: {what}");
+            eprintln!("farthing: {reason}");
+            self.failure.lock().unwrap().get_or_insert(reason);
+        }
+        self.closed.store(true, Ordering::SeqCst);
+        drain(&self.inbox, &self.failure);
+    }
+
+    fn serve(&mut self) {
         let mut carry: Option<Request> = None;
         loop {
             let first = match carry.take() {
@@ -443,7 +495,8 @@ impl Writer {
             let mut stopping = matches!(first.command, Command::Stop);
             let mut group = vec![first];
             let mut events = group[0].command.events();
-            while let (false, Ok(next)) = (stopping, self.inbox.try_recv()) {
+            while !stopping {
+                let Ok(next) = self.inbox.try_recv() else { break };
                 stopping = matches!(next.command, Command::Stop);
                 let n = next.command.events();
                 if events + n > BATCH_EVENTS_MAX {
@@ -475,7 +528,7 @@ impl Writer {
             let mut record = RecordBuilder::new();
             self.sm.pulse(ts);
             record.push(Op::Pulse, 0, ts, |_| {});
-            let record = record.finish(self.next_seq);
+            let record = record.finish(self.next_seq, self.wal_seed);
             self.next_seq += 1;
             let commit =
                 Commit { record: Some(record), events: 0, answers: vec![], snapshot: None };
@@ -513,7 +566,7 @@ impl Writer {
         }
         let events = record.events() as u64;
         if !record.is_empty() {
-            let r = record.finish(self.next_seq);
+            let r = record.finish(self.next_seq, self.wal_seed);
             self.next_seq += 1;
             self.wal_bytes_since_snapshot += r.len() as u64;
             let commit = Commit { record: Some(r), events, answers: Vec::new(), snapshot: None };
@@ -565,6 +618,8 @@ impl Writer {
 
     /// Captures the state after the last record; its transfers are encoded step by step.
     fn start_snapshot(&mut self, waiting: Vec<Reply>) {
+        // One snapshot at a time: a pending one is finished (and queued) first.
+        self.step_snapshot(usize::MAX);
         if self.snapshot_failed.swap(false, Ordering::Relaxed) {
             // The last snapshot file was not written: start a new, self-contained chain.
             self.snapshot_transfers = 0;
@@ -586,7 +641,13 @@ impl Writer {
         }
         let Building { seq, builder, waiting } = self.building.take().expect("snapshot");
         let answers = waiting.into_iter().map(|r| (r, Answer::Snapshot(seq))).collect();
-        let snapshot = Some((seq, builder.finish()));
+        let snapshot = Some(SnapshotJob {
+            seq,
+            transfers_from: builder.transfers_from(),
+            transfers_end: builder.transfers_end(),
+            state: builder.finish(),
+            waiting: Vec::new(),
+        });
         let _ = self.commits.send(Commit { record: None, events: 0, answers, snapshot });
     }
 }
@@ -601,6 +662,9 @@ struct Building {
 /// A snapshot to write, once every record up to `seq` is durable, and who waits for it.
 struct SnapshotJob {
     seq: u64,
+    /// The transfers it holds: the chain must continue exactly where the last file ended.
+    transfers_from: usize,
+    transfers_end: usize,
     state: Vec<u8>,
     waiting: Vec<Reply>,
 }
@@ -610,27 +674,57 @@ struct Snapshotter {
     inbox: Receiver<SnapshotJob>,
     dir: PathBuf,
     failed: Arc<AtomicBool>,
+    /// The record and the end of the transfers of the last snapshot file written.
+    written_seq: u64,
+    written_end: usize,
 }
 
 impl Snapshotter {
-    fn run(self) {
+    fn run(mut self) {
         while let Ok(job) = self.inbox.recv() {
-            let result = datadir::write_snapshot(&self.dir, job.seq, &job.state);
-            drop(job.state);
-            let answer = match result {
-                Ok(_) => Ok(()),
-                Err(e) => {
-                    // The WAL still holds everything: a failed snapshot loses nothing, but
-                    // must be seen.
-                    eprintln!("farthing: snapshot after record {} failed: {e}", job.seq);
-                    self.failed.store(true, Ordering::Relaxed);
-                    Err(EngineError::Failed(format!("snapshot failed: {e}")))
-                }
-            };
+            let answer = self.write(&job);
             for reply in job.waiting {
                 let _ = reply.send(answer.clone().map(|()| Answer::Snapshot(job.seq)));
             }
         }
+    }
+
+    /// Writes a job's file if it extends the chain. The WAL still holds everything: a
+    /// snapshot not written loses nothing, but is reported, and the engine's next snapshot
+    /// then starts a new, self-contained chain.
+    fn write(&mut self, job: &SnapshotJob) -> Result<(), EngineError> {
+        if job.seq == self.written_seq && job.seq != 0 {
+            // Same record, same state: the file already written is this snapshot.
+            return Ok(());
+        }
+        if job.transfers_from != 0 && job.transfers_from != self.written_end {
+            self.failed.store(true, Ordering::SeqCst);
+            return Err(EngineError::Failed(format!(
+                "snapshot after record {} skipped: it follows a snapshot that was not written",
+                job.seq
+            )));
+        }
+        match datadir::write_snapshot(&self.dir, job.seq, &job.state) {
+            Ok(_) => {
+                self.written_seq = job.seq;
+                self.written_end = job.transfers_end;
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("farthing: snapshot after record {} failed: {e}", job.seq);
+                self.failed.store(true, Ordering::SeqCst);
+                Err(EngineError::Failed(format!("snapshot failed: {e}")))
+            }
+        }
+    }
+}
+
+/// Answers every request still queued: `Failed` after a failure, else `Stopped`.
+fn drain(queue: &Receiver<Request>, failure: &Mutex<Option<String>>) {
+    while let Ok(request) = queue.try_recv() {
+        let error =
+            failure.lock().unwrap().clone().map_or(EngineError::Stopped, EngineError::Failed);
+        let _ = request.reply.send(Err(error));
     }
 }
 
@@ -670,9 +764,10 @@ impl Syncer {
                         }
                     }
                 }
-                if let Some((seq, state)) = commit.snapshot {
-                    // Every record up to `seq` is durable now: the snapshot may be written.
-                    let _ = self.snapshots.send(SnapshotJob { seq, state, waiting });
+                if let Some(mut job) = commit.snapshot {
+                    // Every record up to `job.seq` is durable now: the snapshot may be written.
+                    job.waiting = waiting;
+                    let _ = self.snapshots.send(job);
                 }
             }
         }

@@ -96,7 +96,7 @@ impl RecordBuilder {
     }
 
     /// Seals the record with its sequence number and checksum.
-    pub fn finish(mut self, seq: u64) -> Vec<u8> {
+    pub fn finish(mut self, seq: u64, seed: u32) -> Vec<u8> {
         let body_len = self.buf.len() - HEADER_BYTES;
         assert!(body_len <= BODY_BYTES_MAX, "record body of {body_len} bytes");
         let h = &mut self.buf[..HEADER_BYTES];
@@ -105,7 +105,7 @@ impl RecordBuilder {
         h[12..16].copy_from_slice(&[0; 4]);
         h[16..24].copy_from_slice(&seq.to_le_bytes());
         h[24..32].copy_from_slice(&self.last_timestamp.to_le_bytes());
-        let crc = crc32c::crc32c(&self.buf[4..]);
+        let crc = crc32c::crc32c_append(seed, &self.buf[4..]);
         self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
         self.buf
     }
@@ -155,7 +155,7 @@ impl<'a> Record<'a> {
 }
 
 /// Why the bytes at an offset are not a valid record.
-fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
+fn parse_record(bytes: &[u8], seed: u32) -> Result<Record<'_>, String> {
     if bytes.len() < HEADER_BYTES {
         return Err(format!("{} bytes left, less than a record header", bytes.len()));
     }
@@ -171,7 +171,7 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
     }
     let end = HEADER_BYTES + body_len;
     let stored = u32::from_le_bytes(bytes[0..4].try_into().unwrap());
-    if crc32c::crc32c(&bytes[4..end]) != stored {
+    if crc32c::crc32c_append(seed, &bytes[4..end]) != stored {
         return Err("checksum mismatch".into());
     }
     Ok(Record {
@@ -182,11 +182,18 @@ fn parse_record(bytes: &[u8]) -> Result<Record<'_>, String> {
 }
 
 /// True if a valid record starts anywhere after `from` (on a 16-byte boundary).
-fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+/// A torn write only ever damages the end of the log; a record that checks out *after* a bad
+/// one, with a later sequence number, proves the damage is corruption. (The seeded checksum
+/// keeps client-chosen event bytes from passing for a record.)
+fn valid_record_after(bytes: &[u8], from: usize, seed: u32, expected_seq: u64) -> bool {
     let mut at = from + 16;
     while at + HEADER_BYTES <= bytes.len() {
-        if &bytes[at + 4..at + 8] == MAGIC && parse_record(&bytes[at..]).is_ok() {
-            return true;
+        if &bytes[at + 4..at + 8] == MAGIC {
+            if let Ok(r) = parse_record(&bytes[at..], seed) {
+                if r.seq > expected_seq {
+                    return true;
+                }
+            }
         }
         at += 16;
     }
@@ -236,6 +243,7 @@ pub struct ScanSummary {
 /// corruption and stops the scan with the file and offset.
 pub fn scan(
     dir: &Path,
+    seed: u32,
     mut visit: impl FnMut(&Record<'_>, &Path, u64) -> Result<(), StoreError>,
 ) -> Result<ScanSummary, StoreError> {
     let segments = list_segments(dir)?;
@@ -255,10 +263,11 @@ pub fn scan(
         }
         let mut at = 0usize;
         while at < bytes.len() {
-            let record = match parse_record(&bytes[at..]) {
+            let record = match parse_record(&bytes[at..], seed) {
                 Ok(record) => record,
                 Err(reason) => {
-                    if is_last && !valid_record_after(&bytes, at) {
+                    let expected = summary.last_seq + 1;
+                    if is_last && !valid_record_after(&bytes, at, seed, expected) {
                         let torn = bytes.len() - at;
                         summary.torn_tail = Some((path.clone(), at as u64, torn as u64));
                         break;

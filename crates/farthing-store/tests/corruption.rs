@@ -324,7 +324,6 @@ fn transfer_holding_a_record_header() -> Transfer {
 }
 
 #[test]
-#[ignore = "bug: a torn tail whose written part holds record-like event bytes is taken for corruption"]
 fn a_torn_record_is_a_torn_tail_whatever_its_events_hold() {
     let (tmp, _) = written_dir(SEGMENT_BYTES);
     let engine = open(tmp.path()).unwrap();

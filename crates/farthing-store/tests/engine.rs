@@ -433,7 +433,9 @@ fn another_format_version_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     Engine::open(config(tmp.path())).unwrap().shutdown().unwrap();
     let format = tmp.path().join("FORMAT");
-    assert_eq!(std::fs::read_to_string(&format).unwrap().trim(), "farthing-data 1");
+    let text = std::fs::read_to_string(&format).unwrap();
+    assert_eq!(text.lines().next(), Some("farthing-data 1"));
+    assert!(text.lines().nth(1).unwrap().starts_with("wal-checksum-seed "));
 
     std::fs::write(&format, "farthing-data 2\n").unwrap();
     match Engine::open(config(tmp.path())) {
@@ -511,7 +513,6 @@ fn pending_transfers_expire_on_an_idle_engine_and_stay_expired() {
 }
 
 #[test]
-#[ignore = "bug: a second snapshot after the same record overwrites the first, breaking the chain"]
 fn two_snapshots_with_no_write_between_keep_the_directory_openable() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());
@@ -535,7 +536,6 @@ fn two_snapshots_with_no_write_between_keep_the_directory_openable() {
 }
 
 #[test]
-#[ignore = "bug: an explicit snapshot right after an automatic one overwrites it, breaking the chain"]
 fn an_explicit_snapshot_right_after_an_automatic_one_keeps_the_directory_openable() {
     let tmp = tempfile::tempdir().unwrap();
     let mut cfg = config(tmp.path());
@@ -592,7 +592,6 @@ fn a_failed_snapshot_loses_nothing_and_the_next_one_starts_a_new_chain() {
 }
 
 #[test]
-#[ignore = "bug: a snapshot started before an earlier one fails chains onto the missing file"]
 fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() {
     use std::io::Read;
     let tmp = tempfile::tempdir().unwrap();
@@ -601,7 +600,7 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
     cfg.snapshot_wal_bytes = 1;
     std::fs::create_dir_all(tmp.path().join("snapshots")).unwrap();
     std::fs::create_dir_all(tmp.path().join("wal")).unwrap();
-    std::fs::write(tmp.path().join("FORMAT"), "farthing-data 1\n").unwrap();
+    std::fs::write(tmp.path().join("FORMAT"), "farthing-data 1\nwal-checksum-seed 7\n").unwrap();
     // The snapshot after record 3 is written to a FIFO: the snapshot thread waits in open()
     // until this test opens it to read, and then fails (a FIFO cannot be fsynced).
     let fifo = snapshot_tmp(tmp.path(), 3);
@@ -618,13 +617,13 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
     std::fs::File::open(&fifo).unwrap().read_to_end(&mut written).unwrap();
     let (digest, _, _) = state(&h);
     engine.shutdown().unwrap();
-    // Snapshot 3 failed, snapshot 4 (which holds only the transfers after 3's) was written.
+    // Snapshot 3 failed; snapshot 4 (which holds only the transfers after 3's) was not
+    // written on top of the gap.
     let names: Vec<_> =
         snapshots(tmp.path()).iter().map(|p| p.file_name().unwrap().to_owned()).collect();
-    assert_eq!(
-        names,
-        ["00000000000000000001.snap", "00000000000000000002.snap", "00000000000000000004.snap"]
-    );
+    assert!(names.len() >= 2, "{names:?}");
+    assert!(!names.iter().any(|n| n == "00000000000000000003.snap"), "{names:?}");
+    assert!(!names.iter().any(|n| n == "00000000000000000004.snap"), "{names:?}");
     let engine = match Engine::open(cfg) {
         Ok(engine) => engine,
         Err(e) => panic!("acknowledged state can no longer be opened: {e}"),
@@ -657,21 +656,22 @@ fn a_panicking_read_stops_the_engine_and_loses_no_acknowledged_write() {
     let r = h.read(|sm| -> u64 {
         panic!("a read that panics, with {} transfers", sm.counts().transfers)
     });
-    assert_eq!(r.unwrap_err(), EngineError::Stopped);
-    // Let the engine thread finish unwinding: a request queued while it does is never
-    // answered (see `requests_queued_behind_shutdown_are_answered_stopped`).
-    std::thread::sleep(Duration::from_millis(200));
-    // Every later request is refused.
-    assert_eq!(h.create_transfers(plain_batch(100, 1)).unwrap_err(), EngineError::Stopped);
-    assert_eq!(h.read(|_| ()).unwrap_err(), EngineError::Stopped);
-    let _ = engine.shutdown();
+    let stopped = |e: EngineError| matches!(e, EngineError::Stopped | EngineError::Failed(_));
+    assert!(stopped(r.unwrap_err()));
+    // Every later request is refused, at once or as the engine finishes unwinding: the
+    // panic is an engine failure.
+    assert!(stopped(h.create_transfers(plain_batch(100, 1)).unwrap_err()));
+    match h.read(|_| ()).unwrap_err() {
+        EngineError::Failed(reason) => assert!(reason.contains("panicked"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(engine.shutdown(), Err(EngineError::Failed(_))));
     let engine = Engine::open(config(tmp.path())).unwrap();
     assert_eq!(state(&engine.handle()).0, digest);
     engine.shutdown().unwrap();
 }
 
 #[test]
-#[ignore = "bug: requests queued behind shutdown's Stop are never answered; their callers hang"]
 fn requests_queued_behind_shutdown_are_answered_stopped() {
     let tmp = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(tmp.path())).unwrap();

@@ -142,7 +142,17 @@ impl StateMachine {
     /// Every length and cross-reference is checked; a malformed chain is an error, never a
     /// partial state. An error names the part (its index) it was found in.
     pub fn decode_snapshot_chain(parts: &[&[u8]]) -> Result<Self, (usize, String)> {
+        Self::decode_snapshot_chain_reserving(parts, 0)
+    }
+
+    /// Like [`Self::decode_snapshot_chain`], with room reserved up front for `transfers`
+    /// transfers in all (what the chain and the log after it hold), so nothing regrows.
+    pub fn decode_snapshot_chain_reserving(
+        parts: &[&[u8]],
+        transfers: usize,
+    ) -> Result<Self, (usize, String)> {
         let mut sm = StateMachine::new();
+        sm.reserve(0, transfers);
         if parts.is_empty() {
             return Err((0, "no snapshot".into()));
         }

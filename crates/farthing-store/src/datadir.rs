@@ -178,7 +178,8 @@ pub fn write_snapshot(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, Sto
     Ok(path)
 }
 
-/// Reads and checks one snapshot file: the record it was taken after, and its state bytes.
+/// Reads and checks one snapshot file: the record it was taken after, and the file's bytes
+/// (the state follows the header).
 fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
     let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
     if bytes.len() < SNAPSHOT_HEADER_BYTES || &bytes[0..8] != SNAPSHOT_MAGIC {
@@ -194,16 +195,16 @@ fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
     if crc32c::crc32c(body) != crc {
         return Err(corrupt(path, SNAPSHOT_HEADER_BYTES as u64, "checksum mismatch"));
     }
-    let mut bytes = bytes;
-    bytes.drain(..SNAPSHOT_HEADER_BYTES);
     Ok((seq, bytes))
 }
 
 /// Loads the chain of snapshots: the state after the newest, and that record's number.
-fn load_snapshots(dir: &Path) -> Result<(u64, StateMachine), StoreError> {
+fn load_snapshots(dir: &Path, transfers: usize) -> Result<(u64, StateMachine), StoreError> {
     let files = list_snapshots(dir)?;
     if files.is_empty() {
-        return Ok((0, StateMachine::new()));
+        let mut sm = StateMachine::new();
+        sm.reserve(0, transfers);
+        return Ok((0, sm));
     }
     let mut parts = Vec::with_capacity(files.len());
     let mut seq = 0;
@@ -215,8 +216,8 @@ fn load_snapshots(dir: &Path) -> Result<(u64, StateMachine), StoreError> {
         seq = s;
         parts.push(body);
     }
-    let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-    let sm = StateMachine::decode_snapshot_chain(&slices)
+    let slices: Vec<&[u8]> = parts.iter().map(|p| &p[SNAPSHOT_HEADER_BYTES..]).collect();
+    let sm = StateMachine::decode_snapshot_chain_reserving(&slices, transfers)
         .map_err(|(i, reason)| corrupt(&files[i].1, SNAPSHOT_HEADER_BYTES as u64, reason))?;
     Ok((seq, sm))
 }
@@ -276,7 +277,15 @@ pub struct Recovery {
 /// are written atomically, so damage is real corruption), then every later WAL record. With `repair`, a torn tail is truncated so that appending can resume.
 pub fn recover(dir: &DataDir, repair: bool) -> Result<(StateMachine, Recovery), StoreError> {
     let started = Instant::now();
-    let (snapshot_seq, mut sm) = load_snapshots(&dir.snapshot_dir())?;
+    // Room for every transfer the WAL could hold (snapshots hold a subset of what it
+    // logged), so neither loading nor replay ever regrows the tables.
+    let wal_bytes: u64 = wal::list_segments(&dir.wal_dir())?
+        .iter()
+        .filter_map(|(_, path)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum();
+    let upper = (wal_bytes / EVENT_BYTES as u64) as usize;
+    let (snapshot_seq, mut sm) = load_snapshots(&dir.snapshot_dir(), upper)?;
     let snapshot_transfers = sm.counts().transfers;
     let mut replayed = 0u64;
     let summary = wal::scan(&dir.wal_dir(), dir.wal_seed, |record, file, offset| {

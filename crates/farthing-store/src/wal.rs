@@ -248,9 +248,15 @@ pub fn scan(
 ) -> Result<ScanSummary, StoreError> {
     let segments = list_segments(dir)?;
     let mut summary = ScanSummary { segments: segments.len(), ..Default::default() };
+    let mut buffer = Vec::new();
     for (n, (first, path)) in segments.iter().enumerate() {
         let is_last = n + 1 == segments.len();
-        let bytes = std::fs::read(path).map_err(StoreError::io(path))?;
+        // One buffer for every segment: fresh memory costs page faults, reused memory not.
+        buffer.clear();
+        File::open(path)
+            .and_then(|mut f| std::io::Read::read_to_end(&mut f, &mut buffer))
+            .map_err(StoreError::io(path))?;
+        let bytes = &buffer[..];
         if *first != summary.last_seq + 1 && !(n == 0 && bytes.is_empty()) {
             return Err(corrupt(
                 path,

@@ -273,7 +273,7 @@ pub fn scan(
                 Ok(record) => record,
                 Err(reason) => {
                     let expected = summary.last_seq + 1;
-                    if is_last && !valid_record_after(&bytes, at, seed, expected) {
+                    if is_last && !valid_record_after(bytes, at, seed, expected) {
                         let torn = bytes.len() - at;
                         summary.torn_tail = Some((path.clone(), at as u64, torn as u64));
                         break;

@@ -255,7 +255,7 @@ impl StateMachine {
             .map(|(i, (code, a))| {
                 // An id that "exists" only because an earlier event of the same, rolled-back
                 // chain created it does not exist: say so, never `exists`.
-                let existing = self.account(a.id);
+                let existing = if code.is_exists() { self.account(a.id) } else { None };
                 let code = if code.is_exists() && existing.is_none() {
                     R::IdRepeatedInChain
                 } else {
@@ -355,7 +355,8 @@ impl StateMachine {
         self.last_timestamp = timestamp + events.len().max(1) as u64 - 1;
         let mut results = Vec::with_capacity(events.len());
         for (i, (code, t)) in codes.into_iter().zip(events).enumerate() {
-            let existing = self.transfer(t.id);
+            // Only an `exists*` answer needs the stored transfer (the hot path is `ok`).
+            let existing = if code.is_exists() { self.transfer(t.id) } else { None };
             let code =
                 if code.is_exists() && existing.is_none() { R::IdRepeatedInChain } else { code };
             let timestamp = match code {

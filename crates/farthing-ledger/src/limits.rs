@@ -16,8 +16,9 @@ pub const QUERY_LIMIT_MAX: u32 = 8_190;
 /// Ids one lookup may name.
 pub const LOOKUP_IDS_MAX: usize = 8_190;
 
-/// Assets a ledger may register. Small on purpose: assets are reference data.
-pub const ASSETS_MAX: usize = 65_536;
+/// Assets a ledger may register. Small on purpose: assets are reference data (and a new
+/// asset's code is checked against every other).
+pub const ASSETS_MAX: usize = 4_096;
 
 /// Transfers a ledger may hold: indexes are `u32`.
 pub const TRANSFERS_MAX: usize = u32::MAX as usize - 1;

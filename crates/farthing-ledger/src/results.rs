@@ -64,6 +64,8 @@ result_codes! {
             "An asset with this id exists with a different kind.";
         Exists = 9, "exists", "This asset already exists, identical: nothing was changed.";
         CodeAlreadyUsed = 10, "code_already_used", "Another asset already uses this code.";
+        AssetsFull = 11, "assets_full",
+            "The ledger holds the most assets it may (4,096); no more can be registered.";
     }
 }
 

@@ -719,6 +719,19 @@ mod asset_codes {
         asset_code_already_used => CodeAlreadyUsed: || {
             Ledger::new().asset(Asset::new(3, "USD", 6, AssetKind::Fiat))
         },
+        assets_full => AssetsFull: || {
+            let mut l = Ledger::new();
+            let have = l.sm.assets().len();
+            let limit = farthing_ledger::limits::ASSETS_MAX;
+            let fill: Vec<Asset> = (0..(limit - have) as u32)
+                .map(|i| Asset::new(1_000 + i, &format!("T{i}"), 2, AssetKind::Token))
+                .collect();
+            let r = l.assets(&fill);
+            assert!(r.iter().all(|r| r.code == CreateAssetResult::Ok));
+            let r = l.assets(&[Asset::new(999_999, "ONE-MORE", 2, AssetKind::Token)]);
+            assert!(l.sm.asset(999_999).is_none());
+            r[0].code
+        },
     });
 }
 

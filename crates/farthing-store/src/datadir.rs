@@ -41,16 +41,36 @@ impl DataDir {
     pub fn open(root: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(root).map_err(StoreError::io(root))?;
         let format = root.join(FORMAT_FILE);
-        let empty = std::fs::read_dir(root).map_err(StoreError::io(root))?.next().is_none();
-        if empty {
+        let lock_path = root.join("LOCK");
+        let foreign = std::fs::read_dir(root)
+            .map_err(StoreError::io(root))?
+            .flatten()
+            .any(|e| e.file_name() != "LOCK" && e.file_name() != FORMAT_FILE);
+        if foreign && !format.exists() {
+            return Err(StoreError::Format {
+                path: root.to_path_buf(),
+                reason: format!("not a Farthing data directory (no {FORMAT_FILE}) and not empty"),
+            });
+        }
+        // Lock before creating anything, so two processes never both initialise one directory.
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(StoreError::io(&lock_path))?;
+        lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
+        if !format.exists() {
             for sub in ["wal", "snapshots"] {
                 std::fs::create_dir_all(root.join(sub)).map_err(StoreError::io(root))?;
             }
-            let mut f = File::create(&format).map_err(StoreError::io(&format))?;
+            let tmp = root.join("FORMAT.tmp");
+            let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
             let seed = random_u32();
             writeln!(f, "farthing-data {FORMAT_VERSION}\nwal-checksum-seed {seed}")
-                .map_err(StoreError::io(&format))?;
-            f.sync_all().map_err(StoreError::io(&format))?;
+                .map_err(StoreError::io(&tmp))?;
+            f.sync_all().map_err(StoreError::io(&tmp))?;
+            std::fs::rename(&tmp, &format).map_err(StoreError::io(&format))?;
             wal::sync_dir(root)?;
         }
         let text = std::fs::read_to_string(&format).map_err(|e| StoreError::Format {
@@ -84,14 +104,6 @@ impl DataDir {
                 path: format.clone(),
                 reason: "no wal-checksum-seed line".into(),
             })?;
-        let lock_path = root.join("LOCK");
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(StoreError::io(&lock_path))?;
-        lock.try_lock().map_err(|_| StoreError::Locked { path: root.to_path_buf() })?;
         Ok(Self { root: root.to_path_buf(), wal_seed, _lock: lock })
     }
 
@@ -290,7 +302,14 @@ pub fn recover(dir: &DataDir, repair: bool) -> Result<(StateMachine, Recovery), 
     let mut replayed = 0u64;
     let summary = wal::scan(&dir.wal_dir(), dir.wal_seed, |record, file, offset| {
         if record.seq > snapshot_seq {
-            apply_record(&mut sm, record, file, offset)?;
+            // A record that breaks an invariant on replay is reported where it lies, not
+            // as a panic on every start.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                apply_record(&mut sm, record, file, offset)
+            }));
+            outcome.unwrap_or_else(|_| {
+                Err(corrupt(file, offset, "replaying this record broke a ledger invariant"))
+            })?;
             replayed += 1;
         }
         Ok(())

@@ -28,7 +28,7 @@ use farthing_ledger::{
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{self, DataDir, Recovery};
 use crate::error::{EngineError, StoreError};
-use crate::wal::{Op, RecordBuilder, WalWriter};
+use crate::wal::{self, Op, RecordBuilder, WalWriter};
 
 /// Engine settings; every bound has its unit in its name.
 #[derive(Clone)]
@@ -104,6 +104,7 @@ enum Answer {
     Read(Box<dyn Any + Send>),
     Snapshot(u64),
     Stopped,
+    Error(EngineError),
 }
 
 type Reply = oneshot::Sender<Result<Answer, EngineError>>;
@@ -185,11 +186,11 @@ impl Engine {
             building: None,
             snapshot_failed: snapshot_failed.clone(),
         };
-        let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(1);
+        let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(2);
         let snapshotter = Snapshotter {
             inbox: snapshot_inbox,
             dir: dir.snapshot_dir(),
-            failed: snapshot_failed,
+            failed: snapshot_failed.clone(),
             written_seq: recovery.snapshot_seq,
             written_end: recovery.snapshot_transfers as usize,
         };
@@ -199,6 +200,7 @@ impl Engine {
             failure: failure.clone(),
             stats: stats.clone(),
             snapshots,
+            snapshot_failed,
         };
         let threads = vec![
             std::thread::Builder::new()
@@ -314,15 +316,9 @@ impl EngineHandle {
             // The engine may have drained its queue before this request arrived.
             drain(&self.queued, &self.failure);
         }
-        match answer.recv() {
-            Ok(result) => result,
-            Err(_) => Err(self
-                .failure
-                .lock()
-                .unwrap()
-                .clone()
-                .map_or(EngineError::Stopped, EngineError::Failed)),
-        }
+        // Every request is answered explicitly; a reply dropped unanswered means the engine
+        // died holding it, after it may have been logged.
+        answer.recv().unwrap_or(Err(EngineError::OutcomeUnknown))
     }
 
     /// Registers assets; answers once they are durable.
@@ -464,12 +460,7 @@ impl Writer {
     fn run(mut self) {
         let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()));
         if let Err(panic) = served {
-            let what = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default();
-            let reason = format!("the engine thread panicked: {what}");
+            let reason = format!("the engine thread panicked: {}", panic_text(&panic));
             eprintln!("farthing: {reason}");
             self.failure.lock().unwrap().get_or_insert(reason);
         }
@@ -587,7 +578,14 @@ impl Writer {
                 Command::CreateTransfers(events) => {
                     Answer::Transfers(self.sm.create_transfers(&events, ts))
                 }
-                Command::Read(f) => Answer::Read(f(&self.sm)),
+                Command::Read(f) => {
+                    // A read cannot change the ledger, so its panic is the reader's alone.
+                    let sm = &self.sm;
+                    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(sm))) {
+                        Ok(value) => Answer::Read(value),
+                        Err(panic) => Answer::Error(EngineError::ReadPanicked(panic_text(&panic))),
+                    }
+                }
                 Command::Snapshot => {
                     snapshot_waiting.push(reply);
                     continue;
@@ -699,7 +697,7 @@ impl Snapshotter {
         }
         if job.transfers_from != 0 && job.transfers_from != self.written_end {
             self.failed.store(true, Ordering::SeqCst);
-            return Err(EngineError::Failed(format!(
+            return Err(EngineError::SnapshotFailed(format!(
                 "snapshot after record {} skipped: it follows a snapshot that was not written",
                 job.seq
             )));
@@ -713,10 +711,19 @@ impl Snapshotter {
             Err(e) => {
                 eprintln!("farthing: snapshot after record {} failed: {e}", job.seq);
                 self.failed.store(true, Ordering::SeqCst);
-                Err(EngineError::Failed(format!("snapshot failed: {e}")))
+                Err(EngineError::SnapshotFailed(e.to_string()))
             }
         }
     }
+}
+
+/// The message of a caught panic.
+fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 /// Answers every request still queued: `Failed` after a failure, else `Stopped`.
@@ -735,13 +742,31 @@ struct Syncer {
     failure: Arc<Mutex<Option<String>>>,
     stats: Arc<EngineStats>,
     snapshots: Sender<SnapshotJob>,
+    snapshot_failed: Arc<AtomicBool>,
 }
 
 impl Syncer {
+    /// Runs until the engine thread is gone. A panic here (a broken invariant) stops the
+    /// engine as failed, never silently.
     fn run(mut self) {
+        let failure = self.failure.clone();
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.serve()))
+        {
+            let reason = format!("the WAL thread panicked: {}", panic_text(&panic));
+            eprintln!("farthing: {reason}");
+            failure.lock().unwrap().get_or_insert(reason);
+        }
+    }
+
+    fn serve(&mut self) {
         while let Ok(first) = self.inbox.recv() {
             let mut commits = vec![first];
-            while let Ok(next) = self.inbox.try_recv() {
+            // Group commit, bounded: one write never exceeds WRITE_BYTES_MAX, which is also
+            // the largest tail recovery will treat as torn.
+            let mut bytes = commits[0].record.as_ref().map_or(0, Vec::len);
+            while bytes + wal::RECORD_BYTES_MAX <= wal::WRITE_BYTES_MAX {
+                let Ok(next) = self.inbox.try_recv() else { break };
+                bytes += next.record.as_ref().map_or(0, Vec::len);
                 commits.push(next);
             }
             let records: Vec<Vec<u8>> =
@@ -759,6 +784,9 @@ impl Syncer {
                 for (reply, answer) in commit.answers {
                     match answer {
                         Answer::Snapshot(_) => waiting.push(reply),
+                        Answer::Error(e) => {
+                            let _ = reply.send(Err(e));
+                        }
                         answer => {
                             let _ = reply.send(Ok(answer));
                         }
@@ -767,7 +795,19 @@ impl Syncer {
                 if let Some(mut job) = commit.snapshot {
                     // Every record up to `job.seq` is durable now: the snapshot may be written.
                     job.waiting = waiting;
-                    let _ = self.snapshots.send(job);
+                    // An automatic snapshot never waits on the snapshot thread: a full queue
+                    // drops it (the WAL has it all; the next snapshot starts a new chain).
+                    // One somebody asked for waits its turn.
+                    if !job.waiting.is_empty() {
+                        let _ = self.snapshots.send(job);
+                    } else if let Err(TrySendError::Full(job)) = self.snapshots.try_send(job) {
+                        self.snapshot_failed.store(true, Ordering::SeqCst);
+                        let e =
+                            EngineError::SnapshotFailed("another snapshot is being written".into());
+                        for reply in job.waiting {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
                 }
             }
         }

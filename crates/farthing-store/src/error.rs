@@ -33,8 +33,20 @@ pub enum EngineError {
     Overloaded,
     #[error("a batch holds 1 to {max} events; this one has {events}")]
     BatchSize { events: usize, max: usize },
-    #[error("the engine is stopped")]
+    /// Not applied: the engine was stopping or stopped.
+    #[error("the engine is stopped; the request was not applied")]
     Stopped,
-    #[error("the engine stopped after a storage failure: {0}")]
+    /// The engine stopped for good (a storage failure or a broken invariant).
+    #[error("the engine stopped: {0}")]
     Failed(String),
+    /// The engine stopped while it held the request: it may or may not have been applied.
+    /// Look the events up by id before retrying them (the ledger's ids make retries safe).
+    #[error("the engine stopped while handling this request; it may or may not be applied")]
+    OutcomeUnknown,
+    /// A read's closure panicked; the ledger is unchanged and the engine runs on.
+    #[error("the read failed: {0}")]
+    ReadPanicked(String),
+    /// A snapshot was not written; the WAL still holds everything.
+    #[error("the snapshot was not written: {0}")]
+    SnapshotFailed(String),
 }

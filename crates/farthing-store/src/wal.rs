@@ -25,6 +25,11 @@ const MAGIC: &[u8; 4] = b"FWR1";
 /// sub-batch header per event at worst.
 pub const BODY_BYTES_MAX: usize = BATCH_EVENTS_MAX * (EVENT_BYTES + SUB_HEADER_BYTES) + 4096;
 const SEGMENT_SUFFIX: &str = ".wal";
+/// The largest record: header and the largest body.
+pub const RECORD_BYTES_MAX: usize = HEADER_BYTES + BODY_BYTES_MAX;
+/// The most one group commit writes at once (the engine keeps its writes under it), and so
+/// the largest tail a crash can tear. A bad tail larger than this is corruption.
+pub const WRITE_BYTES_MAX: usize = 16 * RECORD_BYTES_MAX;
 
 /// What a sub-batch does. Stored as one byte; part of the format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -273,7 +278,11 @@ pub fn scan(
                 Ok(record) => record,
                 Err(reason) => {
                     let expected = summary.last_seq + 1;
-                    if is_last && !valid_record_after(bytes, at, seed, expected) {
+                    let tail = bytes.len() - at;
+                    if is_last
+                        && tail <= WRITE_BYTES_MAX
+                        && !valid_record_after(bytes, at, seed, expected)
+                    {
                         let torn = bytes.len() - at;
                         summary.torn_tail = Some((path.clone(), at as u64, torn as u64));
                         break;

@@ -363,3 +363,20 @@ fn no_transfer_is_lost_or_invented_by_a_clean_scan() {
     assert_eq!(held.len(), BATCHES as usize * PER_BATCH);
     engine.shutdown().unwrap();
 }
+
+/// More bad bytes at the end than one group commit ever writes cannot be a torn write (a
+/// wrong checksum seed, say, makes a whole segment look bad): start-up stops, nothing is cut.
+#[test]
+fn a_bad_tail_larger_than_any_write_is_corruption_not_a_torn_tail() {
+    let (tmp, _) = written_dir(SEGMENT_BYTES);
+    let seg = segments(tmp.path()).last().unwrap().clone();
+    let mut bytes = std::fs::read(&seg).unwrap();
+    let good_len = bytes.len() as u64;
+    bytes.resize(bytes.len() + farthing_store::wal::WRITE_BYTES_MAX + 16, 0xAB);
+    std::fs::write(&seg, &bytes).unwrap();
+    let before = dir_bytes(tmp.path());
+    let (file, offset, _) = expect_corrupt(tmp.path());
+    assert_eq!(file, seg);
+    assert_eq!(offset, good_len);
+    assert_eq!(dir_bytes(tmp.path()), before, "a failed open must change nothing");
+}

@@ -9,8 +9,8 @@ use crate::types::{AccountFlags, PendingStatus};
 
 impl StateMachine {
     /// SHA-256 over every asset and account (by id, with balances and flags), every transfer
-    /// in commit order, every pending status and every remembered failure. Two ledgers with
-    /// the same digest answer every query the same.
+    /// in commit order, every pending status, every remembered failure and every balance
+    /// history row. Two ledgers with the same digest answer every query the same.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"farthing-state-v1");
@@ -45,6 +45,19 @@ impl StateMachine {
         for (id, code) in failed {
             h.update(id.to_le_bytes());
             h.update([*code as u8]);
+        }
+        let mut history: Vec<_> = self.history.iter().collect();
+        history.sort_unstable_by_key(|(i, _)| **i);
+        for (index, rows) in history {
+            h.update(index.to_le_bytes());
+            h.update((rows.len() as u64).to_le_bytes());
+            for r in rows {
+                h.update(r.timestamp.to_le_bytes());
+                let b = &r.balances;
+                for v in [b.debits_pending, b.debits_posted, b.credits_pending, b.credits_posted] {
+                    h.update(v.to_le_bytes());
+                }
+            }
         }
         h.finalize().into()
     }

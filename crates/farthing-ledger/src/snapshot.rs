@@ -1,9 +1,10 @@
 //! The state as bytes and back, for snapshots. Indexes are rebuilt on load, not stored.
 //!
 //! Transfers never change once committed, so a snapshot holds only the transfers committed
-//! since the previous one (from position `transfers_from`) plus the whole of the small,
-//! mutable state; a chain of snapshots rebuilds the ledger, and each costs time in proportion
-//! to what happened since the last, not to the ledger's size.
+//! since the previous one (from position `transfers_from`) plus the whole of the mutable
+//! state (accounts, pending states, remembered failures, balance history); a chain of
+//! snapshots rebuilds the ledger. The transfers, the bulk, cost in proportion to what happened
+//! since the last snapshot; the mutable state grows with the ledger.
 //!
 //! Layout: `FSNAPST2`, `transfers_from` (u64), then u64 counts (assets, accounts, transfers
 //! in this part, pending, failed, history accounts) and `last_timestamp`, then the sections

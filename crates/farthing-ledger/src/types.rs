@@ -46,6 +46,12 @@ macro_rules! flag_set {
             }
         }
 
+        impl From<$name> for u16 {
+            fn from(flags: $name) -> u16 {
+                flags.0
+            }
+        }
+
         impl std::ops::BitOr for $name {
             type Output = Self;
             fn bitor(self, other: Self) -> Self {

@@ -1,7 +1,7 @@
 //! The data directory: its format version, its lock, its snapshots, and recovery from it.
 //!
 //! ```text
-//! D/FORMAT               "farthing-data 1"
+//! D/FORMAT               "farthing-data 1", then "wal-checksum-seed N" (random, per directory)
 //! D/LOCK                 held (flock) by the one process using D
 //! D/wal/<seq>.wal        WAL segments, named by their first record
 //! D/snapshots/<seq>.snap state after record <seq>, checksummed

@@ -3,8 +3,8 @@
 //! ```text
 //! callers ──(bounded queue)──> engine thread ──(bounded)──> WAL thread ──> replies
 //!                              merge waiting requests        write + fdatasync the records
-//!                              into one batch, execute,      gathered so far (group commit),
-//!                              encode one WAL record         then answer their callers
+//!                              into one batch, log it (one   gathered so far (group commit),
+//!                              WAL record), then execute it  then answer their callers
 //! ```
 //! The engine thread runs ahead of the disk by at most `wal_queue_records_max` records, so it
 //! executes batch N+1 while batch N is being synced. No answer, not even a read, leaves before

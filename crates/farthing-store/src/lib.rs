@@ -3,7 +3,8 @@
 //! One writer thread owns the [`farthing_ledger::StateMachine`]; any number of callers submit
 //! batches through an [`EngineHandle`]; waiting requests are merged into one checksummed WAL
 //! record per durable write (group commit) and nobody is answered before that record is
-//! fsynced. Restart replays the newest snapshot plus the WAL after it, deterministically.
+//! fsynced. Restart loads the chain of snapshots, then replays the WAL after the newest,
+//! deterministically.
 //!
 //! ```no_run
 //! use farthing_store::{Engine, EngineConfig};

@@ -50,13 +50,23 @@ pub struct LedgerArgs {
 }
 
 const ASSET_ID: u32 = 1;
+/// Bounds of the workload, so a typo cannot ask for more memory than the machine has.
+const ACCOUNTS_MAX: u64 = 10_000_000;
+const TRANSFERS_MAX: u64 = 1_000_000_000;
+const CLIENTS_MAX: usize = 4_096;
 
 pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
     if args.batch_size == 0 || args.batch_size > BATCH_EVENTS_MAX {
         return Err(format!("--batch-size must be 1..={BATCH_EVENTS_MAX}"));
     }
-    if args.accounts < 2 || args.clients == 0 || args.pending_percent > 100 {
-        return Err("need --accounts >= 2, --clients >= 1, --pending-percent <= 100".into());
+    if !(2..=ACCOUNTS_MAX).contains(&args.accounts) {
+        return Err(format!("--accounts must be 2..={ACCOUNTS_MAX}"));
+    }
+    if !(1..=TRANSFERS_MAX).contains(&args.transfers) {
+        return Err(format!("--transfers must be 1..={TRANSFERS_MAX}"));
+    }
+    if !(1..=CLIENTS_MAX).contains(&args.clients) || args.pending_percent > 100 {
+        return Err(format!("--clients must be 1..={CLIENTS_MAX}, --pending-percent 0..=100"));
     }
     let temporary = args.data_dir.is_none();
     let dir = args.data_dir.clone().unwrap_or_else(|| {
@@ -68,7 +78,9 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
             dir.display()
         ));
     }
-    let result = bench_in(&dir, args);
+    // The temporary directory goes even if the run panics.
+    let result = std::panic::catch_unwind(|| bench_in(&dir, args))
+        .unwrap_or_else(|_| Err("the benchmark failed (see the panic above)".into()));
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -40,7 +40,7 @@ pub fn run(data_dir: &Path, as_json: bool) -> Result<(), String> {
         "wal_bytes": rec.wal_bytes,
         "snapshot_seq": rec.snapshot_seq,
         "records_replayed": rec.records_replayed,
-        "recovery_ms": rec.duration.as_secs_f64() * 1e3,
+        "recovery_ms": rec.duration.as_millis() as u64,
         "torn_tail": torn,
         "bytes_on_disk": dir.bytes_on_disk(),
         "memory_bytes_per_account": per(memory.accounts_bytes, counts.accounts),

@@ -1,14 +1,17 @@
 //! `farthing query`: read accounts, transfers and histories from a data directory, offline.
 //!
-//! Prints one JSON object per line. Amounts are strings, in minor units (`*_minor`) and in
-//! the asset's decimal units; ids are decimal strings.
+//! Prints one JSON object per line. Amounts are strings in the asset's decimal units (a
+//! transfer also gives `amount_minor`); ids and timestamps are decimal strings.
 
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use farthing_ledger::amount::format_amount;
 use farthing_ledger::limits::QUERY_LIMIT_MAX;
-use farthing_ledger::{Account, AccountFilter, BalanceAt, Balances, StateMachine, Transfer};
+use farthing_ledger::{
+    Account, AccountFilter, AccountFlags, BalanceAt, Balances, StateMachine, Transfer,
+    TransferFlags,
+};
 use farthing_store::{recover, DataDir};
 use serde_json::{json, Value};
 
@@ -65,6 +68,9 @@ pub fn run(args: &QueryArgs) -> Result<(), String> {
     let dir = DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
     let (sm, _) = recover(&dir, false).map_err(|e| e.to_string())?;
     match &args.what {
+        QueryWhat::Accounts { ids } | QueryWhat::Transfers { ids } if ids.is_empty() => {
+            return Err("name at least one id".into());
+        }
         QueryWhat::Accounts { ids } => {
             for id in ids {
                 let found = sm.account(*id).map(|a| account_json(&sm, a));
@@ -117,6 +123,11 @@ fn filter(p: &PageArgs) -> Result<AccountFilter, String> {
     })
 }
 
+/// Flag names as `farthing` and the ledger spell them.
+fn flag_names<F: Copy + Into<u16>>(named: &[(&str, F)], bits: u16) -> Vec<String> {
+    named.iter().filter(|(_, f)| bits & (*f).into() != 0).map(|(n, _)| n.to_string()).collect()
+}
+
 fn not_found(id: u128) -> Value {
     json!({ "id": id.to_string(), "error": "not_found" })
 }
@@ -145,7 +156,7 @@ fn account_json(sm: &StateMachine, a: &Account) -> Value {
         "asset": sm.asset(a.asset).map(|x| x.code_str().to_string()),
         "owner_id": a.owner_id.to_string(),
         "code": a.code,
-        "flags": format!("{:?}", a.flags),
+        "flags": flag_names(AccountFlags::NAMED, a.flags.0),
         "balances": balances_json(&a.balances, scale),
         "timestamp": a.timestamp.to_string(),
     })
@@ -163,7 +174,7 @@ fn transfer_json(sm: &StateMachine, t: &Transfer) -> Value {
         "pending_id": t.pending_id.to_string(),
         "pending_status": sm.pending_status(t.id).map(|s| format!("{s:?}").to_lowercase()),
         "code": t.code,
-        "flags": format!("{:?}", t.flags),
+        "flags": flag_names(TransferFlags::NAMED, t.flags.0),
         "timeout_s": t.timeout_s,
         "timestamp": t.timestamp.to_string(),
     })

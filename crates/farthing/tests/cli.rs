@@ -89,6 +89,9 @@ fn bench_json_reports_the_documented_keys_and_leaves_a_consistent_ledger() {
     assert_eq!(found[0], *rows[0]);
     assert!(found[0]["amount"].as_str().unwrap().contains('.'));
     assert_eq!(found[1]["error"], "not_found");
+    assert!(found[0]["flags"].is_array(), "flags are names: {}", found[0]);
+    let (ok, _, err) = farthing(&["query", "--data-dir", data, "accounts"]);
+    assert!(!ok && err.contains("at least one id"), "{err}");
     let (ok, out, _) = farthing(&["query", "--data-dir", data, "accounts", "1"]);
     assert!(ok);
     assert_eq!(json_lines(&out)[0]["asset"], "USD");
@@ -105,6 +108,8 @@ fn bad_input_gets_a_clear_error_and_changes_nothing() {
     let (ok, _, err) = farthing(&["bench", "ledger", "--batch-size", "8191"]);
     assert!(!ok);
     assert!(err.contains("--batch-size"), "{err}");
+    let (ok, _, err) = farthing(&["bench", "ledger", "--transfers", "0"]);
+    assert!(!ok && err.contains("--transfers"), "{err}");
 }
 
 #[test]

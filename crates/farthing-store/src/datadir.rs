@@ -190,6 +190,25 @@ pub fn write_snapshot(dir: &Path, seq: u64, state: &[u8]) -> Result<PathBuf, Sto
     Ok(path)
 }
 
+/// True if a snapshot file holds its state from transfer 0 (needs no earlier part). Only the
+/// first 48 bytes are read; the file is checked in full when it is loaded.
+fn starts_chain(path: &Path) -> bool {
+    let mut head = [0u8; SNAPSHOT_HEADER_BYTES + 16];
+    let read = File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut head));
+    read.is_ok() && head[SNAPSHOT_HEADER_BYTES + 8..] == [0u8; 8]
+}
+
+/// Removes the snapshot files older than `seq` (a self-contained snapshot made them
+/// obsolete).
+pub fn remove_snapshots_before(dir: &Path, seq: u64) -> Result<(), StoreError> {
+    for (s, path) in list_snapshots(dir)? {
+        if s < seq {
+            std::fs::remove_file(&path).map_err(StoreError::io(&path))?;
+        }
+    }
+    wal::sync_dir(dir)
+}
+
 /// Reads and checks one snapshot file: the record it was taken after, and the file's bytes
 /// (the state follows the header).
 fn read_snapshot(path: &Path) -> Result<(u64, Vec<u8>), StoreError> {
@@ -218,9 +237,13 @@ fn load_snapshots(dir: &Path, transfers: usize) -> Result<(u64, StateMachine), S
         sm.reserve(0, transfers);
         return Ok((0, sm));
     }
+    // The chain starts at the newest self-contained part; older files are obsolete (the
+    // snapshot thread removes them once a self-contained part is durable).
+    let start = files.iter().rposition(|(_, path)| starts_chain(path)).unwrap_or(0);
+    let files = &files[start..];
     let mut parts = Vec::with_capacity(files.len());
     let mut seq = 0;
-    for (named, path) in &files {
+    for (named, path) in files {
         let (s, body) = read_snapshot(path)?;
         if s != *named || s < seq {
             return Err(corrupt(path, 16, format!("snapshot of record {s} named {named}")));

@@ -706,6 +706,10 @@ impl Snapshotter {
             Ok(_) => {
                 self.written_seq = job.seq;
                 self.written_end = job.transfers_end;
+                if job.transfers_from == 0 {
+                    // Best effort: an obsolete file left behind is skipped at recovery.
+                    let _ = datadir::remove_snapshots_before(&self.dir, job.seq);
+                }
                 Ok(())
             }
             Err(e) => {

@@ -221,10 +221,18 @@ impl StateMachine {
         if !last {
             return Ok(());
         }
+        if self.transfers.last().is_some_and(|t| t.timestamp > last_timestamp) {
+            return Err("the last timestamp is before the last transfer's".into());
+        }
         self.last_timestamp = last_timestamp;
         for chunk in asset_bytes.chunks_exact(ASSET_BYTES) {
             let a = decode_asset(chunk);
-            self.assets.insert(a.id, a);
+            if self.assets.insert(a.id, a).is_some() {
+                return Err(format!("asset {} appears twice", a.id));
+            }
+        }
+        if let Some(a) = self.accounts.iter().find(|a| !self.assets.contains_key(&a.asset)) {
+            return Err(format!("account {} holds asset {}, which does not exist", a.id, a.asset));
         }
         self.index_account_transfers()?;
         self.decode_tables(&mut r, pending, failed, history)?;
@@ -259,8 +267,12 @@ impl StateMachine {
             let index = r.u32()?;
             let status = PendingStatus::from_u8(r.take(4)?[0]).ok_or("bad pending status")?;
             let expires_at = r.u64()?;
-            if index as usize >= self.transfers.len() {
-                return Err(format!("pending index {index} out of range"));
+            let is_pending = |t: &crate::Transfer| t.flags.contains(crate::TransferFlags::PENDING);
+            if !self.transfers.get(index as usize).is_some_and(is_pending) {
+                return Err(format!("pending state for transfer #{index}, not a pending transfer"));
+            }
+            if self.pending.contains_key(&index) {
+                return Err(format!("pending state for transfer #{index} appears twice"));
             }
             if status == PendingStatus::Pending && expires_at != u64::MAX {
                 self.expiries.insert((expires_at, index));
@@ -270,13 +282,19 @@ impl StateMachine {
         for _ in 0..failed {
             let id = r.u128()?;
             let code = CreateTransferResult::from_u8(r.take(16)?[0]).ok_or("bad failure code")?;
-            self.failed.insert(id, code);
+            if self.failed.insert(id, code).is_some() {
+                return Err(format!("failure of transfer id {id} appears twice"));
+            }
         }
         for _ in 0..history {
             let index = r.u32()?;
             let rows = r.u32()? as usize;
-            if index as usize >= self.accounts.len() {
-                return Err(format!("history account index {index} out of range"));
+            let has_history = |a: &crate::Account| a.flags.contains(crate::AccountFlags::HISTORY);
+            if !self.accounts.get(index as usize).is_some_and(has_history) {
+                return Err(format!("history for account #{index}, which keeps none"));
+            }
+            if self.history.contains_key(&index) {
+                return Err(format!("history of account #{index} appears twice"));
             }
             let mut list = Vec::with_capacity(rows.min(r.remaining() / HISTORY_ROW_BYTES));
             for _ in 0..rows {
@@ -319,5 +337,51 @@ impl<'a> Cursor<'a> {
     }
     fn u128(&mut self) -> Result<u128, String> {
         Ok(u128::from_le_bytes(self.take(16)?.try_into().unwrap()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Account, Asset, AssetKind, Transfer, TransferFlags};
+
+    fn ledger() -> StateMachine {
+        let mut sm = StateMachine::new();
+        sm.create_assets(&[Asset::new(1, "USD", 2, AssetKind::Fiat)], 1);
+        let account = |id| Account { id, asset: 1, code: 1, ..Default::default() };
+        sm.create_accounts(&[account(1), account(2)], 10);
+        let t = |id, flags| Transfer {
+            id,
+            debit_account_id: 1,
+            credit_account_id: 2,
+            amount: 5,
+            asset: 1,
+            code: 1,
+            flags,
+            ..Default::default()
+        };
+        sm.create_transfers(&[t(10, TransferFlags::empty()), t(11, TransferFlags::PENDING)], 20);
+        sm
+    }
+
+    #[test]
+    fn a_snapshot_round_trips_to_the_same_digest() {
+        let sm = ledger();
+        let mut bytes = Vec::new();
+        sm.encode_snapshot(0, &mut bytes);
+        assert_eq!(StateMachine::decode_snapshot(&bytes).unwrap().digest(), sm.digest());
+    }
+
+    #[test]
+    fn a_pending_state_on_a_plain_transfer_is_refused() {
+        let sm = ledger();
+        let mut bytes = Vec::new();
+        sm.encode_snapshot(0, &mut bytes);
+        // The pending section follows magic, start, six counts, timestamp, then the tables.
+        let at = 8 + 8 + 6 * 8 + 8 + ASSET_BYTES + 2 * EVENT_BYTES + 2 * EVENT_BYTES;
+        assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 1);
+        bytes[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+        let err = StateMachine::decode_snapshot(&bytes).unwrap_err();
+        assert!(err.contains("not a pending transfer"), "{err}");
     }
 }

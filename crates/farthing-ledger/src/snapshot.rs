@@ -44,11 +44,6 @@ impl SnapshotBuilder {
         self.next == self.end
     }
 
-    /// Transfers still to encode.
-    pub fn remaining(&self) -> usize {
-        self.end - self.next
-    }
-
     /// Position of the first transfer this snapshot holds.
     pub fn transfers_from(&self) -> usize {
         self.from

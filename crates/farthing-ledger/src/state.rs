@@ -557,31 +557,8 @@ impl StateMachine {
         }
         check(ts < state.expires_at, R::PendingTransferExpired)?;
         let (dr, cr) = self.account_pair(p.debit_account_id, p.credit_account_id);
-        let (da, ca) = (&self.accounts[dr], &self.accounts[cr]);
-        // A void only releases a reservation, so it is always allowed; a post moves money, so
-        // into or out of a closed account only the closing transfer itself may post.
-        let closed_by_p = |flag| p.flags.contains(flag);
         if post {
-            check(
-                !da.flags.contains(AccountFlags::CLOSED)
-                    || closed_by_p(TransferFlags::CLOSING_DEBIT),
-                R::DebitAccountClosed,
-            )?;
-            check(
-                !ca.flags.contains(AccountFlags::CLOSED)
-                    || closed_by_p(TransferFlags::CLOSING_CREDIT),
-                R::CreditAccountClosed,
-            )?;
-        }
-        if post {
-            check(
-                da.balances.debits_posted.checked_add(amount).is_some(),
-                R::OverflowsDebitsPosted,
-            )?;
-            check(
-                ca.balances.credits_posted.checked_add(amount).is_some(),
-                R::OverflowsCreditsPosted,
-            )?;
+            self.check_post(&p, dr, cr, amount)?;
         }
 
         self.record_account(dr);
@@ -613,6 +590,24 @@ impl StateMachine {
         self.record_history(dr, ts);
         self.record_history(cr, ts);
         Ok(())
+    }
+
+    /// A post moves money, so into or out of a closed account only the closing transfer
+    /// itself may post (a void only releases a reservation: always allowed).
+    fn check_post(&self, p: &Transfer, dr: usize, cr: usize, amount: u128) -> Outcome<()> {
+        use CreateTransferResult as R;
+        let (da, ca) = (&self.accounts[dr], &self.accounts[cr]);
+        let closed_by_p = |flag| p.flags.contains(flag);
+        check(
+            !da.flags.contains(AccountFlags::CLOSED) || closed_by_p(TransferFlags::CLOSING_DEBIT),
+            R::DebitAccountClosed,
+        )?;
+        check(
+            !ca.flags.contains(AccountFlags::CLOSED) || closed_by_p(TransferFlags::CLOSING_CREDIT),
+            R::CreditAccountClosed,
+        )?;
+        check(da.balances.debits_posted.checked_add(amount).is_some(), R::OverflowsDebitsPosted)?;
+        check(ca.balances.credits_posted.checked_add(amount).is_some(), R::OverflowsCreditsPosted)
     }
 
     // ----- chains and undo -----

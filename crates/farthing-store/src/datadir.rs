@@ -136,12 +136,13 @@ impl DataDir {
 
 /// The WAL checksum seed of a data directory, read without opening (locking) it: for tools
 /// and tests that read the WAL of a directory in use.
-pub fn wal_seed(root: &Path) -> u32 {
-    let text = std::fs::read_to_string(root.join(FORMAT_FILE)).unwrap_or_default();
+pub fn wal_seed(root: &Path) -> Result<u32, StoreError> {
+    let format = root.join(FORMAT_FILE);
+    let text = std::fs::read_to_string(&format).map_err(StoreError::io(&format))?;
     text.lines()
         .find_map(|l| l.trim().strip_prefix("wal-checksum-seed "))
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .ok_or_else(|| StoreError::Format { path: format, reason: "no wal-checksum-seed".into() })
 }
 
 /// A random number from the operating system's entropy (through std's hasher keys).

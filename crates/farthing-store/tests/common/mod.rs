@@ -125,7 +125,7 @@ pub struct RecordInfo {
 /// Every record of a data directory's WAL, in order, with the transfers it holds.
 pub fn wal_records(data_dir: &Path) -> Vec<RecordInfo> {
     let mut out = Vec::new();
-    let seed = farthing_store::datadir::wal_seed(data_dir);
+    let seed = farthing_store::datadir::wal_seed(data_dir).unwrap();
     wal::scan(&data_dir.join("wal"), seed, |record, file, offset| {
         let mut transfer_ids = Vec::new();
         for b in record.sub_batches().unwrap() {

@@ -609,6 +609,16 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
     let engine = Engine::open(cfg.clone()).unwrap();
     let h = engine.handle();
     setup(&h); // records 1 and 2, and their snapshots
+               // Let the snapshot thread finish those first: an automatic snapshot that finds its queue
+               // full is dropped, and record 3's must reach the FIFO.
+    let written = tmp.path().join("snapshots").join(format!("{:020}.snap", 2));
+    for _ in 0..500 {
+        if written.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(written.exists(), "the snapshot after record 2 was never written");
     write_ok(&h, plain_batch(1, 100)); // record 3: its snapshot waits at the FIFO
     write_ok(&h, plain_batch(1000, 100)); // record 4: its snapshot chains after record 3's
                                           // Requests run in order: once this read is answered, snapshot 4 was taken.

@@ -12,7 +12,7 @@
 
 use std::any::Any;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -169,6 +169,7 @@ impl Engine {
         let failure = Arc::new(Mutex::new(None));
         let closed = Arc::new(AtomicBool::new(false));
         let snapshot_failed = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let stats = Arc::new(EngineStats::default());
         let writer = Writer {
             sm,
@@ -185,12 +186,14 @@ impl Engine {
             snapshot_transfers: recovery.snapshot_transfers as usize,
             building: None,
             snapshot_failed: snapshot_failed.clone(),
+            snapshots_in_flight: in_flight.clone(),
         };
         let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(2);
         let snapshotter = Snapshotter {
             inbox: snapshot_inbox,
             dir: dir.snapshot_dir(),
             failed: snapshot_failed.clone(),
+            in_flight: in_flight.clone(),
             written_seq: recovery.snapshot_seq,
             written_end: recovery.snapshot_transfers as usize,
         };
@@ -200,7 +203,6 @@ impl Engine {
             failure: failure.clone(),
             stats: stats.clone(),
             snapshots,
-            snapshot_failed,
         };
         let threads = vec![
             std::thread::Builder::new()
@@ -451,6 +453,8 @@ struct Writer {
     building: Option<Building>,
     /// Set by the snapshot thread when a snapshot could not be written.
     snapshot_failed: Arc<AtomicBool>,
+    /// Snapshots handed on and not yet written (or refused) by the snapshot thread.
+    snapshots_in_flight: Arc<AtomicUsize>,
 }
 
 impl Writer {
@@ -605,6 +609,7 @@ impl Writer {
             self.start_snapshot(snapshot_waiting);
             self.step_snapshot(usize::MAX);
         } else if self.building.is_none()
+            && self.snapshots_in_flight.load(Ordering::SeqCst) == 0
             && self.snapshot_wal_bytes > 0
             && self.wal_bytes_since_snapshot >= self.snapshot_wal_bytes
         {
@@ -639,6 +644,7 @@ impl Writer {
         }
         let Building { seq, builder, waiting } = self.building.take().expect("snapshot");
         let answers = waiting.into_iter().map(|r| (r, Answer::Snapshot(seq))).collect();
+        self.snapshots_in_flight.fetch_add(1, Ordering::SeqCst);
         let snapshot = Some(SnapshotJob {
             seq,
             transfers_from: builder.transfers_from(),
@@ -672,6 +678,7 @@ struct Snapshotter {
     inbox: Receiver<SnapshotJob>,
     dir: PathBuf,
     failed: Arc<AtomicBool>,
+    in_flight: Arc<AtomicUsize>,
     /// The record and the end of the transfers of the last snapshot file written.
     written_seq: u64,
     written_end: usize,
@@ -681,6 +688,7 @@ impl Snapshotter {
     fn run(mut self) {
         while let Ok(job) = self.inbox.recv() {
             let answer = self.write(&job);
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
             for reply in job.waiting {
                 let _ = reply.send(answer.clone().map(|()| Answer::Snapshot(job.seq)));
             }
@@ -746,7 +754,6 @@ struct Syncer {
     failure: Arc<Mutex<Option<String>>>,
     stats: Arc<EngineStats>,
     snapshots: Sender<SnapshotJob>,
-    snapshot_failed: Arc<AtomicBool>,
 }
 
 impl Syncer {
@@ -799,19 +806,9 @@ impl Syncer {
                 if let Some(mut job) = commit.snapshot {
                     // Every record up to `job.seq` is durable now: the snapshot may be written.
                     job.waiting = waiting;
-                    // An automatic snapshot never waits on the snapshot thread: a full queue
-                    // drops it (the WAL has it all; the next snapshot starts a new chain).
-                    // One somebody asked for waits its turn.
-                    if !job.waiting.is_empty() {
-                        let _ = self.snapshots.send(job);
-                    } else if let Err(TrySendError::Full(job)) = self.snapshots.try_send(job) {
-                        self.snapshot_failed.store(true, Ordering::SeqCst);
-                        let e =
-                            EngineError::SnapshotFailed("another snapshot is being written".into());
-                        for reply in job.waiting {
-                            let _ = reply.send(Err(e.clone()));
-                        }
-                    }
+                    // The engine starts an automatic snapshot only when none is in flight, so
+                    // this waits only behind snapshots somebody asked for.
+                    let _ = self.snapshots.send(job);
                 }
             }
         }

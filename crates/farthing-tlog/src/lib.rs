@@ -1,0 +1,294 @@
+//! Farthing's transparency-log maths: RFC 9162 Merkle tree hashing, inclusion and
+//! consistency proofs, and their verifiers. Pure: no I/O, no clock.
+//!
+//! Leaves are hashed `SHA-256(0x00 || data)` and interior nodes `SHA-256(0x01 || left ||
+//! right)`, so proofs made here check with any RFC 9162 / RFC 6962 verifier, and proofs from
+//! them check here.
+//!
+//! ```
+//! use farthing_tlog::{leaf_hash, MemoryTree, verify_inclusion, verify_consistency};
+//!
+//! let mut tree = MemoryTree::default();
+//! for payment in ["pay 1", "pay 2", "pay 3"] {
+//!     tree.append(leaf_hash(payment.as_bytes()));
+//! }
+//! let root = tree.root(3).unwrap();
+//! let proof = tree.inclusion_proof(1, 3).unwrap();
+//! assert!(verify_inclusion(1, 3, &leaf_hash(b"pay 2"), &proof, &root).is_ok());
+//!
+//! let old = tree.root(2).unwrap();
+//! let proof = tree.consistency_proof(2, 3).unwrap();
+//! assert!(verify_consistency(2, 3, &old, &root, &proof).is_ok());
+//! ```
+
+use sha2::{Digest, Sha256};
+
+/// A SHA-256 hash: a leaf, a node or a root.
+pub type Hash = [u8; 32];
+
+/// Why a proof was refused, or could not be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProofError {
+    /// The leaf index is not below the tree size.
+    IndexOutOfRange,
+    /// The older size is zero or larger than the newer one.
+    SizesInvalid,
+    /// The proof has the wrong number of hashes for these sizes.
+    WrongLength,
+    /// The proof does not lead to the given root(s).
+    RootMismatch,
+    /// The tree holds fewer leaves than the size asked for.
+    TreeTooSmall,
+}
+
+impl std::fmt::Display for ProofError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::IndexOutOfRange => "the leaf index is not below the tree size",
+            Self::SizesInvalid => "the older tree size must be at least 1 and at most the newer",
+            Self::WrongLength => "the proof has the wrong number of hashes for these sizes",
+            Self::RootMismatch => "the proof does not lead to the given root",
+            Self::TreeTooSmall => "the tree holds fewer leaves than the size asked for",
+        })
+    }
+}
+
+impl std::error::Error for ProofError {}
+
+/// `SHA-256(0x00 || data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Sha256::new();
+    h.update([0u8]);
+    h.update(data);
+    h.finalize().into()
+}
+
+/// `SHA-256(0x01 || left || right)`.
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut h = Sha256::new();
+    h.update([1u8]);
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The hash of an empty tree: `SHA-256()`.
+pub fn empty_root() -> Hash {
+    Sha256::digest([]).into()
+}
+
+/// The largest power of two strictly below `n` (n ≥ 2).
+fn split(n: u64) -> u64 {
+    debug_assert!(n >= 2);
+    1 << (63 - (n - 1).leading_zeros())
+}
+
+/// Checks that `proof` shows the leaf `leaf_hash` at `index` in the tree of `size` leaves
+/// whose root is `root` (RFC 9162, 2.1.3.2). Roots are byte strings, as they travel.
+pub fn verify_inclusion(
+    index: u64,
+    size: u64,
+    leaf_hash: &Hash,
+    proof: &[Hash],
+    root: &[u8],
+) -> Result<(), ProofError> {
+    if index >= size {
+        return Err(ProofError::IndexOutOfRange);
+    }
+    let (mut f, mut s) = (index, size - 1);
+    let mut r = *leaf_hash;
+    for p in proof {
+        if s == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if f & 1 == 1 || f == s {
+            r = node_hash(p, &r);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            r = node_hash(&r, p);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if r.as_slice() != root {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// Checks that the tree of `size2` leaves with root `root2` extends the tree of `size1`
+/// leaves with root `root1` (RFC 9162, 2.1.4.2). A proof from size 0 is refused: an empty
+/// tree proves nothing.
+pub fn verify_consistency(
+    size1: u64,
+    size2: u64,
+    root1: &[u8],
+    root2: &[u8],
+    proof: &[Hash],
+) -> Result<(), ProofError> {
+    if size1 == 0 || size1 > size2 {
+        return Err(ProofError::SizesInvalid);
+    }
+    if size1 == size2 {
+        if !proof.is_empty() {
+            return Err(ProofError::WrongLength);
+        }
+        return if root1 == root2 { Ok(()) } else { Err(ProofError::RootMismatch) };
+    }
+    let mut path: Vec<Hash> = Vec::with_capacity(proof.len() + 1);
+    if size1.is_power_of_two() {
+        path.push(root1.try_into().map_err(|_| ProofError::RootMismatch)?);
+    }
+    path.extend_from_slice(proof);
+    let Some((first, rest)) = path.split_first() else {
+        return Err(ProofError::WrongLength);
+    };
+    let (mut f, mut s) = (size1 - 1, size2 - 1);
+    while f & 1 == 1 {
+        f >>= 1;
+        s >>= 1;
+    }
+    let (mut fr, mut sr) = (*first, *first);
+    for c in rest {
+        if s == 0 {
+            return Err(ProofError::WrongLength);
+        }
+        if f & 1 == 1 || f == s {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
+            while f & 1 == 0 && f != 0 {
+                f >>= 1;
+                s >>= 1;
+            }
+        } else {
+            sr = node_hash(&sr, c);
+        }
+        f >>= 1;
+        s >>= 1;
+    }
+    if s != 0 {
+        return Err(ProofError::WrongLength);
+    }
+    if fr.as_slice() != root1 || sr.as_slice() != root2 {
+        return Err(ProofError::RootMismatch);
+    }
+    Ok(())
+}
+
+/// A Merkle tree over leaf hashes kept in memory, answering roots and proofs for any size
+/// up to the leaves it holds. Proofs cost O(size) hashing here; the persisted log keeps
+/// interior hashes so that they cost O(log size).
+#[derive(Clone, Debug, Default)]
+pub struct MemoryTree {
+    leaves: Vec<Hash>,
+}
+
+impl MemoryTree {
+    pub fn append(&mut self, leaf_hash: Hash) -> u64 {
+        self.leaves.push(leaf_hash);
+        self.leaves.len() as u64 - 1
+    }
+
+    pub fn size(&self) -> u64 {
+        self.leaves.len() as u64
+    }
+
+    fn slice(&self, size: u64) -> Result<&[Hash], ProofError> {
+        self.leaves.get(..size as usize).ok_or(ProofError::TreeTooSmall)
+    }
+
+    /// The root of the tree's first `size` leaves.
+    pub fn root(&self, size: u64) -> Result<Hash, ProofError> {
+        Ok(mth(self.slice(size)?))
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves (RFC 9162, 2.1.3.1).
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, ProofError> {
+        if index >= size {
+            return Err(ProofError::IndexOutOfRange);
+        }
+        let mut proof = Vec::new();
+        path(index, self.slice(size)?, &mut proof);
+        Ok(proof)
+    }
+
+    /// The consistency proof from the tree of `size1` leaves to that of `size2` (RFC 9162,
+    /// 2.1.4.1). Sizes must satisfy 1 ≤ size1 ≤ size2.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, ProofError> {
+        if size1 == 0 || size1 > size2 {
+            return Err(ProofError::SizesInvalid);
+        }
+        let mut proof = Vec::new();
+        subproof(size1, self.slice(size2)?, true, &mut proof);
+        Ok(proof)
+    }
+}
+
+/// MTH(D[n]) over leaf hashes.
+fn mth(leaves: &[Hash]) -> Hash {
+    match leaves.len() {
+        0 => empty_root(),
+        1 => leaves[0],
+        n => {
+            let k = split(n as u64) as usize;
+            node_hash(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+/// PATH(m, D[n]), appended to `out` from the leaf up.
+fn path(m: u64, leaves: &[Hash], out: &mut Vec<Hash>) {
+    let n = leaves.len() as u64;
+    if n <= 1 {
+        return;
+    }
+    let k = split(n);
+    if m < k {
+        path(m, &leaves[..k as usize], out);
+        out.push(mth(&leaves[k as usize..]));
+    } else {
+        path(m - k, &leaves[k as usize..], out);
+        out.push(mth(&leaves[..k as usize]));
+    }
+}
+
+/// SUBPROOF(m, D[n], b), appended to `out` from the bottom up.
+fn subproof(m: u64, leaves: &[Hash], whole: bool, out: &mut Vec<Hash>) {
+    let n = leaves.len() as u64;
+    if m == n {
+        if !whole {
+            out.push(mth(leaves));
+        }
+        return;
+    }
+    let k = split(n);
+    if m <= k {
+        subproof(m, &leaves[..k as usize], whole, out);
+        out.push(mth(&leaves[k as usize..]));
+    } else {
+        subproof(m - k, &leaves[k as usize..], false, out);
+        out.push(mth(&leaves[..k as usize]));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_is_the_largest_power_of_two_below() {
+        assert_eq!([2, 3, 4, 5, 8, 9].map(split), [1, 2, 2, 4, 4, 8]);
+    }
+
+    #[test]
+    fn an_empty_tree_hashes_to_sha256_of_nothing() {
+        let hex: String = empty_root().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}

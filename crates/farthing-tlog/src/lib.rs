@@ -21,6 +21,8 @@
 //! assert!(verify_consistency(2, 3, &old, &root, &proof).is_ok());
 //! ```
 
+pub mod note;
+
 use sha2::{Digest, Sha256};
 
 /// A SHA-256 hash: a leaf, a node or a root.

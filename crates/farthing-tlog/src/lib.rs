@@ -21,6 +21,7 @@
 //! assert!(verify_consistency(2, 3, &old, &root, &proof).is_ok());
 //! ```
 
+pub mod checkpoint;
 pub mod note;
 
 use sha2::{Digest, Sha256};

@@ -43,6 +43,23 @@ fn name_is_valid(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
+/// Splits `<name>+<hex id>+<base64(0x01 || 32 bytes)>` (a name holds no '+', base64 may).
+fn split_key(text: &str) -> Result<(&str, &str, [u8; 32]), NoteError> {
+    let mut parts = text.splitn(3, '+');
+    let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
+        return Err(NoteError::KeyMalformed("expected name+id+key"));
+    };
+    if !name_is_valid(name) {
+        return Err(NoteError::KeyMalformed("invalid key name"));
+    }
+    let raw = STANDARD.decode(b64).map_err(|_| NoteError::KeyMalformed("bad base64"))?;
+    let Some((&ED25519, bytes)) = raw.split_first() else {
+        return Err(NoteError::KeyMalformed("not an Ed25519 key"));
+    };
+    let bytes = bytes.try_into().map_err(|_| NoteError::KeyMalformed("key length"))?;
+    Ok((name, hex, bytes))
+}
+
 fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
@@ -64,20 +81,7 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses `<name>+<hex id>+<base64(0x01 || public key)>`, checking the id.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        // Names hold no '+', base64 may: split from the left.
-        let mut parts = text.trim_end().splitn(3, '+');
-        let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::KeyMalformed("expected name+id+key"));
-        };
-        if !name_is_valid(name) {
-            return Err(NoteError::KeyMalformed("invalid key name"));
-        }
-        let raw = STANDARD.decode(b64).map_err(|_| NoteError::KeyMalformed("bad base64"))?;
-        let Some((&ED25519, public)) = raw.split_first() else {
-            return Err(NoteError::KeyMalformed("not an Ed25519 key"));
-        };
-        let public: [u8; 32] =
-            public.try_into().map_err(|_| NoteError::KeyMalformed("key length"))?;
+        let (name, hex, public) = split_key(text.trim_end())?;
         let key =
             VerifyingKey::from_bytes(&public).map_err(|_| NoteError::KeyMalformed("bad key"))?;
         let id = key_id(name, &public);
@@ -136,15 +140,7 @@ impl NoteSigner {
             .trim_end()
             .strip_prefix("PRIVATE+KEY+")
             .ok_or(NoteError::KeyMalformed("expected PRIVATE+KEY+"))?;
-        let mut parts = rest.splitn(3, '+');
-        let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-            return Err(NoteError::KeyMalformed("expected name+id+key"));
-        };
-        let raw = STANDARD.decode(b64).map_err(|_| NoteError::KeyMalformed("bad base64"))?;
-        let Some((&ED25519, seed)) = raw.split_first() else {
-            return Err(NoteError::KeyMalformed("not an Ed25519 key"));
-        };
-        let seed: [u8; 32] = seed.try_into().map_err(|_| NoteError::KeyMalformed("seed length"))?;
+        let (name, hex, seed) = split_key(rest)?;
         let signer = Self::from_seed(name, &seed)?;
         if hex != to_hex(&signer.id()) {
             return Err(NoteError::KeyMalformed("key id does not match the key"));

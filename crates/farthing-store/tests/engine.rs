@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use farthing_ledger::limits::BATCH_EVENTS_MAX;
 use farthing_ledger::{AccountFilter, CreateTransferResult, PendingStatus, StateMachine, Transfer};
-use farthing_store::{Engine, EngineError, EngineHandle, StoreError};
+use farthing_store::{Engine, EngineConfig, EngineError, EngineHandle, StoreError};
 
 type TR = CreateTransferResult;
 
@@ -527,12 +527,7 @@ fn two_snapshots_with_no_write_between_keep_the_directory_openable() {
     assert_eq!(first, second);
     let (digest, _, _) = state(&h);
     engine.shutdown().unwrap();
-    let engine = match Engine::open(cfg) {
-        Ok(engine) => engine,
-        Err(e) => panic!("acknowledged state can no longer be opened: {e}"),
-    };
-    assert_eq!(state(&engine.handle()).0, digest);
-    engine.shutdown().unwrap();
+    assert_reopens_to(cfg, digest).shutdown().unwrap();
 }
 
 #[test]
@@ -549,12 +544,17 @@ fn an_explicit_snapshot_right_after_an_automatic_one_keeps_the_directory_openabl
     h.snapshot().unwrap();
     let (digest, _, _) = state(&h);
     engine.shutdown().unwrap();
+    assert_reopens_to(cfg, digest).shutdown().unwrap();
+}
+
+/// Reopens a directory, which must open, and checks it holds the acknowledged state.
+fn assert_reopens_to(cfg: EngineConfig, digest: [u8; 32]) -> Engine {
     let engine = match Engine::open(cfg) {
         Ok(engine) => engine,
         Err(e) => panic!("acknowledged state can no longer be opened: {e}"),
     };
     assert_eq!(state(&engine.handle()).0, digest);
-    engine.shutdown().unwrap();
+    engine
 }
 
 /// The path a snapshot taken after record `seq` is first written to.
@@ -632,12 +632,8 @@ fn a_snapshot_failing_after_the_next_one_started_keeps_the_directory_openable() 
     let names: Vec<_> =
         snapshots(tmp.path()).iter().map(|p| p.file_name().unwrap().to_owned()).collect();
     assert_eq!(names, ["00000000000000000005.snap"]);
-    let engine = match Engine::open(cfg) {
-        Ok(engine) => engine,
-        Err(e) => panic!("acknowledged state can no longer be opened: {e}"),
-    };
+    let engine = assert_reopens_to(cfg, digest);
     assert_eq!(engine.recovery().snapshot_transfers, 210);
-    assert_eq!(state(&engine.handle()).0, digest);
     engine.shutdown().unwrap();
 }
 

@@ -86,6 +86,15 @@ fn split(n: u64) -> u64 {
     1 << (63 - (n - 1).leading_zeros())
 }
 
+/// Right-shifts both until `f` is odd or zero (RFC 9162's walk up past right edges).
+fn shift_while_even(mut f: u64, mut s: u64) -> (u64, u64) {
+    while f & 1 == 0 && f != 0 {
+        f >>= 1;
+        s >>= 1;
+    }
+    (f, s)
+}
+
 /// Checks that `proof` shows the leaf `leaf_hash` at `index` in the tree of `size` leaves
 /// whose root is `root` (RFC 9162, 2.1.3.2). Roots are byte strings, as they travel.
 pub fn verify_inclusion(
@@ -106,10 +115,7 @@ pub fn verify_inclusion(
         }
         if f & 1 == 1 || f == s {
             r = node_hash(p, &r);
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
+            (f, s) = shift_while_even(f, s);
         } else {
             r = node_hash(&r, p);
         }
@@ -165,10 +171,7 @@ pub fn verify_consistency(
         if f & 1 == 1 || f == s {
             fr = node_hash(c, &fr);
             sr = node_hash(c, &sr);
-            while f & 1 == 0 && f != 0 {
-                f >>= 1;
-                s >>= 1;
-            }
+            (f, s) = shift_while_even(f, s);
         } else {
             sr = node_hash(&sr, c);
         }

@@ -26,6 +26,7 @@
 pub mod amount;
 pub mod audit;
 pub mod codec;
+pub mod leaf;
 mod index;
 pub mod limits;
 pub mod query;

@@ -12,6 +12,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use crate::note::{NoteError, NoteSigner, NoteVerifier};
+use crate::proof::parse_decimal;
 use crate::Hash;
 
 /// A log's commitment to its first `size` leaves.
@@ -63,12 +64,8 @@ impl Checkpoint {
         let origin = lines.next().filter(|o| !o.is_empty());
         let origin = origin.ok_or(CheckpointError::Malformed("no origin"))?;
         let size = lines.next().ok_or(CheckpointError::Malformed("no size"))?;
-        let canonical = size == "0" || (!size.starts_with('0') && !size.is_empty());
-        let size = size
-            .parse::<u64>()
-            .ok()
-            .filter(|_| canonical && size.bytes().all(|b| b.is_ascii_digit()))
-            .ok_or(CheckpointError::Malformed("size is not a decimal number"))?;
+        let size =
+            parse_decimal(size).ok_or(CheckpointError::Malformed("size is not a decimal number"))?;
         let root = lines.next().ok_or(CheckpointError::Malformed("no root hash"))?;
         let root = STANDARD.decode(root).map_err(|_| CheckpointError::Malformed("root base64"))?;
         let root: Hash = root.try_into().map_err(|_| CheckpointError::Malformed("root size"))?;

@@ -23,6 +23,10 @@
 
 pub mod checkpoint;
 pub mod note;
+pub mod proof;
+pub mod tree;
+
+pub use tree::Tree;
 
 use sha2::{Digest, Sha256};
 
@@ -81,7 +85,7 @@ pub fn empty_root() -> Hash {
 }
 
 /// The largest power of two strictly below `n` (n ≥ 2).
-fn split(n: u64) -> u64 {
+pub(crate) fn split(n: u64) -> u64 {
     debug_assert!(n >= 2);
     1 << (63 - (n - 1).leading_zeros())
 }

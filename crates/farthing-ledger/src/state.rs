@@ -782,6 +782,11 @@ impl StateMachine {
         self.transfer_position(id).map(|i| &self.transfers[i as usize])
     }
 
+    /// A committed transfer's leaf index in the transparency log (its commit position).
+    pub fn transfer_log_index(&self, id: u128) -> Option<u64> {
+        self.transfer_position(id).map(u64::from)
+    }
+
     /// Position of a transfer in the log.
     pub(crate) fn transfer_position(&self, id: u128) -> Option<u32> {
         self.transfer_index.get(id, |p| self.transfers[p as usize].id)

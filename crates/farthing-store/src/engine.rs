@@ -28,6 +28,7 @@ use farthing_ledger::{
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{self, DataDir, Recovery};
 use crate::error::{EngineError, StoreError};
+use crate::tlog::{CheckpointPolicy, LogMsg, LogState, Logger, Receipt};
 use crate::wal::{self, Op, RecordBuilder, WalWriter};
 
 /// Engine settings; every bound has its unit in its name.
@@ -51,6 +52,14 @@ pub struct EngineConfig {
     pub accounts_capacity: usize,
     pub transfers_capacity: usize,
     pub clock: Arc<dyn Clock>,
+    /// Keep the transparency log (a Merkle leaf per committed transfer, signed checkpoints).
+    pub log: bool,
+    /// The log's origin, used when its key is made (a new directory); ignored after.
+    pub log_origin: Option<String>,
+    /// The log signs a checkpoint once this long passed since the last and it grew...
+    pub checkpoint_interval_ms: u64,
+    /// ...or once this many leaves were added since the last.
+    pub checkpoint_leaves: u64,
 }
 
 impl EngineConfig {
@@ -66,6 +75,10 @@ impl EngineConfig {
             accounts_capacity: 100_000,
             transfers_capacity: 1_000_000,
             clock: Arc::new(SystemClock),
+            log: true,
+            log_origin: None,
+            checkpoint_interval_ms: 1_000,
+            checkpoint_leaves: 1_000_000,
         }
     }
 }
@@ -121,6 +134,8 @@ struct Commit {
     events: u64,
     answers: Vec<(Reply, Answer)>,
     snapshot: Option<SnapshotJob>,
+    /// Transfers this commit's record committed, in order, for the log once durable.
+    leaves: Vec<Transfer>,
 }
 
 /// Live counters, readable from any thread.
@@ -151,13 +166,21 @@ pub struct EngineHandle {
     failure: Arc<Mutex<Option<String>>>,
     submit_timeout: Duration,
     stats: Arc<EngineStats>,
+    log: Option<Sender<LogMsg>>,
 }
+
+/// Log messages waiting for the log thread; the WAL thread waits (briefly) past this.
+const LOG_QUEUE_MAX: usize = 64;
 
 impl Engine {
     /// Opens (or creates) the data directory, recovers its state and starts the threads.
     pub fn open(config: EngineConfig) -> Result<Self, StoreError> {
         let dir = Arc::new(DataDir::open(&config.data_dir)?);
         let (mut sm, recovery) = datadir::recover(&dir, true)?;
+        let log_state = match config.log {
+            true => Some(LogState::open(&dir.root, &sm, config.log_origin.as_deref())?),
+            false => None,
+        };
         let counts = sm.counts();
         sm.reserve(
             config.accounts_capacity.saturating_sub(counts.accounts as usize),
@@ -187,7 +210,10 @@ impl Engine {
             building: None,
             snapshot_failed: snapshot_failed.clone(),
             snapshots_in_flight: in_flight.clone(),
+            log: config.log,
         };
+        let (log_sender, log_inbox) = bounded::<LogMsg>(LOG_QUEUE_MAX);
+        let log = log_state.is_some().then_some(log_sender);
         let (snapshots, snapshot_inbox) = bounded::<SnapshotJob>(2);
         let snapshotter = Snapshotter {
             inbox: snapshot_inbox,
@@ -203,8 +229,9 @@ impl Engine {
             failure: failure.clone(),
             stats: stats.clone(),
             snapshots,
+            log: log.clone(),
         };
-        let threads = vec![
+        let mut threads = vec![
             std::thread::Builder::new()
                 .name("farthing-engine".into())
                 .spawn(move || writer.run())
@@ -218,6 +245,23 @@ impl Engine {
                 .spawn(move || snapshotter.run())
                 .map_err(StoreError::io(&config.data_dir))?,
         ];
+        if let Some(state) = log_state {
+            let logger = Logger {
+                state,
+                inbox: log_inbox,
+                policy: CheckpointPolicy {
+                    interval: Duration::from_millis(config.checkpoint_interval_ms),
+                    leaves: config.checkpoint_leaves.max(1),
+                },
+                failure: failure.clone(),
+            };
+            threads.push(
+                std::thread::Builder::new()
+                    .name("farthing-log".into())
+                    .spawn(move || logger.run())
+                    .map_err(StoreError::io(&config.data_dir))?,
+            );
+        }
         let handle = EngineHandle {
             requests,
             queued: inbox,
@@ -225,6 +269,7 @@ impl Engine {
             failure,
             submit_timeout: Duration::from_millis(config.submit_timeout_ms),
             stats,
+            log,
         };
         Ok(Self { handle, threads, dir, recovery })
     }
@@ -424,6 +469,48 @@ impl EngineHandle {
         Ok(())
     }
 
+    /// A receipt for a committed transfer: its leaf and inclusion proof under a signed
+    /// checkpoint (one is signed now if the latest does not cover it yet). `None`: no
+    /// transfer has this id.
+    pub fn receipt(&self, id: u128) -> Result<Option<Receipt>, EngineError> {
+        let found = self.read(move |sm| {
+            sm.transfer_log_index(id).and_then(|i| sm.transfer(id).map(|t| (i, *t)))
+        })?;
+        let Some((index, transfer)) = found else { return Ok(None) };
+        let leaf = crate::tlog::transfer_leaf_hash(&transfer);
+        let mut proof = self.ask_log(|reply| LogMsg::Prove { index, leaf, reply })?;
+        proof.extra = Some(farthing_ledger::leaf::encode_leaf(&transfer).to_vec());
+        Ok(Some(Receipt { transfer, proof }))
+    }
+
+    /// The latest signed checkpoint note, after signing one for everything committed so
+    /// far (every write answered before this call is covered).
+    pub fn checkpoint(&self) -> Result<String, EngineError> {
+        // A read orders this behind every write submitted before it.
+        self.read(|_| ())?;
+        self.ask_log(|reply| LogMsg::Checkpoint { reply })
+    }
+
+    /// The consistency proof between two log sizes, the newer no larger than the latest
+    /// checkpoint.
+    pub fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<farthing_tlog::Hash>, EngineError> {
+        self.ask_log(|reply| LogMsg::Consistency { old, new, reply })
+    }
+
+    fn ask_log<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<Result<T, EngineError>>) -> LogMsg,
+    ) -> Result<T, EngineError> {
+        let log = self.log.as_ref().ok_or(EngineError::LogOff)?;
+        let (reply, answer) = oneshot::channel();
+        log.send(msg(reply)).map_err(|_| EngineError::Stopped)?;
+        answer.recv().unwrap_or(Err(EngineError::Stopped))
+    }
+
     /// Writes a snapshot of the current state; answers with the record it was taken after
     /// once the snapshot file is durable.
     pub fn snapshot(&self) -> Result<u64, EngineError> {
@@ -455,6 +542,8 @@ struct Writer {
     snapshot_failed: Arc<AtomicBool>,
     /// Snapshots handed on and not yet written (or refused) by the snapshot thread.
     snapshots_in_flight: Arc<AtomicUsize>,
+    /// Hand committed transfers on to the log.
+    log: bool,
 }
 
 impl Writer {
@@ -526,7 +615,7 @@ impl Writer {
             let record = record.finish(self.next_seq, self.wal_seed);
             self.next_seq += 1;
             let commit =
-                Commit { record: Some(record), events: 0, answers: vec![], snapshot: None };
+                Commit { record: Some(record), events: 0, answers: vec![], snapshot: None, leaves: vec![] };
             let _ = self.commits.send(commit);
         }
     }
@@ -564,7 +653,13 @@ impl Writer {
             let r = record.finish(self.next_seq, self.wal_seed);
             self.next_seq += 1;
             self.wal_bytes_since_snapshot += r.len() as u64;
-            let commit = Commit { record: Some(r), events, answers: Vec::new(), snapshot: None };
+            let commit = Commit {
+                record: Some(r),
+                events,
+                answers: Vec::new(),
+                snapshot: None,
+                leaves: Vec::new(),
+            };
             if self.commits.send(commit).is_err() {
                 return false;
             }
@@ -573,6 +668,7 @@ impl Writer {
         //    record, so the WAL thread releases them only once it is durable.
         let mut answers = Vec::with_capacity(planned.len());
         let mut snapshot_waiting = Vec::new();
+        let transfers_before = self.sm.transfers().len();
         for (command, reply, ts) in planned {
             let answer = match command {
                 Command::CreateAssets(events) => Answer::Assets(self.sm.create_assets(&events, ts)),
@@ -599,7 +695,11 @@ impl Writer {
             answers.push((reply, answer));
         }
         assert_eq!(self.sm.last_timestamp(), last, "execution must match the logged timestamps");
-        let commit = Commit { record: None, events: 0, answers, snapshot: None };
+        let leaves = match self.log {
+            true => self.sm.transfers()[transfers_before..].to_vec(),
+            false => Vec::new(),
+        };
+        let commit = Commit { record: None, events: 0, answers, snapshot: None, leaves };
         if self.commits.send(commit).is_err() {
             return false;
         }
@@ -652,7 +752,8 @@ impl Writer {
             state: builder.finish(),
             waiting: Vec::new(),
         });
-        let _ = self.commits.send(Commit { record: None, events: 0, answers, snapshot });
+        let commit = Commit { record: None, events: 0, answers, snapshot, leaves: Vec::new() };
+        let _ = self.commits.send(commit);
     }
 }
 
@@ -730,7 +831,7 @@ impl Snapshotter {
 }
 
 /// The message of a caught panic.
-fn panic_text(panic: &Box<dyn Any + Send>) -> String {
+pub(crate) fn panic_text(panic: &Box<dyn Any + Send>) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()
@@ -754,6 +855,7 @@ struct Syncer {
     failure: Arc<Mutex<Option<String>>>,
     stats: Arc<EngineStats>,
     snapshots: Sender<SnapshotJob>,
+    log: Option<Sender<LogMsg>>,
 }
 
 impl Syncer {
@@ -766,6 +868,9 @@ impl Syncer {
             let reason = format!("the WAL thread panicked: {}", panic_text(&panic));
             eprintln!("farthing: {reason}");
             failure.lock().unwrap().get_or_insert(reason);
+        }
+        if let Some(log) = &self.log {
+            let _ = log.send(LogMsg::Stop);
         }
     }
 
@@ -791,6 +896,11 @@ impl Syncer {
                 self.count(&records, events);
             }
             for commit in commits {
+                // The log learns of durable transfers before anyone hears they committed,
+                // so a receipt asked for after an answer always finds its leaf.
+                if let (false, Some(log)) = (commit.leaves.is_empty(), &self.log) {
+                    let _ = log.send(LogMsg::Leaves(commit.leaves));
+                }
                 let mut waiting = Vec::new();
                 for (reply, answer) in commit.answers {
                     match answer {

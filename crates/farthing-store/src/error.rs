@@ -49,4 +49,9 @@ pub enum EngineError {
     /// A snapshot was not written; the WAL still holds everything.
     #[error("the snapshot was not written: {0}")]
     SnapshotFailed(String),
+    /// The engine runs without its transparency log.
+    #[error("the transparency log is off")]
+    LogOff,
+    #[error("transparency log: {0}")]
+    Log(String),
 }

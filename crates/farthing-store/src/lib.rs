@@ -22,9 +22,11 @@ pub mod clock;
 pub mod datadir;
 mod engine;
 mod error;
+pub mod tlog;
 pub mod wal;
 
 pub use clock::{Clock, SystemClock};
 pub use datadir::{recover, DataDir, Recovery};
 pub use engine::{Engine, EngineConfig, EngineHandle, EngineStats};
 pub use error::{EngineError, StoreError};
+pub use tlog::{CheckpointPolicy, Receipt};

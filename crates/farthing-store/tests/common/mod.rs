@@ -201,7 +201,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
     for (path, bytes) in dir_bytes(from) {
         let target = to.join(path.strip_prefix(from).unwrap());
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        std::fs::write(target, bytes).unwrap();
+        std::fs::write(&target, bytes).unwrap();
+        // Keep modes: the log's private key must stay 0600.
+        let mode = std::fs::metadata(&path).unwrap().permissions();
+        std::fs::set_permissions(&target, mode).unwrap();
     }
     for sub in ["wal", "snapshots"] {
         std::fs::create_dir_all(to.join(sub)).unwrap();

@@ -176,11 +176,16 @@ impl Engine {
     /// Opens (or creates) the data directory, recovers its state and starts the threads.
     pub fn open(config: EngineConfig) -> Result<Self, StoreError> {
         let dir = Arc::new(DataDir::open(&config.data_dir)?);
-        let (mut sm, recovery) = datadir::recover(&dir, true)?;
+        // A torn tail is cut only after the log agreed: a cut-off record that a checkpoint
+        // signed is lost data, not a torn write, and is left as it is for the audit.
+        let (mut sm, recovery) = datadir::recover(&dir, false)?;
         let log_state = match config.log {
             true => Some(LogState::open(&dir.root, &sm, config.log_origin.as_deref())?),
             false => None,
         };
+        if let Some((file, offset, _)) = &recovery.torn_tail {
+            wal::truncate_tail(file, *offset)?;
+        }
         let counts = sm.counts();
         sm.reserve(
             config.accounts_capacity.saturating_sub(counts.accounts as usize),

@@ -166,3 +166,24 @@ fn with_the_log_off_there_are_no_receipts() {
     assert_eq!(receipt.proof.extra.as_deref(), Some(&encode_leaf(&receipt.transfer)[..]));
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn a_signed_record_cut_off_the_wal_is_refused_not_taken_for_a_torn_write() {
+    // The WAL cannot tell damage confined to its last record from a torn write; the log
+    // can, once a checkpoint signed that record's transfers.
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(tmp.path())).unwrap();
+    let h = engine.handle();
+    setup(&h);
+    write_ok(&h, plain_batch(1, 10));
+    write_ok(&h, plain_batch(100, 10));
+    h.checkpoint().unwrap();
+    engine.shutdown().unwrap();
+    let last = wal_records(tmp.path()).pop().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&last.file).unwrap();
+    file.set_len(last.offset + 40).unwrap();
+    let err = Engine::open(config(tmp.path())).err().expect("refused").to_string();
+    assert!(err.contains("does not match the log's signed checkpoint of size 20"), "{err}");
+    let len = std::fs::metadata(&last.file).unwrap().len();
+    assert_eq!(len, last.offset + 40, "the evidence is left for the audit");
+}

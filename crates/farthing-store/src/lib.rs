@@ -18,6 +18,7 @@
 //! # Ok::<(), farthing_store::StoreError>(())
 //! ```
 
+pub mod audit;
 pub mod clock;
 pub mod datadir;
 mod engine;

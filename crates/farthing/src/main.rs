@@ -4,6 +4,7 @@ mod bench;
 mod inspect;
 mod loadgen;
 mod query;
+mod tlog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,6 +37,21 @@ enum Command {
     Query(query::QueryArgs),
     /// List every ledger result code, in order of precedence, with its meaning.
     Codes,
+    /// The transparency log: its verifier key, checkpoints, consistency proofs.
+    Log {
+        #[command(subcommand)]
+        what: tlog::LogCommand,
+    },
+    /// Print a receipt for a committed transfer: its proof of inclusion in the signed log.
+    Receipt(tlog::ReceiptArgs),
+    /// Check receipts and checkpoints offline, with the log's verifier key alone.
+    Verify {
+        #[command(subcommand)]
+        what: tlog::VerifyCommand,
+    },
+    /// Recompute the whole log from a data directory and hold it to every signed checkpoint.
+    /// Exits 1 if anything does not match.
+    Audit(tlog::AuditArgs),
     /// Test support: write transfers under load and log each acknowledged id (kill tests).
     #[command(hide = true)]
     WriteLoad(loadgen::WriteLoadArgs),
@@ -63,6 +79,14 @@ fn main() -> ExitCode {
             inspect::print_codes();
             Ok(())
         }
+        Command::Log { what } => tlog::run_log(&what),
+        Command::Receipt(args) => tlog::run_receipt(&args),
+        Command::Verify { what } => tlog::run_verify(&what),
+        Command::Audit(args) => match tlog::run_audit(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
         Command::WriteLoad(args) => loadgen::run(&args),
     };
     match result {

@@ -124,7 +124,7 @@ fn filter(p: &PageArgs) -> Result<AccountFilter, String> {
 }
 
 /// Flag names as `farthing` and the ledger spell them.
-fn flag_names<F: Copy + Into<u16>>(named: &[(&str, F)], bits: u16) -> Vec<String> {
+pub fn flag_names<F: Copy + Into<u16>>(named: &[(&str, F)], bits: u16) -> Vec<String> {
     named.iter().filter(|(_, f)| bits & (*f).into() != 0).map(|(n, _)| n.to_string()).collect()
 }
 

@@ -1,0 +1,161 @@
+//! The offline audit of a data directory: rebuild the ledger from its WAL and snapshots,
+//! recompute the whole Merkle tree from it, and hold both to every checkpoint the log
+//! signed. Trusts nothing in the directory but what the log's key signed.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use farthing_ledger::StateMachine;
+use farthing_tlog::checkpoint::Checkpoint;
+use farthing_tlog::note::NoteVerifier;
+use farthing_tlog::Tree;
+
+use crate::datadir::{self, DataDir};
+use crate::error::StoreError;
+use crate::tlog::{load_tree, read_checkpoints, transfer_leaf_hash};
+
+/// Leaves between progress reports.
+pub const AUDIT_PROGRESS_LEAVES: u64 = 1 << 20;
+
+#[derive(Clone, Debug, Default)]
+pub struct AuditReport {
+    /// Leaves recomputed from the ledger (its committed transfers).
+    pub leaves: u64,
+    pub checkpoints: usize,
+    /// The newest checkpoint that verified and matched the recomputed tree.
+    pub latest_good: Option<Checkpoint>,
+    /// Everything found wrong; empty means the audit passed.
+    pub problems: Vec<String>,
+    /// The first leaf whose data is not what the log signed, when it can be named.
+    pub first_bad_leaf: Option<u64>,
+    /// Otherwise the range `[from, to)` holding it, as bounded by the checkpoints.
+    pub bad_range: Option<(u64, u64)>,
+    /// Ledger invariants broken by the recovered state.
+    pub invariants: Vec<String>,
+    pub recovery: Duration,
+    pub hashing: Duration,
+}
+
+impl AuditReport {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty() && self.invariants.is_empty()
+    }
+}
+
+/// Audits the directory `root` against the log's verifier key. `progress(done, total)` is
+/// called as leaves are hashed. Errors are directories that cannot be read or recovered at
+/// all (a broken WAL checksum is one: the audit names its file and offset).
+pub fn audit(
+    root: &Path,
+    key: &NoteVerifier,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(AuditReport, StateMachine), StoreError> {
+    if !root.join("FORMAT").exists() {
+        return Err(StoreError::Format {
+            path: root.to_path_buf(),
+            reason: "not a Farthing data directory (no FORMAT file)".into(),
+        });
+    }
+    let dir = DataDir::open(root)?;
+    let started = Instant::now();
+    let (sm, _) = datadir::recover(&dir, false)?;
+    let mut report = AuditReport { recovery: started.elapsed(), ..Default::default() };
+
+    let started = Instant::now();
+    let transfers = sm.transfers();
+    let total = transfers.len() as u64;
+    let mut tree = Tree::new();
+    for (i, t) in transfers.iter().enumerate() {
+        if i as u64 % AUDIT_PROGRESS_LEAVES == 0 {
+            progress(i as u64, total);
+        }
+        tree.push(transfer_leaf_hash(t));
+    }
+    progress(total, total);
+    report.hashing = started.elapsed();
+    report.leaves = total;
+
+    let (notes, _) = read_checkpoints(root)?;
+    report.checkpoints = notes.len();
+    if notes.is_empty() && total > 0 {
+        report.problems.push(format!("the ledger holds {total} transfers but no signed checkpoint"));
+    }
+    let stored = load_tree(root)?;
+    // The first checkpoint that fails, and the size of the last one before it that held.
+    let mut good_size = 0u64;
+    let mut failed: Option<Checkpoint> = None;
+    let mut last_size = 0u64;
+    for (n, note) in notes.iter().enumerate() {
+        let cp = match Checkpoint::open(note, key) {
+            Ok(cp) => cp,
+            Err(e) => {
+                report.problems.push(format!("checkpoint #{n} does not verify with the key: {e}"));
+                continue;
+            }
+        };
+        if cp.size < last_size {
+            report.problems.push(format!(
+                "checkpoint #{n} has {} leaves, fewer than the {last_size} of one before it",
+                cp.size
+            ));
+        }
+        last_size = last_size.max(cp.size);
+        let holds = tree.root(cp.size).is_ok_and(|r| r == cp.root);
+        if holds {
+            if failed.is_none() {
+                good_size = good_size.max(cp.size);
+                report.latest_good = Some(cp);
+            }
+            continue;
+        }
+        if cp.size > total {
+            report.problems.push(format!(
+                "checkpoint #{n} signs {} leaves but the ledger holds {total}: leaves from \
+                 {total} on are missing",
+                cp.size
+            ));
+        } else {
+            report.problems.push(format!(
+                "checkpoint #{n} (size {}) does not match the tree recomputed from the ledger",
+                cp.size
+            ));
+        }
+        if failed.is_none() {
+            failed = Some(cp);
+        }
+    }
+
+    if let Some(cp) = failed {
+        // The stored leaf hashes were written before the checkpoint was signed: if they
+        // still give its root, the first leaf where the ledger differs from them is the
+        // first bad one. Otherwise the checkpoints bound it.
+        let stored_signed = stored.root(cp.size).is_ok_and(|r| r == cp.root);
+        let upto = cp.size.min(total);
+        let differs = (good_size..upto).find(|i| stored.leaf(*i) != tree.leaf(*i));
+        report.first_bad_leaf = match (stored_signed, differs) {
+            (true, Some(i)) => Some(i),
+            (true, None) => Some(upto),
+            (false, _) => None,
+        };
+        if report.first_bad_leaf.is_none() {
+            report.bad_range = Some((good_size, cp.size));
+        }
+    } else {
+        // The signed log holds; the stored tree is derived, but proofs come from it.
+        let levels = stored.levels().iter().zip(tree.levels());
+        for (k, (have, want)) in levels.enumerate() {
+            let n = have.len().min(want.len());
+            if let Some(i) = (0..n).find(|i| have[*i] != want[*i]) {
+                report.problems.push(format!(
+                    "the stored tree's level {k} differs at entry {i} (leaves {}..{}): derived \
+                     data, rebuilt from the ledger when its files are removed",
+                    (i as u64) << k,
+                    ((i as u64) + 1) << k
+                ));
+                break;
+            }
+        }
+    }
+    report.invariants = sm.check_invariants();
+    Ok((report, sm))
+}

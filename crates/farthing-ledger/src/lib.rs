@@ -26,8 +26,8 @@
 pub mod amount;
 pub mod audit;
 pub mod codec;
-pub mod leaf;
 mod index;
+pub mod leaf;
 pub mod limits;
 pub mod query;
 pub mod results;

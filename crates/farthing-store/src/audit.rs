@@ -66,7 +66,7 @@ pub fn audit(
     let total = transfers.len() as u64;
     let mut tree = Tree::new();
     for (i, t) in transfers.iter().enumerate() {
-        if i as u64 % AUDIT_PROGRESS_LEAVES == 0 {
+        if (i as u64).is_multiple_of(AUDIT_PROGRESS_LEAVES) {
             progress(i as u64, total);
         }
         tree.push(transfer_leaf_hash(t));
@@ -78,7 +78,9 @@ pub fn audit(
     let (notes, _) = read_checkpoints(root)?;
     report.checkpoints = notes.len();
     if notes.is_empty() && total > 0 {
-        report.problems.push(format!("the ledger holds {total} transfers but no signed checkpoint"));
+        report
+            .problems
+            .push(format!("the ledger holds {total} transfers but no signed checkpoint"));
     }
     let stored = load_tree(root)?;
     // The first checkpoint that fails, and the size of the last one before it that held.

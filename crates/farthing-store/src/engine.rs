@@ -619,8 +619,13 @@ impl Writer {
             record.push(Op::Pulse, 0, ts, |_| {});
             let record = record.finish(self.next_seq, self.wal_seed);
             self.next_seq += 1;
-            let commit =
-                Commit { record: Some(record), events: 0, answers: vec![], snapshot: None, leaves: vec![] };
+            let commit = Commit {
+                record: Some(record),
+                events: 0,
+                answers: vec![],
+                snapshot: None,
+                leaves: vec![],
+            };
             let _ = self.commits.send(commit);
         }
     }

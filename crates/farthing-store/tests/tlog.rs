@@ -116,22 +116,31 @@ fn the_signing_key_is_private_and_a_damaged_tree_is_rebuilt_from_the_ledger() {
     assert!(public.starts_with("farthing.local/"), "{public}");
     assert!(!std::fs::read_to_string(&key_file).unwrap().contains(&public));
 
-    // Damage a stored leaf hash. The root still matches (it is read from higher levels),
-    // but no receipt built on the bad hash goes out; once the files are removed, the next
-    // start rebuilds them from the ledger.
+    // Damage a stored leaf hash: the ledger says otherwise and the rebuilt tree matches
+    // the signed checkpoint, so the files were at fault and are rebuilt.
     let dir = log_dir(tmp.path());
-    let level0 = dir.join("level-00.hashes");
-    let mut bytes = std::fs::read(&level0).unwrap();
-    bytes[5 * 32] ^= 1;
-    std::fs::write(&level0, bytes).unwrap();
     let verifier = NoteVerifier::parse(&public).unwrap();
+    let level = |k: usize| dir.join(format!("level-{k:02}.hashes"));
+    let flip = |path: &std::path::Path, at: usize| {
+        let mut bytes = std::fs::read(path).unwrap();
+        bytes[at] ^= 1;
+        std::fs::write(path, bytes).unwrap();
+    };
+    flip(&level(0), 5 * 32);
+    let engine = Engine::open(config(tmp.path())).unwrap();
+    let receipt = engine.handle().receipt(504).unwrap().unwrap();
+    receipt.proof.verify(&verifier).unwrap();
+    assert_eq!(receipt.proof.checkpoint, signed);
+    engine.shutdown().unwrap();
+
+    // Damage an interior hash off the root's path: no receipt built on it goes out; once
+    // the files are removed, the next start rebuilds them.
+    flip(&level(1), 2 * 32);
     let engine = Engine::open(config(tmp.path())).unwrap();
     let h = engine.handle();
-    let own = h.receipt(505).unwrap().unwrap();
-    own.proof.verify(&verifier).unwrap();
-    assert_eq!(own.proof.checkpoint, signed);
-    let err = h.receipt(504).unwrap_err().to_string();
-    assert!(err.contains("bad proof for leaf 4"), "{err}");
+    h.receipt(504).unwrap().unwrap().proof.verify(&verifier).unwrap();
+    let err = h.receipt(506).unwrap_err().to_string();
+    assert!(err.contains("bad proof for leaf 6"), "{err}");
     engine.shutdown().unwrap();
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
@@ -140,7 +149,7 @@ fn the_signing_key_is_private_and_a_damaged_tree_is_rebuilt_from_the_ledger() {
         }
     }
     let engine = Engine::open(config(tmp.path())).unwrap();
-    engine.handle().receipt(504).unwrap().unwrap().proof.verify(&verifier).unwrap();
+    engine.handle().receipt(506).unwrap().unwrap().proof.verify(&verifier).unwrap();
     engine.shutdown().unwrap();
 
     // A key others can read is refused.

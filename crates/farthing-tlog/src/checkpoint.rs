@@ -64,8 +64,8 @@ impl Checkpoint {
         let origin = lines.next().filter(|o| !o.is_empty());
         let origin = origin.ok_or(CheckpointError::Malformed("no origin"))?;
         let size = lines.next().ok_or(CheckpointError::Malformed("no size"))?;
-        let size =
-            parse_decimal(size).ok_or(CheckpointError::Malformed("size is not a decimal number"))?;
+        let size = parse_decimal(size)
+            .ok_or(CheckpointError::Malformed("size is not a decimal number"))?;
         let root = lines.next().ok_or(CheckpointError::Malformed("no root hash"))?;
         let root = STANDARD.decode(root).map_err(|_| CheckpointError::Malformed("root base64"))?;
         let root: Hash = root.try_into().map_err(|_| CheckpointError::Malformed("root size"))?;

@@ -103,8 +103,14 @@ impl TlogProof {
         let checkpoint =
             Checkpoint::open(&self.checkpoint, log_key).map_err(TlogProofError::Checkpoint)?;
         let data = self.extra.as_deref().ok_or(TlogProofError::NoEntry)?;
-        verify_inclusion(self.index, checkpoint.size, &leaf_hash(data), &self.proof, &checkpoint.root)
-            .map_err(TlogProofError::Inclusion)?;
+        verify_inclusion(
+            self.index,
+            checkpoint.size,
+            &leaf_hash(data),
+            &self.proof,
+            &checkpoint.root,
+        )
+        .map_err(TlogProofError::Inclusion)?;
         Ok((checkpoint, data))
     }
 }

@@ -124,9 +124,7 @@ pub fn run_log(command: &LogCommand) -> Result<(), String> {
                     Some(n) => *n,
                     None => {
                         let note = h.checkpoint().map_err(|e| e.to_string())?;
-                        Checkpoint::parse(note.split_once("\n\n").map_or("", |(b, _)| b))
-                            .map_err(|e| e.to_string())?
-                            .size
+                        checkpoint_body(&note)?.size
                     }
                 };
                 h.consistency_proof(*old, new).map_err(|e| e.to_string())
@@ -194,8 +192,9 @@ pub fn transfer_json(t: &Transfer) -> Value {
 
 /// A verifier key given as text, or the path of a file holding it.
 fn read_key(arg: &str) -> Result<NoteVerifier, String> {
-    if let Ok(key) = NoteVerifier::parse(arg.trim()) {
-        return Ok(key);
+    let as_key = NoteVerifier::parse(arg.trim());
+    if as_key.is_ok() || !Path::new(arg).exists() && arg.contains('+') {
+        return as_key.map_err(|e| format!("--key {arg}: not a verifier key: {e}"));
     }
     let text = std::fs::read_to_string(arg)
         .map_err(|e| format!("--key is neither a verifier key nor a readable file ({arg}: {e})"))?;
@@ -265,7 +264,10 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
                     t.id, proof.index, cp.origin, cp.size
                 );
                 for (name, value) in transfer.as_object().expect("object") {
-                    println!("  {name:<18} {}", value.as_str().map_or(value.to_string(), String::from));
+                    println!(
+                        "  {name:<18} {}",
+                        value.as_str().map_or(value.to_string(), String::from)
+                    );
                 }
             }
             Ok(())
@@ -280,7 +282,10 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
             let hashes = parse_hashes(&read_file(proof)?)
                 .map_err(|e| format!("{}: {e}", proof.display()))?;
             verify_consistency(a.size, b.size, &a.root, &b.root, &hashes).map_err(|e| {
-                format!("NOT consistent: the log at size {} does not extend size {}: {e}", b.size, a.size)
+                format!(
+                    "NOT consistent: the log at size {} does not extend size {}: {e}",
+                    b.size, a.size
+                )
             })?;
             println!(
                 "OK: {} at size {} extends its checkpoint at size {} (append-only)",
@@ -312,9 +317,8 @@ pub fn run_audit(args: &AuditArgs) -> Result<bool, String> {
             let _ = std::io::stderr().flush();
         }
     };
-    let (report, _) = audit(&args.data_dir, &key, &mut progress).map_err(|e| {
-        format!("AUDIT FAILED: the data directory cannot be recovered: {e}")
-    })?;
+    let (report, _) = audit(&args.data_dir, &key, &mut progress)
+        .map_err(|e| format!("AUDIT FAILED: the data directory cannot be recovered: {e}"))?;
     let passed = report.passed();
     if args.json {
         let out = json!({

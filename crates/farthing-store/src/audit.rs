@@ -12,7 +12,7 @@ use farthing_tlog::Tree;
 
 use crate::datadir::{self, DataDir};
 use crate::error::StoreError;
-use crate::tlog::{load_tree, read_checkpoints, transfer_leaf_hash};
+use crate::tlog::{fingerprint, load_stored, read_checkpoints, transfer_leaf_hash};
 
 /// Leaves between progress reports.
 pub const AUDIT_PROGRESS_LEAVES: u64 = 1 << 20;
@@ -82,7 +82,7 @@ pub fn audit(
             .problems
             .push(format!("the ledger holds {total} transfers but no signed checkpoint"));
     }
-    let stored = load_tree(root)?;
+    let stored = load_stored(root)?;
     // The first checkpoint that fails, and the size of the last one before it that held.
     let mut good_size = 0u64;
     let mut failed: Option<Checkpoint> = None;
@@ -128,35 +128,27 @@ pub fn audit(
     }
 
     if let Some(cp) = failed {
-        // The stored leaf hashes were written before the checkpoint was signed: if they
-        // still give its root, the first leaf where the ledger differs from them is the
-        // first bad one. Otherwise the checkpoints bound it.
-        let stored_signed = stored.root(cp.size).is_ok_and(|r| r == cp.root);
-        let upto = cp.size.min(total);
-        let differs = (good_size..upto).find(|i| stored.leaf(*i) != tree.leaf(*i));
-        report.first_bad_leaf = match (stored_signed, differs) {
-            (true, Some(i)) => Some(i),
-            (true, None) => Some(upto),
-            (false, _) => None,
+        // The files hold the fingerprint of every leaf as the log saw it when it signed. The
+        // first leaf past the last good checkpoint where the ledger's differs is the first
+        // bad one. If the files were rewritten too, only the checkpoints bound it.
+        let upto = cp.size.min(total).min(stored.size());
+        let differs = (good_size..upto)
+            .find(|i| stored.fingerprints[*i as usize] != fingerprint(&tree.levels()[0][*i as usize]));
+        report.first_bad_leaf = match differs {
+            Some(i) => Some(i),
+            // The ledger ends early and every leaf it has matches: the first missing one.
+            None if total < cp.size && stored.size() >= cp.size => Some(total),
+            None => None,
         };
         if report.first_bad_leaf.is_none() {
             report.bad_range = Some((good_size, cp.size));
         }
-    } else {
-        // The signed log holds; the stored tree is derived, but proofs come from it.
-        let levels = stored.levels().iter().zip(tree.levels());
-        for (k, (have, want)) in levels.enumerate() {
-            let n = have.len().min(want.len());
-            if let Some(i) = (0..n).find(|i| have[*i] != want[*i]) {
-                report.problems.push(format!(
-                    "the stored tree's level {k} differs at entry {i} (leaves {}..{}): derived \
-                     data, rebuilt from the ledger when its files are removed",
-                    (i as u64) << k,
-                    ((i as u64) + 1) << k
-                ));
-                break;
-            }
-        }
+    } else if let Some(i) = stored.first_difference(&tree, total) {
+        // The signed log holds; the files are derived, and rewritten at the next start.
+        report.problems.push(format!(
+            "the log's files differ from the ledger from leaf {i} on: they are derived, and \
+             the next start rewrites them (nothing signed is affected)"
+        ));
     }
     report.invariants = sm.check_invariants();
     Ok((report, sm))

@@ -179,10 +179,13 @@ impl Engine {
         // A torn tail is cut only after the log agreed: a cut-off record that a checkpoint
         // signed is lost data, not a torn write, and is left as it is for the audit.
         let (mut sm, recovery) = datadir::recover(&dir, false)?;
-        let log_state = match config.log {
+        let mut log_state = match config.log {
             true => Some(LogState::open(&dir.root, &sm, config.log_origin.as_deref())?),
             false => None,
         };
+        if let Some(log) = &mut log_state {
+            log.reserve(log.size().max(config.transfers_capacity as u64));
+        }
         if let Some((file, offset, _)) = &recovery.torn_tail {
             wal::truncate_tail(file, *offset)?;
         }

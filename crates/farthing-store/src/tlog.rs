@@ -3,17 +3,20 @@
 //! ```text
 //! D/tlog/key              the log's private signing key (C2SP note key), mode 0600
 //! D/tlog/key.pub          its verifier key, name+keyid+base64: publish this
-//! D/tlog/level-<k>.hashes complete-subtree hashes at height k (level 0: the leaf hashes),
-//!                         32 bytes each, append-only
+//! D/tlog/leaves.fp        the first 8 bytes of every leaf hash, in leaf order
+//! D/tlog/level-<k>.hashes the hashes of the complete subtrees of 2^k leaves, k >= 8
+//!                         (the tree's upper levels, as C2SP tiles of height 8 would)
 //! D/tlog/checkpoints      every signed checkpoint, oldest first: "<bytes>\n<note>"
 //! ```
 //! The tree is derived state: one leaf per committed transfer, in commit order, so the
-//! ledger rebuilds it. It is persisted so that opening a large log and proving old entries
-//! need no rebuild; on open it is checked against the latest signed checkpoint, and a ledger
-//! that no longer matches a checkpoint the log signed refuses to start.
+//! ledger rebuilds it, and every open does (on every core) and holds the result to the latest
+//! signed checkpoint: a ledger that no longer matches what the log signed refuses to start.
+//! The files record what the log saw, cheaply (8.3 bytes a leaf, not synced): the audit
+//! compares the ledger with them to name the first leaf that changed, and the upper levels
+//! let a reader check any 256-leaf range against them without the ledger.
 
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::fs::OpenOptions;
+use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -127,87 +130,173 @@ fn level_path(dir: &Path, k: usize) -> PathBuf {
     dir.join(format!("level-{k:02}.hashes"))
 }
 
-/// Loads the stored tree, cut back to the longest prefix its level files agree on (a crash
-/// can leave them at different lengths; what is missing is rebuilt from the ledger).
-pub fn load_tree(root: &Path) -> Result<Tree, StoreError> {
-    let dir = log_dir(root);
-    let mut levels: Vec<Vec<Hash>> = Vec::new();
-    for k in 0..64 {
-        let path = level_path(&dir, k);
-        let mut bytes = Vec::new();
-        match File::open(&path) {
-            Ok(mut f) => f.read_to_end(&mut bytes).map_err(StoreError::io(&path))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
-            Err(e) => return Err(StoreError::Io { path, source: e }),
-        };
-        let hashes = bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
-        levels.push(hashes);
+const FINGERPRINTS_FILE: &str = "leaves.fp";
+/// Bytes of each leaf hash kept in `leaves.fp`: enough that a changed leaf goes unnoticed
+/// with odds of 2^-64.
+pub const FINGERPRINT_BYTES: usize = 8;
+/// The lowest tree level kept in files; lower ones are rebuilt from the leaves.
+pub const STORED_LEVEL_MIN: usize = 8;
+
+pub type Fingerprint = [u8; FINGERPRINT_BYTES];
+
+pub fn fingerprint(hash: &Hash) -> Fingerprint {
+    hash[..FINGERPRINT_BYTES].try_into().expect("prefix")
+}
+
+/// What the log's files hold: leaf fingerprints and the upper levels (index = level; the
+/// levels below [`STORED_LEVEL_MIN`] are empty), cut back to the longest prefix of leaves
+/// they agree on (a crash can leave them at different lengths).
+#[derive(Debug, Default)]
+pub struct StoredLog {
+    pub fingerprints: Vec<Fingerprint>,
+    pub levels: Vec<Vec<Hash>>,
+}
+
+impl StoredLog {
+    pub fn size(&self) -> u64 {
+        self.fingerprints.len() as u64
     }
-    let Some(first) = levels.first() else { return Ok(Tree::new()) };
-    let mut size = first.len() as u64;
-    for (k, level) in levels.iter().enumerate().skip(1) {
+
+    /// The first leaf below `upto` whose fingerprint or 2^k-leaf subtree (k >= 8) in the
+    /// files is not `tree`'s.
+    pub fn first_difference(&self, tree: &Tree, upto: u64) -> Option<u64> {
+        let upto = upto.min(self.size()).min(tree.size()) as usize;
+        let mut first = (0..upto).find(|i| self.fingerprints[*i] != fingerprint(&tree.levels()[0][*i]));
+        for (k, level) in self.levels.iter().enumerate().skip(STORED_LEVEL_MIN) {
+            let theirs = tree.levels().get(k).map_or(&[][..], |l| &l[..]);
+            let n = (upto >> k).min(level.len()).min(theirs.len());
+            if let Some(j) = (0..n).find(|j| level[*j] != theirs[*j]) {
+                let at = j << k;
+                first = Some(first.map_or(at, |f| f.min(at)));
+            }
+        }
+        first.map(|i| i as u64)
+    }
+}
+
+fn read_all(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+    }
+}
+
+/// Loads the log's files.
+pub fn load_stored(root: &Path) -> Result<StoredLog, StoreError> {
+    let dir = log_dir(root);
+    let bytes = read_all(&dir.join(FINGERPRINTS_FILE))?.unwrap_or_default();
+    let mut fingerprints: Vec<Fingerprint> = bytes
+        .chunks_exact(FINGERPRINT_BYTES)
+        .map(|c| c.try_into().expect("fingerprint"))
+        .collect();
+    let mut size = fingerprints.len() as u64;
+    let mut levels: Vec<Vec<Hash>> = vec![Vec::new(); STORED_LEVEL_MIN];
+    for k in STORED_LEVEL_MIN..64 {
+        if size >> k == 0 {
+            break;
+        }
+        let bytes = read_all(&level_path(&dir, k))?.unwrap_or_default();
+        let level: Vec<Hash> =
+            bytes.chunks_exact(32).map(|c| c.try_into().expect("32 bytes")).collect();
         let have = level.len() as u64;
         if have < size >> k {
-            size = size.min(((have + 1) << k) - 1);
+            size = ((have + 1) << k) - 1;
         }
+        levels.push(level);
     }
+    fingerprints.truncate(size as usize);
     for (k, level) in levels.iter_mut().enumerate() {
         level.truncate((size >> k) as usize);
     }
-    Tree::from_levels(levels).map_err(|e| format_error(&dir, e))
+    Ok(StoredLog { fingerprints, levels })
 }
 
-/// Appends the levels' new hashes to their files.
+/// The tree over `transfers`' leaves, hashed on every core.
+pub fn build_tree(transfers: &[Transfer]) -> Tree {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 16);
+    let chunk = transfers.len().div_ceil(threads).max(1 << 16);
+    let leaves: Vec<Hash> = std::thread::scope(|scope| {
+        let parts: Vec<_> = transfers
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || part.iter().map(transfer_leaf_hash).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().expect("hashing thread")).collect()
+    });
+    let mut levels = vec![leaves];
+    while levels.last().is_some_and(|l| l.len() >= 2) {
+        let below = levels.last().expect("a level");
+        let pairs = below.len() / 2;
+        let chunk = pairs.div_ceil(threads).max(1 << 15);
+        let next: Vec<Hash> = std::thread::scope(|scope| {
+            let parts: Vec<_> = (0..pairs)
+                .step_by(chunk)
+                .map(|from| {
+                    let to = (from + chunk).min(pairs);
+                    scope.spawn(move || {
+                        (from..to)
+                            .map(|j| farthing_tlog::node_hash(&below[2 * j], &below[2 * j + 1]))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            parts.into_iter().flat_map(|p| p.join().expect("hashing thread")).collect()
+        });
+        levels.push(next);
+    }
+    Tree::from_levels(levels).expect("levels built pairwise")
+}
+
+/// Appends what the tree adds to the files.
 struct LevelFiles {
     dir: PathBuf,
-    /// Hashes in each level's file.
+    /// Leaves whose fingerprints are in the file.
+    leaves_written: u64,
+    /// Hashes in each upper level's file (index = level).
     written: Vec<u64>,
 }
 
 impl LevelFiles {
-    /// Cuts the files back to exactly what `tree` holds (a prefix of what they held).
-    fn open(root: &Path, tree: &Tree) -> Result<Self, StoreError> {
+    /// Cuts the files back to the first `leaves` leaves (which they must hold).
+    fn open(root: &Path, leaves: u64) -> Result<Self, StoreError> {
         let dir = log_dir(root);
-        let mut written = Vec::new();
-        for k in 0..64 {
-            let keep = tree.levels().get(k).map_or(0, |l| l.len() as u64);
-            let path = level_path(&dir, k);
-            match OpenOptions::new().write(true).open(&path) {
-                Ok(f) => f.set_len(keep * HASH_BYTES).map_err(StoreError::io(&path))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(StoreError::Io { path, source: e }),
-            }
-            if k < tree.levels().len() {
-                written.push(if path.exists() { keep } else { 0 });
-            }
+        let cut = |path: &Path, len: u64| match OpenOptions::new().write(true).open(path) {
+            Ok(f) => f.set_len(len).map_err(StoreError::io(path)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(StoreError::Io { path: path.to_path_buf(), source: e }),
+        };
+        cut(&dir.join(FINGERPRINTS_FILE), leaves * FINGERPRINT_BYTES as u64)?;
+        let mut written = vec![0; STORED_LEVEL_MIN];
+        for k in STORED_LEVEL_MIN..64 {
+            cut(&level_path(&dir, k), (leaves >> k) * HASH_BYTES)?;
+            written.push(leaves >> k);
         }
-        Ok(Self { dir, written })
+        Ok(Self { dir, leaves_written: leaves, written })
     }
 
-    /// Writes and syncs every hash not yet in the files.
+    /// Writes what the files do not hold yet. Not synced: the files are derived, and every
+    /// open checks them against the ledger.
     fn persist(&mut self, tree: &Tree) -> Result<(), StoreError> {
-        let mut created = false;
-        for (k, level) in tree.levels().iter().enumerate() {
-            if self.written.len() == k {
-                self.written.push(0);
-                created = true;
-            }
-            let from = self.written[k] as usize;
-            if from == level.len() {
-                continue;
-            }
-            let path = level_path(&self.dir, k);
+        let append = |path: &Path, bytes: &[u8]| -> Result<(), StoreError> {
             let mut f = OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(&path)
-                .map_err(StoreError::io(&path))?;
-            f.write_all(level[from..].as_flattened()).map_err(StoreError::io(&path))?;
-            f.sync_data().map_err(StoreError::io(&path))?;
-            self.written[k] = level.len() as u64;
+                .open(path)
+                .map_err(StoreError::io(path))?;
+            f.write_all(bytes).map_err(StoreError::io(path))
+        };
+        let leaves = &tree.levels()[0][self.leaves_written as usize..];
+        if !leaves.is_empty() {
+            let bytes: Vec<u8> = leaves.iter().flat_map(|h| fingerprint(h)).collect();
+            append(&self.dir.join(FINGERPRINTS_FILE), &bytes)?;
+            self.leaves_written = tree.size();
         }
-        if created {
-            sync_dir(&self.dir)?;
+        for (k, level) in tree.levels().iter().enumerate().skip(STORED_LEVEL_MIN) {
+            let from = self.written[k] as usize;
+            if from < level.len() {
+                append(&level_path(&self.dir, k), level[from..].as_flattened())?;
+                self.written[k] = level.len() as u64;
+            }
         }
         Ok(())
     }
@@ -293,24 +382,9 @@ impl LogState {
             None => None,
         };
         let transfers = sm.transfers();
-        let mut tree = load_tree(root)?;
-        tree.truncate(tree.size().min(transfers.len() as u64));
-        // The stored leaf hashes must be the ledger's: a difference is either damage to
-        // the (derived) files or a ledger changed behind the log's back. A rebuild from the
-        // ledger, held to the signed checkpoint, tells which.
-        let mut files = LevelFiles::open(root, &tree)?;
-        let differs = first_difference(&tree, transfers);
-        if differs.is_none() {
-            extend(&mut tree, transfers);
-        }
-        let signed = |tree: &Tree| match &latest {
-            Some((cp, _)) => tree.root(cp.size).is_ok_and(|r| r == cp.root),
-            None => true,
-        };
-        if differs.is_some() || !signed(&tree) {
-            tree = Tree::new();
-            extend(&mut tree, transfers);
-            if let (false, Some((cp, _))) = (signed(&tree), &latest) {
+        let tree = build_tree(transfers);
+        if let Some((cp, _)) = &latest {
+            if tree.root(cp.size).ok() != Some(cp.root) {
                 return Err(format_error(
                     &cp_path,
                     format!(
@@ -322,8 +396,13 @@ impl LogState {
                     ),
                 ));
             }
-            files = LevelFiles::open(root, &Tree::new())?;
         }
+        // The ledger holds what was signed, so files that differ from its tree are damaged:
+        // they are rewritten from the point where they differ.
+        let stored = load_stored(root)?;
+        let keep = stored.size().min(tree.size());
+        let keep = stored.first_difference(&tree, keep).unwrap_or(keep);
+        let mut files = LevelFiles::open(root, keep)?;
         files.persist(&tree)?;
         Ok(Self { root: root.to_path_buf(), signer, tree, files, latest, checkpoints_len })
     }
@@ -331,36 +410,10 @@ impl LogState {
     pub(crate) fn size(&self) -> u64 {
         self.tree.size()
     }
-}
 
-/// The first leaf the stored tree holds that is not the hash of the ledger's transfer there,
-/// checked on every core (a 10M-leaf log in well under a second).
-fn first_difference(tree: &Tree, transfers: &[Transfer]) -> Option<u64> {
-    let stored = &tree.levels()[0];
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(16);
-    let chunk = stored.len().div_ceil(threads).max(1 << 16);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = stored
-            .chunks(chunk)
-            .enumerate()
-            .map(|(n, hashes)| {
-                let from = n * chunk;
-                scope.spawn(move || {
-                    let mine = &transfers[from..from + hashes.len()];
-                    let bad =
-                        mine.iter().zip(hashes).position(|(t, h)| transfer_leaf_hash(t) != *h);
-                    bad.map(|i| (from + i) as u64)
-                })
-            })
-            .collect();
-        workers.into_iter().filter_map(|w| w.join().expect("hashing thread")).min()
-    })
-}
-
-/// Appends the leaves of `transfers` the tree does not hold yet.
-fn extend(tree: &mut Tree, transfers: &[Transfer]) {
-    for t in &transfers[tree.size() as usize..] {
-        tree.push(transfer_leaf_hash(t));
+    /// Room (touched) for `leaves` leaves in all.
+    pub(crate) fn reserve(&mut self, leaves: u64) {
+        self.tree.reserve(leaves);
     }
 }
 

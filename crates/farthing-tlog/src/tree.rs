@@ -60,6 +60,24 @@ impl Tree {
         self.levels[0].get(index as usize).copied()
     }
 
+    /// Makes room for `leaves` leaves in all, and touches it, so that appending up to there
+    /// neither reallocates nor waits on the kernel for fresh pages.
+    pub fn reserve(&mut self, leaves: u64) {
+        let height = 64 - leaves.leading_zeros() as usize;
+        while self.levels.len() < height.max(1) {
+            self.levels.push(Vec::new());
+        }
+        for (k, level) in self.levels.iter_mut().enumerate() {
+            let want = (leaves >> k) as usize;
+            if want > level.len() {
+                let len = level.len();
+                level.reserve(want - len);
+                level.resize(want, [0; 32]);
+                level.truncate(len);
+            }
+        }
+    }
+
     /// Appends a leaf hash; returns its index.
     pub fn push(&mut self, leaf_hash: Hash) -> u64 {
         self.levels[0].push(leaf_hash);

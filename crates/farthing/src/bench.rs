@@ -47,6 +47,20 @@ pub struct LedgerArgs {
     /// Seed of the workload's random choices.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// The transparency log: on, off, or both (alternating runs, each on a fresh
+    /// directory, then the ratio of their medians).
+    #[arg(long, value_enum, default_value_t = LogMode::On)]
+    pub log: LogMode,
+    /// Runs per mode with `--log both`.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogMode {
+    On,
+    Off,
+    Both,
 }
 
 const ASSET_ID: u32 = 1;
@@ -68,6 +82,9 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
     if !(1..=CLIENTS_MAX).contains(&args.clients) || args.pending_percent > 100 {
         return Err(format!("--clients must be 1..={CLIENTS_MAX}, --pending-percent 0..=100"));
     }
+    if !(1..=REPEAT_MAX).contains(&args.repeat) {
+        return Err(format!("--repeat must be 1..={REPEAT_MAX}"));
+    }
     let temporary = args.data_dir.is_none();
     let dir = args.data_dir.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("farthing-bench-{}", std::process::id()))
@@ -78,17 +95,93 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
             dir.display()
         ));
     }
+    let runs: Vec<(bool, std::path::PathBuf)> = match args.log {
+        LogMode::On => vec![(true, dir.clone())],
+        LogMode::Off => vec![(false, dir.clone())],
+        LogMode::Both => (1..=args.repeat)
+            .flat_map(|k| {
+                [false, true].map(|on| {
+                    (on, dir.join(format!("log-{}-{k}", if on { "on" } else { "off" })))
+                })
+            })
+            .collect(),
+    };
     // The temporary directory goes even if the run panics.
-    let result = std::panic::catch_unwind(|| bench_in(&dir, args))
-        .unwrap_or_else(|_| Err("the benchmark failed (see the panic above)".into()));
+    let result = std::panic::catch_unwind(|| {
+        let mut reports = Vec::new();
+        for (on, run_dir) in &runs {
+            let report = bench_in(run_dir, args, *on)?;
+            if args.log != LogMode::Both {
+                print_report(&report, args.json);
+            } else if !args.json {
+                println!(
+                    "log {}: {:.0} transfers/s",
+                    if *on { "on " } else { "off" },
+                    report["transfers_per_second"].as_f64().unwrap_or(0.0)
+                );
+            }
+            if args.log == LogMode::Both && temporary {
+                let _ = std::fs::remove_dir_all(run_dir);
+            }
+            reports.push(report);
+        }
+        if args.log == LogMode::Both {
+            compare_log(&reports, args.json);
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|_| Err("the benchmark failed (see the panic above)".into()));
     if temporary {
         let _ = std::fs::remove_dir_all(&dir);
     }
     result
 }
 
-fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
+const REPEAT_MAX: u32 = 100;
+
+fn print_report(report: &serde_json::Value, as_json: bool) {
+    if as_json {
+        println!("{report}");
+    } else {
+        print_text(report);
+    }
+}
+
+/// The medians of the log-on and log-off runs, and what the log costs.
+fn compare_log(reports: &[serde_json::Value], as_json: bool) {
+    let median = |on: bool| {
+        let mut v: Vec<f64> = reports
+            .iter()
+            .filter(|r| r["log"] == on)
+            .map(|r| r["transfers_per_second"].as_f64().unwrap_or(0.0))
+            .collect();
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(false), median(true));
+    let loss = 100.0 * (1.0 - on / off);
+    if as_json {
+        println!(
+            "{}",
+            json!({
+                "log_off_transfers_per_second_median": off,
+                "log_on_transfers_per_second_median": on,
+                "log_cost_percent": loss,
+                "runs": reports,
+            })
+        );
+    } else {
+        println!("median: log off {off:.0}/s, log on {on:.0}/s: the log costs {loss:.1}%");
+    }
+}
+
+fn bench_in(
+    dir: &std::path::Path,
+    args: &LedgerArgs,
+    log: bool,
+) -> Result<serde_json::Value, String> {
     let mut config = EngineConfig::new(dir);
+    config.log = log;
     config.accounts_capacity = args.accounts as usize;
     config.transfers_capacity = args.transfers as usize;
     let opened = Instant::now();
@@ -128,6 +221,7 @@ fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
     latencies.sort_by(|a, b| a.total_cmp(b));
     let pct = |p: f64| latencies[((latencies.len() - 1) as f64 * p).round() as usize];
     let report = json!({
+        "log": log,
         "transfers": args.transfers,
         "accounts": args.accounts,
         "batch_size": args.batch_size,
@@ -147,21 +241,17 @@ fn bench_in(dir: &std::path::Path, args: &LedgerArgs) -> Result<(), String> {
         "rss_bytes_max": peak_rss_bytes(),
         "bytes_on_disk": bytes_on_disk,
     });
-    if args.json {
-        println!("{report}");
-    } else {
-        print_text(&report);
-    }
-    Ok(())
+    Ok(report)
 }
 
 fn print_text(r: &serde_json::Value) {
     println!(
-        "{} transfers in {:.2} s: {:.0} transfers/s ({} failed)",
+        "{} transfers in {:.2} s: {:.0} transfers/s ({} failed; log {})",
         r["transfers"],
         r["elapsed_s"].as_f64().unwrap(),
         r["transfers_per_second"].as_f64().unwrap(),
-        r["failed"]
+        r["failed"],
+        if r["log"] == true { "on" } else { "off" }
     );
     println!(
         "batch latency ms: p50 {:.3}  p99 {:.3}  max {:.3}",

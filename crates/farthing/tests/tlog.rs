@@ -242,15 +242,15 @@ fn audit_names_the_first_bad_leaf_of_a_reordered_pair() {
 }
 
 #[test]
-fn audit_catches_a_rewritten_ledger_even_with_its_stored_tree_rewritten_too() {
-    // The tamperer also rewrites the stored tree to match: only the signed checkpoints
-    // remain, and they bound the damage.
+fn audit_catches_a_rewritten_ledger_even_with_the_logs_files_removed() {
+    // The tamperer also removes the log's own files: only the signed checkpoints remain,
+    // and they bound the damage.
     let tmp = tempfile::tempdir().unwrap();
     let data = ledger(tmp.path());
     tamper(&data, 10, |ts| ts.iter_mut().find(|t| t.id == 10).unwrap().amount += 1);
     for entry in std::fs::read_dir(data.join("tlog")).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "hashes") {
+        if path.extension().is_some_and(|e| e == "hashes" || e == "fp") {
             std::fs::remove_file(path).unwrap();
         }
     }

@@ -464,6 +464,8 @@ pub(crate) struct Logger {
     pub(crate) inbox: Receiver<LogMsg>,
     pub(crate) policy: CheckpointPolicy,
     pub(crate) failure: Arc<Mutex<Option<String>>>,
+    /// Where emptied leaf buffers go back for reuse.
+    pub(crate) recycle: crossbeam_channel::Sender<Vec<Transfer>>,
 }
 
 impl Logger {
@@ -512,10 +514,12 @@ impl Logger {
                 Err(RecvTimeoutError::Disconnected) => LogMsg::Stop,
             };
             match msg {
-                LogMsg::Leaves(transfers) => {
+                LogMsg::Leaves(mut transfers) => {
                     for t in &transfers {
                         self.state.tree.push(transfer_leaf_hash(t));
                     }
+                    transfers.clear();
+                    let _ = self.recycle.try_send(transfers);
                     if self.state.size() - self.signed_size() >= self.policy.leaves {
                         self.sign()?;
                         signed_at = Instant::now();

@@ -132,8 +132,9 @@ pub fn audit(
         // first leaf past the last good checkpoint where the ledger's differs is the first
         // bad one. If the files were rewritten too, only the checkpoints bound it.
         let upto = cp.size.min(total).min(stored.size());
-        let differs = (good_size..upto)
-            .find(|i| stored.fingerprints[*i as usize] != fingerprint(&tree.levels()[0][*i as usize]));
+        let differs = (good_size..upto).find(|i| {
+            stored.fingerprints[*i as usize] != fingerprint(&tree.levels()[0][*i as usize])
+        });
         report.first_bad_leaf = match differs {
             Some(i) => Some(i),
             // The ledger ends early and every leaf it has matches: the first missing one.

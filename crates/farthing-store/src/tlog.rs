@@ -161,7 +161,8 @@ impl StoredLog {
     /// files is not `tree`'s.
     pub fn first_difference(&self, tree: &Tree, upto: u64) -> Option<u64> {
         let upto = upto.min(self.size()).min(tree.size()) as usize;
-        let mut first = (0..upto).find(|i| self.fingerprints[*i] != fingerprint(&tree.levels()[0][*i]));
+        let mut first =
+            (0..upto).find(|i| self.fingerprints[*i] != fingerprint(&tree.levels()[0][*i]));
         for (k, level) in self.levels.iter().enumerate().skip(STORED_LEVEL_MIN) {
             let theirs = tree.levels().get(k).map_or(&[][..], |l| &l[..]);
             let n = (upto >> k).min(level.len()).min(theirs.len());
@@ -186,10 +187,8 @@ fn read_all(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
 pub fn load_stored(root: &Path) -> Result<StoredLog, StoreError> {
     let dir = log_dir(root);
     let bytes = read_all(&dir.join(FINGERPRINTS_FILE))?.unwrap_or_default();
-    let mut fingerprints: Vec<Fingerprint> = bytes
-        .chunks_exact(FINGERPRINT_BYTES)
-        .map(|c| c.try_into().expect("fingerprint"))
-        .collect();
+    let mut fingerprints: Vec<Fingerprint> =
+        bytes.chunks_exact(FINGERPRINT_BYTES).map(|c| c.try_into().expect("fingerprint")).collect();
     let mut size = fingerprints.len() as u64;
     let mut levels: Vec<Vec<Hash>> = vec![Vec::new(); STORED_LEVEL_MIN];
     for k in STORED_LEVEL_MIN..64 {
@@ -219,7 +218,9 @@ pub fn build_tree(transfers: &[Transfer]) -> Tree {
     let leaves: Vec<Hash> = std::thread::scope(|scope| {
         let parts: Vec<_> = transfers
             .chunks(chunk)
-            .map(|part| scope.spawn(move || part.iter().map(transfer_leaf_hash).collect::<Vec<_>>()))
+            .map(|part| {
+                scope.spawn(move || part.iter().map(transfer_leaf_hash).collect::<Vec<_>>())
+            })
             .collect();
         parts.into_iter().flat_map(|p| p.join().expect("hashing thread")).collect()
     });
@@ -287,7 +288,7 @@ impl LevelFiles {
         };
         let leaves = &tree.levels()[0][self.leaves_written as usize..];
         if !leaves.is_empty() {
-            let bytes: Vec<u8> = leaves.iter().flat_map(|h| fingerprint(h)).collect();
+            let bytes: Vec<u8> = leaves.iter().flat_map(fingerprint).collect();
             append(&self.dir.join(FINGERPRINTS_FILE), &bytes)?;
             self.leaves_written = tree.size();
         }

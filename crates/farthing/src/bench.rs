@@ -100,9 +100,8 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
         LogMode::Off => vec![(false, dir.clone())],
         LogMode::Both => (1..=args.repeat)
             .flat_map(|k| {
-                [false, true].map(|on| {
-                    (on, dir.join(format!("log-{}-{k}", if on { "on" } else { "off" })))
-                })
+                [false, true]
+                    .map(|on| (on, dir.join(format!("log-{}-{k}", if on { "on" } else { "off" }))))
             })
             .collect(),
     };

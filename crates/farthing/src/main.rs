@@ -1,6 +1,7 @@
 //! `farthing`: the command line. A thin layer of argument parsing over the library crates.
 
 mod bench;
+mod bench_tlog;
 mod inspect;
 mod loadgen;
 mod query;
@@ -61,6 +62,8 @@ enum Command {
 enum BenchWhat {
     /// Durable transfers through the engine: throughput, batch latency, memory, disk.
     Ledger(bench::LedgerArgs),
+    /// The transparency log alone: appending leaves, rebuilding, inclusion proofs.
+    Tlog(bench_tlog::TlogArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -73,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
+        Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
         Command::Query(args) => query::run(&args),
         Command::Codes => {

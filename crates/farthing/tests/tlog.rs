@@ -123,7 +123,7 @@ fn a_payer_verifies_a_receipt_elsewhere_with_the_published_key_alone() {
     let leaf_b64 = doc["leaf"].as_str().unwrap();
     use base64::Engine as _;
     let mut leaf = base64::engine::general_purpose::STANDARD.decode(leaf_b64).unwrap();
-    leaf[2 + 48] ^= 1;
+    leaf[4 + 48] ^= 1; // the amount
     let forged = base64::engine::general_purpose::STANDARD.encode(&leaf);
     std::fs::write(&r_text, text.replacen(leaf_b64, &forged, 1)).unwrap();
     let (passed, _, err) = farthing(&["verify", "receipt", s(&r_text), "--key", &key]);

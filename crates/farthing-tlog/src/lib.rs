@@ -22,6 +22,7 @@
 //! ```
 
 pub mod checkpoint;
+pub mod cosignature;
 pub mod note;
 pub mod proof;
 pub mod tree;

@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 /// The signature type byte of Ed25519 keys.
 const ED25519: u8 = 0x01;
 /// A note's signature lines start with an em dash and a space.
-const DASH: &str = "\u{2014} ";
+pub(crate) const DASH: &str = "\u{2014} ";
 /// Signature lines a note may carry before it is refused (bounds parsing work).
 pub const NOTE_SIGNATURES_MAX: usize = 100;
 
@@ -39,7 +39,7 @@ impl std::fmt::Display for NoteError {
 impl std::error::Error for NoteError {}
 
 /// A key name: non-empty, no whitespace, no `+`.
-fn name_is_valid(name: &str) -> bool {
+pub(crate) fn name_is_valid(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
@@ -177,8 +177,8 @@ impl NoteSigner {
 
 type SignatureLine = (String, [u8; 4], Signature);
 
-/// Splits a note into its text and its Ed25519-shaped signature lines.
-fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
+/// Splits a note into its text and its signature lines, as (key name, decoded bytes).
+pub(crate) fn signature_lines(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
     let at = note.rfind("\n\n").ok_or(NoteError::NoteMalformed("no blank line"))?;
     let (text, lines) = (&note[..at + 1], &note[at + 2..]);
     if !lines.ends_with('\n') {
@@ -192,6 +192,19 @@ fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
         let rest = line.strip_prefix(DASH).ok_or(NoteError::NoteMalformed("signature line"))?;
         let (name, b64) = rest.split_once(' ').ok_or(NoteError::NoteMalformed("signature"))?;
         let raw = STANDARD.decode(b64).map_err(|_| NoteError::NoteMalformed("bad base64"))?;
+        if raw.len() < 4 {
+            return Err(NoteError::NoteMalformed("signature shorter than a key id"));
+        }
+        out.push((name, raw));
+    }
+    Ok((text, out))
+}
+
+/// Splits a note into its text and its Ed25519-shaped signature lines.
+fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
+    let (text, lines) = signature_lines(note)?;
+    let mut out = Vec::new();
+    for (name, raw) in lines {
         // Signatures of other types or lengths belong to other keys: skipped, not refused.
         if raw.len() != 4 + 64 {
             continue;
@@ -203,10 +216,9 @@ fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
     Ok((text, out))
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

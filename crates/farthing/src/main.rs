@@ -6,6 +6,7 @@ mod inspect;
 mod loadgen;
 mod query;
 mod tlog;
+mod witness;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -53,6 +54,12 @@ enum Command {
     /// Recompute the whole log from a data directory and hold it to every signed checkpoint.
     /// Exits 1 if anything does not match.
     Audit(tlog::AuditArgs),
+    /// A witness: checks that each checkpoint of a log extends the last it cosigned, and
+    /// cosigns it (C2SP tlog-cosignature).
+    Witness {
+        #[command(subcommand)]
+        what: witness::WitnessCommand,
+    },
     /// Test support: write transfers under load and log each acknowledged id (kill tests).
     #[command(hide = true)]
     WriteLoad(loadgen::WriteLoadArgs),
@@ -91,6 +98,7 @@ fn main() -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Witness { what } => witness::run(&what),
         Command::WriteLoad(args) => loadgen::run(&args),
     };
     match result {

@@ -12,6 +12,7 @@ use farthing_store::audit::{audit, AUDIT_PROGRESS_LEAVES};
 use farthing_store::tlog::verifier_key;
 use farthing_store::{Engine, EngineConfig};
 use farthing_tlog::checkpoint::Checkpoint;
+use farthing_tlog::cosignature::CosignerKey;
 use farthing_tlog::note::NoteVerifier;
 use farthing_tlog::proof::{encode_hashes, parse_hashes, TlogProof};
 use farthing_tlog::{leaf_hash, verify_consistency};
@@ -66,8 +67,20 @@ pub enum VerifyCommand {
         /// The log's verifier key, or a file holding it.
         #[arg(long)]
         key: String,
+        /// A witness whose cosignature the receipt's checkpoint must carry (repeatable).
+        #[arg(long)]
+        witness: Vec<String>,
         #[arg(long)]
         json: bool,
+    },
+    /// Check a signed checkpoint, and the cosignatures of the given witnesses on it.
+    Checkpoint {
+        file: PathBuf,
+        #[arg(long)]
+        key: String,
+        /// A witness whose cosignature must be on it (repeatable).
+        #[arg(long)]
+        witness: Vec<String>,
     },
     /// Check that the log only grew between two saved checkpoints.
     Consistency {
@@ -191,7 +204,7 @@ pub fn transfer_json(t: &Transfer) -> Value {
 }
 
 /// A verifier key given as text, or the path of a file holding it.
-fn read_key(arg: &str) -> Result<NoteVerifier, String> {
+pub fn read_key(arg: &str) -> Result<NoteVerifier, String> {
     let as_key = NoteVerifier::parse(arg.trim());
     if as_key.is_ok() || !Path::new(arg).exists() && arg.contains('+') {
         return as_key.map_err(|e| format!("--key {arg}: not a verifier key: {e}"));
@@ -201,7 +214,7 @@ fn read_key(arg: &str) -> Result<NoteVerifier, String> {
     NoteVerifier::parse(text.trim()).map_err(|e| format!("{arg}: not a verifier key: {e}"))
 }
 
-fn read_file(path: &Path) -> Result<String, String> {
+pub fn read_file(path: &Path) -> Result<String, String> {
     std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -234,10 +247,22 @@ fn parse_receipt(text: &str) -> Result<(TlogProof, Option<Value>), String> {
 
 pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
     match command {
-        VerifyCommand::Receipt { file, key, json: as_json } => {
+        VerifyCommand::Checkpoint { file, key, witness } => {
+            let note = read_file(file)?;
+            let cp = Checkpoint::open(&note, &read_key(key)?)
+                .map_err(|e| format!("checkpoint refused: {e}"))?;
+            println!("OK: {} size {} root {}", cp.origin, cp.size, STANDARD.encode(cp.root));
+            for (name, time) in check_witnesses(&note, witness)? {
+                println!("  cosigned by {name} at {time} (seconds since the epoch)");
+            }
+            Ok(())
+        }
+        VerifyCommand::Receipt { file, key, witness, json: as_json } => {
             let key = read_key(key)?;
             let (proof, doc) = parse_receipt(&read_file(file)?)?;
             let (cp, leaf) = proof.verify(&key).map_err(|e| format!("receipt refused: {e}"))?;
+            let cosigned = check_witnesses(&proof.checkpoint, witness)
+                .map_err(|e| format!("receipt refused: {e}"))?;
             let t = decode_leaf(leaf).map_err(|e| format!("receipt refused: {e}"))?;
             let transfer = transfer_json(&t);
             if let Some(doc) = doc {
@@ -255,6 +280,7 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
                     "log": cp.origin,
                     "index": proof.index,
                     "tree_size": cp.size,
+                    "cosigned_by": cosigned.iter().map(|(n, t)| json!({"witness": n, "time": t})).collect::<Vec<_>>(),
                     "transfer": transfer,
                 });
                 println!("{}", serde_json::to_string_pretty(&out).expect("json"));
@@ -263,6 +289,9 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
                     "OK: transfer {} is leaf {} of {} (checkpoint size {}, signed)",
                     t.id, proof.index, cp.origin, cp.size
                 );
+                for (name, time) in &cosigned {
+                    println!("  cosigned by {name} at {time} (seconds since the epoch)");
+                }
                 for (name, value) in transfer.as_object().expect("object") {
                     println!(
                         "  {name:<18} {}",
@@ -294,6 +323,23 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// Every given witness's cosignature on a checkpoint note: (name, time), or which is missing.
+fn check_witnesses(note: &str, witnesses: &[String]) -> Result<Vec<(String, u64)>, String> {
+    let mut out = Vec::new();
+    for text in witnesses {
+        let key = match CosignerKey::parse(text.trim()) {
+            Ok(k) => k,
+            Err(_) => CosignerKey::parse(read_file(Path::new(text))?.trim())
+                .map_err(|e| format!("--witness {text}: not a witness key: {e}"))?,
+        };
+        let time = key
+            .verify(note)
+            .map_err(|_| format!("no valid cosignature by witness {}", key.name()))?;
+        out.push((key.name().to_string(), time));
+    }
+    Ok(out)
 }
 
 pub fn run_audit(args: &AuditArgs) -> Result<bool, String> {

@@ -275,3 +275,107 @@ fn audit_and_verify_refuse_bad_input_clearly() {
     let (passed, _, err) = farthing(&["verify", "receipt", s(&junk), "--key", bad]);
     assert!(!passed && err.contains("not a verifier key"), "{err}");
 }
+
+#[test]
+fn a_witness_cosigns_only_a_log_that_grew_consistently_and_catches_a_fork() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = ledger(tmp.path());
+    let state = tmp.path().join("witness");
+    let wkey = ok(&["witness", "init", "--state", s(&state), "--name", "witness.example/w1"]);
+    assert!(wkey.starts_with("witness.example/w1+"), "{wkey}");
+    let wkey = wkey.trim().to_string();
+    let mode = std::fs::metadata(state.join("key")).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    let log_key = tmp.path().join("log.pub");
+    std::fs::write(&log_key, ok(&["log", "key", "--data-dir", s(&data)])).unwrap();
+    let file = |name: &str, text: &str| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let cosign = |cp: &Path, proof: Option<&Path>| {
+        let mut args = vec!["witness", "cosign", "--state", s(&state)];
+        args.extend(["--log-key", s(&log_key), "--checkpoint", s(cp)]);
+        if let Some(p) = proof {
+            args.extend(["--proof", s(p)]);
+        }
+        farthing(&args)
+    };
+
+    // A fork in the making: a copy of the directory (same key) that will diverge.
+    let twin = tmp.path().join("twin");
+    copy_dir(&data, &twin);
+
+    let cp1 = file("cp1", &ok(&["log", "checkpoint", "--data-dir", s(&data)]));
+    let (passed, cosigned1, err) = cosign(&cp1, None);
+    assert!(passed, "{err}");
+    let out = ok(&["verify", "checkpoint", s(&file("c1", &cosigned1)), "--key", s(&log_key)]);
+    assert!(out.starts_with("OK: "), "{out}");
+    let out = ok(&[
+        "verify",
+        "checkpoint",
+        s(&file("c1", &cosigned1)),
+        "--key",
+        s(&log_key),
+        "--witness",
+        &wkey,
+    ]);
+    assert!(out.contains("cosigned by witness.example/w1 at "), "{out}");
+
+    // A receipt whose checkpoint carries the witness's cosignature verifies with it.
+    let receipt = ok(&["receipt", "--data-dir", s(&data), "--id", "77"]);
+    let (head, checkpoint) = receipt.split_once("\n\n").unwrap();
+    assert_eq!(checkpoint, std::fs::read_to_string(&cp1).unwrap());
+    let with = file("r.tlog-proof", &format!("{head}\n\n{cosigned1}"));
+    let out = ok(&["verify", "receipt", s(&with), "--key", s(&log_key), "--witness", &wkey]);
+    assert!(out.contains("cosigned by witness.example/w1"), "{out}");
+    let bare = file("bare.tlog-proof", &receipt);
+    let (passed, _, err) =
+        farthing(&["verify", "receipt", s(&bare), "--key", s(&log_key), "--witness", &wkey]);
+    assert!(!passed && err.contains("no valid cosignature"), "{err}");
+
+    // The log grows; the witness needs, checks and accepts the consistency proof.
+    let grow = |dir: &Path, run: &str| {
+        let acks = tmp.path().join(format!("acks-{run}"));
+        ok(&["write-load", "--data-dir", s(dir), "--ack-file", s(&acks), "--run", run]
+            .into_iter()
+            .chain(["--clients", "1", "--batches", "2"])
+            .collect::<Vec<_>>());
+    };
+    grow(&data, "5");
+    let cp2 = file("cp2", &ok(&["log", "checkpoint", "--data-dir", s(&data)]));
+    let (passed, _, err) = cosign(&cp2, None);
+    assert!(!passed && err.contains("consistency proof from size 3000"), "{err}");
+    let proof = file("p2", &ok(&["log", "consistency", "--data-dir", s(&data), "--old", "3000"]));
+    let (passed, _, err) = cosign(&cp2, Some(&proof));
+    assert!(passed, "{err}");
+    // Going back is a rollback.
+    let (passed, _, err) = cosign(&cp1, None);
+    assert!(!passed && err.contains("rollback"), "{err}");
+
+    // The twin (same key, other history) shows the witness a fork at the same size...
+    grow(&twin, "6");
+    let fork = file("fork", &ok(&["log", "checkpoint", "--data-dir", s(&twin)]));
+    let (passed, _, err) = cosign(&fork, None);
+    assert!(!passed && err.contains("FORK"), "{err}");
+    // ...and no proof from its own history makes it extend what the witness cosigned.
+    grow(&twin, "8");
+    let fork2 = file("fork2", &ok(&["log", "checkpoint", "--data-dir", s(&twin)]));
+    let size2 = std::fs::read_to_string(&cp2).unwrap().lines().nth(1).unwrap().to_string();
+    let proof = file("p3", &ok(&["log", "consistency", "--data-dir", s(&twin), "--old", &size2]));
+    let (passed, _, err) = cosign(&fork2, Some(&proof));
+    assert!(!passed && err.contains("REFUSED"), "{err}");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "LOCK" {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}

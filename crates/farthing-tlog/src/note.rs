@@ -177,8 +177,11 @@ impl NoteSigner {
 
 type SignatureLine = (String, [u8; 4], Signature);
 
-/// Splits a note into its text and its signature lines, as (key name, decoded bytes).
-pub(crate) fn signature_lines(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
+/// A signature line: the key name and the decoded bytes (key id, then the signature).
+pub(crate) type RawSignature<'a> = (&'a str, Vec<u8>);
+
+/// Splits a note into its text and its signature lines.
+pub(crate) fn signature_lines(note: &str) -> Result<(&str, Vec<RawSignature<'_>>), NoteError> {
     let at = note.rfind("\n\n").ok_or(NoteError::NoteMalformed("no blank line"))?;
     let (text, lines) = (&note[..at + 1], &note[at + 2..]);
     if !lines.ends_with('\n') {

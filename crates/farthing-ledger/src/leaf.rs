@@ -82,6 +82,21 @@ pub fn encode_leaf(t: &Transfer) -> Leaf {
     Leaf { bytes, len: at }
 }
 
+/// Appends the leaf of a committed transfer to `out` (the same bytes as [`encode_leaf`]),
+/// for callers that encode a whole batch into one buffer.
+pub fn encode_leaf_into(t: &Transfer, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[LEAF_VERSION, LEAF_KIND_TRANSFER, 0, 0]);
+    let mut present = 0u16;
+    for (i, (value, width)) in fields(t).into_iter().zip(FIELD_BYTES).enumerate() {
+        if value != 0 {
+            present |= 1 << i;
+            out.extend_from_slice(&value.to_le_bytes()[..width]);
+        }
+    }
+    out[start + 2..start + 4].copy_from_slice(&present.to_le_bytes());
+}
+
 /// The transfer a leaf records, or why the bytes are not a canonical leaf of this version.
 pub fn decode_leaf(bytes: &[u8]) -> Result<Transfer, String> {
     if bytes.len() < HEAD_BYTES {
@@ -178,6 +193,11 @@ mod tests {
         };
         let leaf = encode_leaf(&full);
         assert_eq!(leaf.len(), LEAF_BYTES_MAX);
+        let mut buffer = vec![9u8];
+        encode_leaf_into(&full, &mut buffer);
+        encode_leaf_into(&payment(), &mut buffer);
+        assert_eq!(&buffer[1..1 + LEAF_BYTES_MAX], &leaf[..]);
+        assert_eq!(&buffer[1 + LEAF_BYTES_MAX..], &encode_leaf(&payment())[..]);
         assert_eq!(decode_leaf(&leaf), Ok(full));
         let empty = Transfer::default();
         assert_eq!(encode_leaf(&empty).len(), 4);

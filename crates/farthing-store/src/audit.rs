@@ -12,7 +12,8 @@ use farthing_tlog::Tree;
 
 use crate::datadir::{self, DataDir};
 use crate::error::StoreError;
-use crate::tlog::{fingerprint, load_stored, read_checkpoints, transfer_leaf_hash};
+use crate::tlog::{fingerprint, load_stored, read_checkpoints, LeafHasher};
+use farthing_ledger::limits::BATCH_EVENTS_MAX;
 
 /// Leaves between progress reports.
 pub const AUDIT_PROGRESS_LEAVES: u64 = 1 << 20;
@@ -65,11 +66,13 @@ pub fn audit(
     let transfers = sm.transfers();
     let total = transfers.len() as u64;
     let mut tree = Tree::new();
-    for (i, t) in transfers.iter().enumerate() {
-        if (i as u64).is_multiple_of(AUDIT_PROGRESS_LEAVES) {
-            progress(i as u64, total);
+    tree.reserve(total);
+    let mut hasher = LeafHasher::default();
+    for (n, part) in transfers.chunks(AUDIT_PROGRESS_LEAVES as usize).enumerate() {
+        progress(n as u64 * AUDIT_PROGRESS_LEAVES, total);
+        for batch in part.chunks(BATCH_EVENTS_MAX) {
+            tree.extend(hasher.hash(batch));
         }
-        tree.push(transfer_leaf_hash(t));
     }
     progress(total, total);
     report.hashing = started.elapsed();

@@ -267,6 +267,8 @@ impl Engine {
                 },
                 failure: failure.clone(),
                 recycle,
+                hasher: Default::default(),
+                idle: false,
             };
             threads.push(
                 std::thread::Builder::new()

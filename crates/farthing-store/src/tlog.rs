@@ -23,12 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use farthing_ledger::leaf::encode_leaf;
+use farthing_ledger::leaf::{encode_leaf, encode_leaf_into};
 use farthing_ledger::{StateMachine, Transfer};
 use farthing_tlog::checkpoint::Checkpoint;
 use farthing_tlog::note::{NoteSigner, NoteVerifier};
 use farthing_tlog::proof::TlogProof;
-use farthing_tlog::{leaf_hash, verify_inclusion, Hash, Tree};
+use farthing_tlog::{leaf_hash, leaf_hashes, verify_inclusion, Hash, Tree};
 use rand::TryRngCore;
 
 use crate::error::{EngineError, StoreError};
@@ -47,6 +47,40 @@ pub fn log_dir(root: &Path) -> PathBuf {
 /// The leaf hash of a committed transfer.
 pub fn transfer_leaf_hash(t: &Transfer) -> Hash {
     leaf_hash(&encode_leaf(t))
+}
+
+/// Hashes batches of committed transfers' leaves, reusing its buffers from batch to batch.
+#[derive(Default)]
+pub struct LeafHasher {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    hashes: Vec<Hash>,
+}
+
+impl LeafHasher {
+    /// The leaf hashes of `transfers`, in order.
+    pub fn hash(&mut self, transfers: &[Transfer]) -> &[Hash] {
+        self.bytes.clear();
+        self.ends.clear();
+        for t in transfers {
+            encode_leaf_into(t, &mut self.bytes);
+            self.ends.push(self.bytes.len());
+        }
+        let mut start = 0;
+        let entries: Vec<&[u8]> = self
+            .ends
+            .iter()
+            .map(|&end| {
+                let entry = &self.bytes[start..end];
+                start = end;
+                entry
+            })
+            .collect();
+        self.hashes.clear();
+        self.hashes.resize(transfers.len(), [0; 32]);
+        leaf_hashes(&entries, &mut self.hashes);
+        &self.hashes
+    }
 }
 
 fn format_error(path: &Path, reason: impl Into<String>) -> StoreError {
@@ -219,7 +253,14 @@ pub fn build_tree(transfers: &[Transfer]) -> Tree {
         let parts: Vec<_> = transfers
             .chunks(chunk)
             .map(|part| {
-                scope.spawn(move || part.iter().map(transfer_leaf_hash).collect::<Vec<_>>())
+                scope.spawn(move || {
+                    let mut hasher = LeafHasher::default();
+                    let mut hashes = Vec::with_capacity(part.len());
+                    for piece in part.chunks(BUILD_BATCH_LEAVES) {
+                        hashes.extend_from_slice(hasher.hash(piece));
+                    }
+                    hashes
+                })
             })
             .collect();
         parts.into_iter().flat_map(|p| p.join().expect("hashing thread")).collect()
@@ -235,9 +276,11 @@ pub fn build_tree(transfers: &[Transfer]) -> Tree {
                 .map(|from| {
                     let to = (from + chunk).min(pairs);
                     scope.spawn(move || {
-                        (from..to)
-                            .map(|j| farthing_tlog::node_hash(&below[2 * j], &below[2 * j + 1]))
-                            .collect::<Vec<_>>()
+                        let left: Vec<&[u8]> = (from..to).map(|j| &below[2 * j][..]).collect();
+                        let right: Vec<&[u8]> = (from..to).map(|j| &below[2 * j + 1][..]).collect();
+                        let mut out = vec![[0u8; 32]; to - from];
+                        farthing_tlog::node_hashes(&left, &right, &mut out);
+                        out
                     })
                 })
                 .collect();
@@ -247,6 +290,9 @@ pub fn build_tree(transfers: &[Transfer]) -> Tree {
     }
     Tree::from_levels(levels).expect("levels built pairwise")
 }
+
+/// Leaves hashed per batch when rebuilding (bounds the scratch memory).
+const BUILD_BATCH_LEAVES: usize = 1 << 14;
 
 /// Appends what the tree adds to the files.
 struct LevelFiles {
@@ -467,6 +513,9 @@ pub(crate) struct Logger {
     pub(crate) failure: Arc<Mutex<Option<String>>>,
     /// Where emptied leaf buffers go back for reuse.
     pub(crate) recycle: crossbeam_channel::Sender<Vec<Transfer>>,
+    pub(crate) hasher: LeafHasher,
+    /// Whether the thread runs at idle priority now.
+    pub(crate) idle: bool,
 }
 
 impl Logger {
@@ -516,9 +565,8 @@ impl Logger {
             };
             match msg {
                 LogMsg::Leaves(mut transfers) => {
-                    for t in &transfers {
-                        self.state.tree.push(transfer_leaf_hash(t));
-                    }
+                    self.yield_to_the_engine(self.inbox.len());
+                    self.state.tree.extend(self.hasher.hash(&transfers));
                     transfers.clear();
                     let _ = self.recycle.try_send(transfers);
                     if self.state.size() - self.signed_size() >= self.policy.leaves {
@@ -562,6 +610,25 @@ impl Logger {
                     return Ok(());
                 }
             }
+        }
+    }
+
+    /// The log hashes off the critical path: while it keeps up, it runs at idle priority,
+    /// so the engine and WAL threads (and the clients) have the cores first and the log
+    /// takes the time they spend waiting on the disk. Once its queue is half full it runs
+    /// as an ordinary thread again, so it can never be starved behind the work it holds up.
+    fn yield_to_the_engine(&mut self, queued: usize) {
+        let idle = match self.idle {
+            true => queued < self.inbox.capacity().unwrap_or(usize::MAX) * 3 / 4,
+            false => queued == 0,
+        };
+        if idle != self.idle {
+            self.idle = idle;
+            let policy = if idle { libc::SCHED_IDLE } else { libc::SCHED_OTHER };
+            let param = libc::sched_param { sched_priority: 0 };
+            // SAFETY: plain system call on the calling thread; a failure leaves the policy
+            // as it was, which is harmless.
+            unsafe { libc::sched_setscheduler(0, policy, &param) };
         }
     }
 

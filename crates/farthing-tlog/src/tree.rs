@@ -6,7 +6,7 @@
 //! level. The levels are what the store persists (one append-only file each); about two
 //! hashes (64 bytes) per leaf.
 
-use crate::{empty_root, node_hash, split, Hash, ProofError};
+use crate::{empty_root, node_hash, node_hashes, split, Hash, ProofError};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree {
@@ -92,6 +92,33 @@ impl Tree {
             k += 1;
         }
         self.size() - 1
+    }
+
+    /// Appends many leaf hashes, hashing each level's new parents in one batch
+    /// ([`crate::node_hashes`]); the same tree as pushing them one by one.
+    pub fn extend(&mut self, leaf_hashes: &[Hash]) {
+        self.levels[0].extend_from_slice(leaf_hashes);
+        let mut k = 0;
+        loop {
+            let want = self.levels[k].len() / 2;
+            if want == 0 {
+                break;
+            }
+            if self.levels.len() == k + 1 {
+                self.levels.push(Vec::new());
+            }
+            let (below, above) = self.levels.split_at_mut(k + 1);
+            let (below, above) = (&below[k], &mut above[0]);
+            let have = above.len();
+            if have == want {
+                break;
+            }
+            let left: Vec<&[u8]> = (have..want).map(|j| &below[2 * j][..]).collect();
+            let right: Vec<&[u8]> = (have..want).map(|j| &below[2 * j + 1][..]).collect();
+            above.resize(want, [0; 32]);
+            node_hashes(&left, &right, &mut above[have..]);
+            k += 1;
+        }
     }
 
     /// Keeps the first `size` leaves (and the subtrees within them).
@@ -225,6 +252,27 @@ mod tests {
             }
         }
         assert_eq!(tree.root(41), Err(ProofError::TreeTooSmall));
+    }
+
+    #[test]
+    fn extending_in_batches_gives_the_same_tree_as_pushing() {
+        let (one_by_one, _) = trees(1000);
+        let hashes = one_by_one.levels()[0].clone();
+        for cuts in [vec![1000], vec![1, 999], vec![3, 5, 8, 984], vec![512, 488], vec![0, 1000]] {
+            let mut t = Tree::new();
+            let mut at = 0;
+            for n in cuts {
+                t.extend(&hashes[at..at + n]);
+                at += n;
+            }
+            assert_eq!(t, one_by_one);
+        }
+        let mut reserved = Tree::new();
+        reserved.reserve(2000);
+        reserved.extend(&hashes[..700]);
+        reserved.extend(&hashes[700..]);
+        assert_eq!(reserved.root(1000), one_by_one.root(1000));
+        assert_eq!(reserved.inclusion_proof(5, 999), one_by_one.inclusion_proof(5, 999));
     }
 
     #[test]

@@ -180,3 +180,47 @@ fn a_signed_record_cut_off_the_wal_is_refused_not_taken_for_a_torn_write() {
     let len = std::fs::metadata(&last.file).unwrap().len();
     assert_eq!(len, last.offset + 40, "the evidence is left for the audit");
 }
+
+#[test]
+fn checkpoints_come_every_n_leaves_and_after_the_interval_without_being_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path());
+    c.checkpoint_leaves = 100;
+    c.checkpoint_interval_ms = 3_600_000;
+    let engine = Engine::open(c).unwrap();
+    let h = engine.handle();
+    setup(&h);
+    for round in 0..7u128 {
+        write_ok(&h, plain_batch(1 + round * 1000, 50));
+    }
+    engine.shutdown().unwrap();
+    let key = key(tmp.path());
+    let sizes: Vec<u64> = read_checkpoints(tmp.path())
+        .unwrap()
+        .0
+        .iter()
+        .map(|n| Checkpoint::open(n, &key).unwrap().size)
+        .collect();
+    // Every 100 leaves (batches of 50), and the rest at shutdown.
+    assert_eq!(sizes, [100, 200, 300, 350]);
+
+    // With a short interval, a checkpoint covers a write soon after, unasked.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = config(tmp.path());
+    c.checkpoint_interval_ms = 20;
+    let engine = Engine::open(c).unwrap();
+    let h = engine.handle();
+    setup(&h);
+    write_ok(&h, plain_batch(1, 10));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let key = self::key(tmp.path());
+    loop {
+        let (notes, _) = read_checkpoints(tmp.path()).unwrap();
+        if notes.last().is_some_and(|n| Checkpoint::open(n, &key).unwrap().size == 10) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no checkpoint after the interval");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    engine.shutdown().unwrap();
+}

@@ -54,6 +54,12 @@ pub struct LedgerArgs {
     /// Runs per mode with `--log both`.
     #[arg(long, default_value_t = 3)]
     pub repeat: u32,
+    /// The log signs a checkpoint at least this often while it grows...
+    #[arg(long, default_value_t = 1_000)]
+    pub checkpoint_interval_ms: u64,
+    /// ...and whenever this many leaves were added since the last one.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub checkpoint_leaves: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -84,6 +90,14 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
     }
     if !(1..=REPEAT_MAX).contains(&args.repeat) {
         return Err(format!("--repeat must be 1..={REPEAT_MAX}"));
+    }
+    if !(1..=CHECKPOINT_INTERVAL_MS_MAX).contains(&args.checkpoint_interval_ms)
+        || args.checkpoint_leaves == 0
+    {
+        return Err(format!(
+            "--checkpoint-interval-ms must be 1..={CHECKPOINT_INTERVAL_MS_MAX}, \
+             --checkpoint-leaves at least 1"
+        ));
     }
     let temporary = args.data_dir.is_none();
     let dir = args.data_dir.clone().unwrap_or_else(|| {
@@ -137,6 +151,7 @@ pub fn run_ledger(args: &LedgerArgs) -> Result<(), String> {
 }
 
 const REPEAT_MAX: u32 = 100;
+const CHECKPOINT_INTERVAL_MS_MAX: u64 = 3_600_000;
 
 fn print_report(report: &serde_json::Value, as_json: bool) {
     if as_json {
@@ -196,6 +211,8 @@ fn bench_in(
 ) -> Result<serde_json::Value, String> {
     let mut config = EngineConfig::new(dir);
     config.log = log;
+    config.checkpoint_interval_ms = args.checkpoint_interval_ms;
+    config.checkpoint_leaves = args.checkpoint_leaves;
     config.accounts_capacity = args.accounts as usize;
     config.transfers_capacity = args.transfers as usize;
     let opened = Instant::now();

@@ -346,6 +346,13 @@ pub fn run_audit(args: &AuditArgs) -> Result<bool, String> {
     let (key, key_source) = match &args.key {
         Some(k) => (read_key(k)?, "given"),
         None => {
+            if !args.data_dir.join("tlog").join("key.pub").exists() {
+                return Err(format!(
+                    "{} has no transparency log key (not a data directory, or written with \
+                     the log off); pass the log's published key with --key",
+                    args.data_dir.display()
+                ));
+            }
             let text = verifier_key(&args.data_dir).map_err(|e| e.to_string())?;
             (NoteVerifier::parse(&text).map_err(|e| e.to_string())?, "the directory's own key.pub")
         }
@@ -392,6 +399,12 @@ pub fn run_audit(args: &AuditArgs) -> Result<bool, String> {
         println!("checkpoints: {} on file", report.checkpoints);
         if let Some(cp) = &report.latest_good {
             println!("latest matching checkpoint: size {}", cp.size);
+            if report.leaves > cp.size && report.problems.is_empty() {
+                println!(
+                    "  ({} later leaves not signed yet: the engine signs them when it next runs)",
+                    report.leaves - cp.size
+                );
+            }
         }
         if let Some(i) = report.first_bad_leaf {
             println!("FIRST BAD LEAF: {i}");

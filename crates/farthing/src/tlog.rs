@@ -200,7 +200,42 @@ pub fn transfer_json(t: &Transfer) -> Value {
         "flags": flag_names(TransferFlags::NAMED, t.flags.0),
         "timeout_s": t.timeout_s,
         "timestamp": t.timestamp.to_string(),
+        "time_utc": utc(t.timestamp),
     })
+}
+
+/// Nanoseconds since the epoch as an RFC 3339 UTC time (to the microsecond).
+pub fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian, era-based).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        ns % 1_000_000_000 / 1_000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_times_are_calendar_dates() {
+        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(super::utc(951_782_400_000_000_000), "2000-02-29T00:00:00.000000Z");
+        assert_eq!(super::utc(1_795_552_819_415_132_165), "2026-11-24T20:40:19.415132Z");
+        assert_eq!(super::utc(4_107_542_399_999_999_999), "2100-02-28T23:59:59.999999Z");
+    }
 }
 
 /// A verifier key given as text, or the path of a file holding it.

@@ -224,3 +224,34 @@ fn checkpoints_come_every_n_leaves_and_after_the_interval_without_being_asked() 
     }
     engine.shutdown().unwrap();
 }
+
+#[test]
+fn log_files_cut_short_by_a_crash_are_completed_from_the_ledger() {
+    let tmp = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(tmp.path())).unwrap();
+    let h = engine.handle();
+    setup(&h);
+    for round in 0..6u128 {
+        write_ok(&h, plain_batch(1 + round * 1000, 100));
+    }
+    engine.shutdown().unwrap();
+    let dir = log_dir(tmp.path());
+    let (fp, l8) = (dir.join("leaves.fp"), dir.join("level-08.hashes"));
+    let (fp_bytes, l8_bytes) = (std::fs::read(&fp).unwrap(), std::fs::read(&l8).unwrap());
+    assert_eq!((fp_bytes.len(), l8_bytes.len()), (600 * 8, 2 * 32));
+    // Cut mid-entry, at different places, as a crash between the writes could.
+    std::fs::write(&fp, &fp_bytes[..300 * 8 + 3]).unwrap();
+    std::fs::write(&l8, &l8_bytes[..32 + 5]).unwrap();
+    let stored = farthing_store::tlog::load_stored(tmp.path()).unwrap();
+    assert_eq!(stored.size(), 300, "the prefix both files agree on");
+    let engine = Engine::open(config(tmp.path())).unwrap();
+    let receipt = engine.handle().receipt(5050).unwrap().unwrap();
+    receipt.proof.verify(&key(tmp.path())).unwrap();
+    engine.shutdown().unwrap();
+    assert_eq!(std::fs::read(&fp).unwrap(), fp_bytes, "completed from the ledger");
+    assert_eq!(std::fs::read(&l8).unwrap(), l8_bytes);
+    let (report, _) =
+        farthing_store::audit::audit(tmp.path(), &key(tmp.path()), &mut |_, _| {}).unwrap();
+    assert!(report.passed(), "{:?}", report.problems);
+    assert_eq!(report.leaves, 600);
+}

@@ -9,51 +9,17 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
-use sha2::{Digest, Sha256};
 
-use crate::note::{name_is_valid, signature_lines, to_hex, NoteError, DASH};
+use crate::note::{
+    encode_key, key_id, name_is_valid, parse_private_key, parse_public_key, signature_lines,
+    NoteError, DASH,
+};
 
 /// The signature type byte of Ed25519 cosignatures.
 const COSIGNATURE_ED25519: u8 = 0x04;
 
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
-    let mut h = Sha256::new();
-    h.update(name.as_bytes());
-    h.update(b"\n");
-    h.update([COSIGNATURE_ED25519]);
-    h.update(public);
-    let digest = h.finalize();
-    [digest[0], digest[1], digest[2], digest[3]]
-}
-
 fn message(checkpoint_text: &str, time: u64) -> String {
     format!("cosignature/v1\ntime {time}\n{checkpoint_text}")
-}
-
-/// Splits `<name>+<hex id>+<base64(0x04 || 32 bytes)>`, checking the type and that the id
-/// is the one of the name and this public key.
-fn parse_key(text: &str, prefix: &str, private: bool) -> Result<(String, [u8; 32]), NoteError> {
-    let text = text.trim_end().strip_prefix(prefix).ok_or(NoteError::KeyMalformed("prefix"))?;
-    let mut parts = text.splitn(3, '+');
-    let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(NoteError::KeyMalformed("expected name+id+key"));
-    };
-    if !name_is_valid(name) {
-        return Err(NoteError::KeyMalformed("invalid key name"));
-    }
-    let raw = STANDARD.decode(b64).map_err(|_| NoteError::KeyMalformed("bad base64"))?;
-    let Some((&COSIGNATURE_ED25519, bytes)) = raw.split_first() else {
-        return Err(NoteError::KeyMalformed("not an Ed25519 cosignature key (type 0x04)"));
-    };
-    let bytes: [u8; 32] = bytes.try_into().map_err(|_| NoteError::KeyMalformed("key length"))?;
-    let public = match private {
-        true => SigningKey::from_bytes(&bytes).verifying_key().to_bytes(),
-        false => bytes,
-    };
-    if hex != to_hex(&key_id(name, &public)) {
-        return Err(NoteError::KeyMalformed("key id does not match the key"));
-    }
-    Ok((name.to_string(), bytes))
 }
 
 /// A witness's signing key.
@@ -72,22 +38,21 @@ impl Cosigner {
 
     /// `PRIVATE+KEY+<name>+<hex id>+<base64(0x04 || seed)>`.
     pub fn parse_private(text: &str) -> Result<Self, NoteError> {
-        let (name, seed) = parse_key(text, "PRIVATE+KEY+", true)?;
-        Self::from_seed(&name, &seed)
+        let (name, seed) = parse_private_key(text, COSIGNATURE_ED25519)?;
+        Self::from_seed(name, &seed)
     }
 
     pub fn encode_private(&self) -> String {
-        let mut raw = vec![COSIGNATURE_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        let id = to_hex(&self.verifier().id);
-        format!("PRIVATE+KEY+{}+{id}+{}", self.name, STANDARD.encode(raw))
+        let key =
+            encode_key(&self.name, COSIGNATURE_ED25519, &self.verifier().id, self.key.as_bytes());
+        format!("PRIVATE+KEY+{key}")
     }
 
     pub fn verifier(&self) -> CosignerKey {
         let public = self.key.verifying_key();
         CosignerKey {
             name: self.name.clone(),
-            id: key_id(&self.name, public.as_bytes()),
+            id: key_id(&self.name, COSIGNATURE_ED25519, public.as_bytes()),
             key: public,
         }
     }
@@ -113,10 +78,8 @@ pub struct CosignerKey {
 
 impl CosignerKey {
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let (name, public) = parse_key(text, "", false)?;
-        let key =
-            VerifyingKey::from_bytes(&public).map_err(|_| NoteError::KeyMalformed("bad key"))?;
-        Ok(Self { id: key_id(&name, &public), name, key })
+        let (name, id, key) = parse_public_key(text, COSIGNATURE_ED25519)?;
+        Ok(Self { name: name.to_string(), id, key })
     }
 
     pub fn name(&self) -> &str {
@@ -124,9 +87,7 @@ impl CosignerKey {
     }
 
     pub fn encode(&self) -> String {
-        let mut raw = vec![COSIGNATURE_ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, to_hex(&self.id), STANDARD.encode(raw))
+        encode_key(&self.name, COSIGNATURE_ED25519, &self.id, self.key.as_bytes())
     }
 
     /// The time of this witness's valid cosignature on a checkpoint note.

@@ -43,8 +43,9 @@ pub(crate) fn name_is_valid(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
-/// Splits `<name>+<hex id>+<base64(0x01 || 32 bytes)>` (a name holds no '+', base64 may).
-fn split_key(text: &str) -> Result<(&str, &str, [u8; 32]), NoteError> {
+/// Splits `<name>+<hex id>+<base64(kind || 32 bytes)>` (a name holds no '+', base64 may),
+/// checking the key type byte. Shared by note keys (0x01) and cosignature keys (0x04).
+pub(crate) fn split_key(text: &str, kind: u8) -> Result<(&str, &str, [u8; 32]), NoteError> {
     let mut parts = text.splitn(3, '+');
     let (Some(name), Some(hex), Some(b64)) = (parts.next(), parts.next(), parts.next()) else {
         return Err(NoteError::KeyMalformed("expected name+id+key"));
@@ -53,21 +54,59 @@ fn split_key(text: &str) -> Result<(&str, &str, [u8; 32]), NoteError> {
         return Err(NoteError::KeyMalformed("invalid key name"));
     }
     let raw = STANDARD.decode(b64).map_err(|_| NoteError::KeyMalformed("bad base64"))?;
-    let Some((&ED25519, bytes)) = raw.split_first() else {
-        return Err(NoteError::KeyMalformed("not an Ed25519 key"));
+    let Some((_, bytes)) = raw.split_first().filter(|(k, _)| **k == kind) else {
+        return Err(NoteError::KeyMalformed("not a key of the type this use needs"));
     };
     let bytes = bytes.try_into().map_err(|_| NoteError::KeyMalformed("key length"))?;
     Ok((name, hex, bytes))
 }
 
-fn key_id(name: &str, public: &[u8; 32]) -> [u8; 4] {
+/// `SHA-256(name || "\n" || kind || public key)[:4]`.
+pub(crate) fn key_id(name: &str, kind: u8, public: &[u8; 32]) -> [u8; 4] {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
     h.update(b"\n");
-    h.update([ED25519]);
+    h.update([kind]);
     h.update(public);
     let digest = h.finalize();
     [digest[0], digest[1], digest[2], digest[3]]
+}
+
+/// `<name>+<hex id>+<base64(kind || key bytes)>`, the form of verifier keys (and, after
+/// `PRIVATE+KEY+`, of private keys).
+pub(crate) fn encode_key(name: &str, kind: u8, id: &[u8; 4], bytes: &[u8; 32]) -> String {
+    let mut raw = vec![kind];
+    raw.extend_from_slice(bytes);
+    format!("{name}+{}+{}", to_hex(id), STANDARD.encode(raw))
+}
+
+/// The name and seed of `PRIVATE+KEY+<name>+<hex id>+<base64(kind || seed)>`, checking
+/// that the id is the one of the seed's public key.
+pub(crate) fn parse_private_key(text: &str, kind: u8) -> Result<(&str, [u8; 32]), NoteError> {
+    let rest = text
+        .trim_end()
+        .strip_prefix("PRIVATE+KEY+")
+        .ok_or(NoteError::KeyMalformed("expected PRIVATE+KEY+"))?;
+    let (name, hex, seed) = split_key(rest, kind)?;
+    let public = SigningKey::from_bytes(&seed).verifying_key().to_bytes();
+    if hex != to_hex(&key_id(name, kind, &public)) {
+        return Err(NoteError::KeyMalformed("key id does not match the key"));
+    }
+    Ok((name, seed))
+}
+
+/// A verifier key's name, id and public key, checking the id.
+pub(crate) fn parse_public_key(
+    text: &str,
+    kind: u8,
+) -> Result<(&str, [u8; 4], VerifyingKey), NoteError> {
+    let (name, hex, public) = split_key(text.trim_end(), kind)?;
+    let key = VerifyingKey::from_bytes(&public).map_err(|_| NoteError::KeyMalformed("bad key"))?;
+    let id = key_id(name, kind, &public);
+    if hex != to_hex(&id) {
+        return Err(NoteError::KeyMalformed("key id does not match the key"));
+    }
+    Ok((name, id, key))
 }
 
 /// A key that verifies notes: a name and an Ed25519 public key.
@@ -81,13 +120,7 @@ pub struct NoteVerifier {
 impl NoteVerifier {
     /// Parses `<name>+<hex id>+<base64(0x01 || public key)>`, checking the id.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let (name, hex, public) = split_key(text.trim_end())?;
-        let key =
-            VerifyingKey::from_bytes(&public).map_err(|_| NoteError::KeyMalformed("bad key"))?;
-        let id = key_id(name, &public);
-        if hex.len() != 8 || hex != to_hex(&id) {
-            return Err(NoteError::KeyMalformed("key id does not match the key"));
-        }
+        let (name, id, key) = parse_public_key(text, ED25519)?;
         Ok(Self { name: name.to_string(), id, key })
     }
 
@@ -97,9 +130,7 @@ impl NoteVerifier {
 
     /// The key in its published form.
     pub fn encode(&self) -> String {
-        let mut raw = vec![ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!("{}+{}+{}", self.name, to_hex(&self.id), STANDARD.encode(raw))
+        encode_key(&self.name, ED25519, &self.id, self.key.as_bytes())
     }
 
     /// Checks a signed note and returns its text if a signature by this key verifies.
@@ -136,27 +167,17 @@ impl NoteSigner {
 
     /// Parses the private key format `PRIVATE+KEY+<name>+<hex id>+<base64(0x01 || seed)>`.
     pub fn parse_private(text: &str) -> Result<Self, NoteError> {
-        let rest = text
-            .trim_end()
-            .strip_prefix("PRIVATE+KEY+")
-            .ok_or(NoteError::KeyMalformed("expected PRIVATE+KEY+"))?;
-        let (name, hex, seed) = split_key(rest)?;
-        let signer = Self::from_seed(name, &seed)?;
-        if hex != to_hex(&signer.id()) {
-            return Err(NoteError::KeyMalformed("key id does not match the key"));
-        }
-        Ok(signer)
+        let (name, seed) = parse_private_key(text, ED25519)?;
+        Self::from_seed(name, &seed)
     }
 
     /// The private key in the same text format.
     pub fn encode_private(&self) -> String {
-        let mut raw = vec![ED25519];
-        raw.extend_from_slice(self.key.as_bytes());
-        format!("PRIVATE+KEY+{}+{}+{}", self.name, to_hex(&self.id()), STANDARD.encode(raw))
+        format!("PRIVATE+KEY+{}", encode_key(&self.name, ED25519, &self.id(), self.key.as_bytes()))
     }
 
     fn id(&self) -> [u8; 4] {
-        key_id(&self.name, self.key.verifying_key().as_bytes())
+        key_id(&self.name, ED25519, self.key.verifying_key().as_bytes())
     }
 
     pub fn verifier(&self) -> NoteVerifier {

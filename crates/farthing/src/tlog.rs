@@ -13,7 +13,7 @@ use farthing_store::tlog::verifier_key;
 use farthing_store::{Engine, EngineConfig};
 use farthing_tlog::checkpoint::Checkpoint;
 use farthing_tlog::cosignature::CosignerKey;
-use farthing_tlog::note::NoteVerifier;
+use farthing_tlog::note::{NoteError, NoteVerifier};
 use farthing_tlog::proof::{encode_hashes, parse_hashes, TlogProof};
 use farthing_tlog::{leaf_hash, verify_consistency};
 use serde_json::{json, Value};
@@ -229,13 +229,23 @@ pub fn utc(ns: u64) -> String {
 
 /// A verifier key given as text, or the path of a file holding it.
 pub fn read_key(arg: &str) -> Result<NoteVerifier, String> {
-    let as_key = NoteVerifier::parse(arg.trim());
+    key_arg(arg, "--key", "verifier key", NoteVerifier::parse)
+}
+
+/// A key given on the command line as text, or as the path of a file holding it.
+fn key_arg<K>(
+    arg: &str,
+    flag: &str,
+    what: &str,
+    parse: fn(&str) -> Result<K, NoteError>,
+) -> Result<K, String> {
+    let as_key = parse(arg.trim());
     if as_key.is_ok() || !Path::new(arg).exists() && arg.contains('+') {
-        return as_key.map_err(|e| format!("--key {arg}: not a verifier key: {e}"));
+        return as_key.map_err(|e| format!("{flag} {arg}: not a {what}: {e}"));
     }
     let text = std::fs::read_to_string(arg)
-        .map_err(|e| format!("--key is neither a verifier key nor a readable file ({arg}: {e})"))?;
-    NoteVerifier::parse(text.trim()).map_err(|e| format!("{arg}: not a verifier key: {e}"))
+        .map_err(|e| format!("{flag} is neither a {what} nor a readable file ({arg}: {e})"))?;
+    parse(text.trim()).map_err(|e| format!("{arg}: not a {what}: {e}"))
 }
 
 pub fn read_file(path: &Path) -> Result<String, String> {
@@ -353,11 +363,7 @@ pub fn run_verify(command: &VerifyCommand) -> Result<(), String> {
 fn check_witnesses(note: &str, witnesses: &[String]) -> Result<Vec<(String, u64)>, String> {
     let mut out = Vec::new();
     for text in witnesses {
-        let key = match CosignerKey::parse(text.trim()) {
-            Ok(k) => k,
-            Err(_) => CosignerKey::parse(read_file(Path::new(text))?.trim())
-                .map_err(|e| format!("--witness {text}: not a witness key: {e}"))?,
-        };
+        let key = key_arg(text, "--witness", "witness key", CosignerKey::parse)?;
         let time = key
             .verify(note)
             .map_err(|_| format!("no valid cosignature by witness {}", key.name()))?;

@@ -22,6 +22,7 @@ use farthing_tlog::verify_consistency;
 use rand::TryRngCore;
 use sha2::{Digest, Sha256};
 
+use crate::inspect::hex;
 use crate::tlog::{read_file, read_key};
 
 #[derive(Subcommand)]
@@ -102,8 +103,7 @@ pub fn run(command: &WitnessCommand) -> Result<(), String> {
                 let name = name.clone().unwrap_or_else(|| {
                     let mut tag = [0u8; 6];
                     let _ = rand::rngs::OsRng.try_fill_bytes(&mut tag);
-                    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-                    format!("farthing-witness.local/{hex}")
+                    format!("farthing-witness.local/{}", hex(&tag))
                 });
                 let signer = Cosigner::from_seed(&name, &seed)
                     .map_err(|e| format!("witness name {name:?}: {e}"))?;
@@ -144,9 +144,7 @@ pub fn run(command: &WitnessCommand) -> Result<(), String> {
 }
 
 fn log_memory(state: &Path, origin: &str) -> PathBuf {
-    let id: String =
-        Sha256::digest(origin.as_bytes())[..8].iter().map(|b| format!("{b:02x}")).collect();
-    state.join("logs").join(id)
+    state.join("logs").join(hex(&Sha256::digest(origin.as_bytes())[..8]))
 }
 
 fn last_cosigned(memory: &Path, log_key: &NoteVerifier) -> Result<Option<Checkpoint>, String> {

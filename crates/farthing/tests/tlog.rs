@@ -92,6 +92,16 @@ fn tamper(data: &Path, id: u128, edit: impl FnOnce(&mut Vec<Transfer>)) {
     std::fs::write(&file, bytes).unwrap();
 }
 
+/// Commits `batches` more batches of 64 transfers to `data` (ids set apart by `run`).
+fn grow(data: &Path, run: u32, batches: u32) {
+    let acks = data.with_extension(format!("acks-{run}"));
+    let (run, batches) = (run.to_string(), batches.to_string());
+    ok(&["write-load", "--data-dir", s(data), "--ack-file", s(&acks), "--run", &run]
+        .into_iter()
+        .chain(["--clients", "1", "--batches", &batches])
+        .collect::<Vec<_>>());
+}
+
 fn audit_json(data: &Path) -> (bool, Value) {
     let (passed, out, err) = farthing(&["audit", "--data-dir", s(data), "--json"]);
     (passed, serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}{err}")))
@@ -148,20 +158,7 @@ fn checkpoints_prove_the_log_only_grew() {
     std::fs::write(&key_file, ok(&["log", "key", "--data-dir", s(&data)])).unwrap();
     let old = tmp.path().join("old.checkpoint");
     std::fs::write(&old, ok(&["log", "checkpoint", "--data-dir", s(&data)])).unwrap();
-    let acks = tmp.path().join("acks");
-    ok(&[
-        "write-load",
-        "--data-dir",
-        s(&data),
-        "--ack-file",
-        s(&acks),
-        "--run",
-        "7",
-        "--clients",
-        "1",
-        "--batches",
-        "3",
-    ]);
+    grow(&data, 7, 3);
     let new = tmp.path().join("new.checkpoint");
     std::fs::write(&new, ok(&["log", "checkpoint", "--data-dir", s(&data)])).unwrap();
     assert!(std::fs::read_to_string(&new).unwrap().contains("\n3192\n"));
@@ -335,14 +332,7 @@ fn a_witness_cosigns_only_a_log_that_grew_consistently_and_catches_a_fork() {
     assert!(!passed && err.contains("no valid cosignature"), "{err}");
 
     // The log grows; the witness needs, checks and accepts the consistency proof.
-    let grow = |dir: &Path, run: &str| {
-        let acks = tmp.path().join(format!("acks-{run}"));
-        ok(&["write-load", "--data-dir", s(dir), "--ack-file", s(&acks), "--run", run]
-            .into_iter()
-            .chain(["--clients", "1", "--batches", "2"])
-            .collect::<Vec<_>>());
-    };
-    grow(&data, "5");
+    grow(&data, 5, 2);
     let cp2 = file("cp2", &ok(&["log", "checkpoint", "--data-dir", s(&data)]));
     let (passed, _, err) = cosign(&cp2, None);
     assert!(!passed && err.contains("consistency proof from size 3000"), "{err}");
@@ -354,12 +344,12 @@ fn a_witness_cosigns_only_a_log_that_grew_consistently_and_catches_a_fork() {
     assert!(!passed && err.contains("rollback"), "{err}");
 
     // The twin (same key, other history) shows the witness a fork at the same size...
-    grow(&twin, "6");
+    grow(&twin, 6, 2);
     let fork = file("fork", &ok(&["log", "checkpoint", "--data-dir", s(&twin)]));
     let (passed, _, err) = cosign(&fork, None);
     assert!(!passed && err.contains("FORK"), "{err}");
     // ...and no proof from its own history makes it extend what the witness cosigned.
-    grow(&twin, "8");
+    grow(&twin, 8, 2);
     let fork2 = file("fork2", &ok(&["log", "checkpoint", "--data-dir", s(&twin)]));
     let size2 = std::fs::read_to_string(&cp2).unwrap().lines().nth(1).unwrap().to_string();
     let proof = file("p3", &ok(&["log", "consistency", "--data-dir", s(&twin), "--old", &size2]));

@@ -28,7 +28,7 @@ use farthing_ledger::{
 use crate::clock::{Clock, SystemClock};
 use crate::datadir::{self, DataDir, Recovery};
 use crate::error::{EngineError, StoreError};
-use crate::tlog::{CheckpointPolicy, EncodedLeaves, LogMsg, LogState, Logger, Receipt};
+use crate::tlog::{CheckpointPolicy, LogMsg, LogState, Logger, Receipt};
 use crate::wal::{self, Op, RecordBuilder, WalWriter};
 
 /// Engine settings; every bound has its unit in its name.
@@ -135,7 +135,7 @@ struct Commit {
     answers: Vec<(Reply, Answer)>,
     snapshot: Option<SnapshotJob>,
     /// Transfers this commit's record committed, in order, for the log once durable.
-    leaves: EncodedLeaves,
+    leaves: Vec<Transfer>,
 }
 
 /// Live counters, readable from any thread.
@@ -204,7 +204,7 @@ impl Engine {
         let stats = Arc::new(EngineStats::default());
         // Emptied leaf buffers go back to the engine thread: a fresh megabyte per batch
         // would cost page faults on one side and an unmap on the other.
-        let (recycle, recycled) = bounded::<EncodedLeaves>(LOG_QUEUE_MAX + 8);
+        let (recycle, recycled) = bounded::<Vec<Transfer>>(LOG_QUEUE_MAX + 8);
         let writer = Writer {
             sm,
             inbox: inbox.clone(),
@@ -559,7 +559,7 @@ struct Writer {
     snapshots_in_flight: Arc<AtomicUsize>,
     /// Hand committed transfers on to the log.
     log: bool,
-    recycled: Receiver<EncodedLeaves>,
+    recycled: Receiver<Vec<Transfer>>,
 }
 
 impl Writer {
@@ -635,7 +635,7 @@ impl Writer {
                 events: 0,
                 answers: vec![],
                 snapshot: None,
-                leaves: EncodedLeaves::default(),
+                leaves: vec![],
             };
             let _ = self.commits.send(commit);
         }
@@ -679,7 +679,7 @@ impl Writer {
                 events,
                 answers: Vec::new(),
                 snapshot: None,
-                leaves: EncodedLeaves::default(),
+                leaves: Vec::new(),
             };
             if self.commits.send(commit).is_err() {
                 return false;
@@ -719,12 +719,10 @@ impl Writer {
         let leaves = match self.log {
             true => {
                 let mut leaves = self.recycled.try_recv().unwrap_or_default();
-                for t in &self.sm.transfers()[transfers_before..] {
-                    leaves.push(t);
-                }
+                leaves.extend_from_slice(&self.sm.transfers()[transfers_before..]);
                 leaves
             }
-            false => EncodedLeaves::default(),
+            false => Vec::new(),
         };
         let commit = Commit { record: None, events: 0, answers, snapshot: None, leaves };
         if self.commits.send(commit).is_err() {
@@ -779,8 +777,7 @@ impl Writer {
             state: builder.finish(),
             waiting: Vec::new(),
         });
-        let commit =
-            Commit { record: None, events: 0, answers, snapshot, leaves: EncodedLeaves::default() };
+        let commit = Commit { record: None, events: 0, answers, snapshot, leaves: Vec::new() };
         let _ = self.commits.send(commit);
     }
 }

@@ -49,35 +49,24 @@ pub fn transfer_leaf_hash(t: &Transfer) -> Hash {
     leaf_hash(&encode_leaf(t))
 }
 
-/// Committed transfers' leaves, encoded back to back: what the engine hands the log thread
-/// (82 bytes a payment rather than the 128-byte transfer).
+/// Hashes batches of committed transfers' leaves, reusing its buffers from batch to batch:
+/// the leaves are encoded back to back (82 bytes a typical payment), then hashed together.
 #[derive(Default)]
-pub struct EncodedLeaves {
+pub struct LeafHasher {
     bytes: Vec<u8>,
     ends: Vec<usize>,
+    hashes: Vec<Hash>,
 }
 
-impl EncodedLeaves {
-    pub fn push(&mut self, t: &Transfer) {
-        encode_leaf_into(t, &mut self.bytes);
-        self.ends.push(self.bytes.len());
-    }
-
-    pub fn clear(&mut self) {
+impl LeafHasher {
+    /// The leaf hashes of `transfers`, in order.
+    pub fn hash(&mut self, transfers: &[Transfer]) -> &[Hash] {
         self.bytes.clear();
         self.ends.clear();
-    }
-
-    pub fn len(&self) -> usize {
-        self.ends.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
-    }
-
-    /// Their leaf hashes, in order, into `out` (replaced).
-    pub fn hash_into(&self, out: &mut Vec<Hash>) {
+        for t in transfers {
+            encode_leaf_into(t, &mut self.bytes);
+            self.ends.push(self.bytes.len());
+        }
         let mut start = 0;
         let entries: Vec<&[u8]> = self
             .ends
@@ -88,33 +77,9 @@ impl EncodedLeaves {
                 entry
             })
             .collect();
-        out.clear();
-        out.resize(self.len(), [0; 32]);
-        leaf_hashes(&entries, out);
-    }
-}
-
-/// Hashes batches of committed transfers' leaves, reusing its buffers from batch to batch.
-#[derive(Default)]
-pub struct LeafHasher {
-    leaves: EncodedLeaves,
-    hashes: Vec<Hash>,
-}
-
-impl LeafHasher {
-    /// The leaf hashes of `transfers`, in order.
-    pub fn hash(&mut self, transfers: &[Transfer]) -> &[Hash] {
-        self.leaves.clear();
-        for t in transfers {
-            self.leaves.push(t);
-        }
-        self.leaves.hash_into(&mut self.hashes);
-        &self.hashes
-    }
-
-    /// The leaf hashes of leaves already encoded.
-    pub fn hash_encoded(&mut self, leaves: &EncodedLeaves) -> &[Hash] {
-        leaves.hash_into(&mut self.hashes);
+        self.hashes.clear();
+        self.hashes.resize(transfers.len(), [0; 32]);
+        leaf_hashes(&entries, &mut self.hashes);
         &self.hashes
     }
 }
@@ -520,8 +485,8 @@ pub struct Receipt {
 type LogReply<T> = oneshot::Sender<Result<T, EngineError>>;
 
 pub(crate) enum LogMsg {
-    /// The leaves of committed transfers whose records are durable, in commit order.
-    Leaves(EncodedLeaves),
+    /// Committed transfers whose records are durable, in commit order.
+    Leaves(Vec<Transfer>),
     /// The inclusion proof of the leaf at `index`, whose hash the asker computed from the
     /// ledger: every proof is checked against the checkpoint before it is handed out.
     Prove {
@@ -548,7 +513,7 @@ pub(crate) struct Logger {
     pub(crate) policy: CheckpointPolicy,
     pub(crate) failure: Arc<Mutex<Option<String>>>,
     /// Where emptied leaf buffers go back for reuse.
-    pub(crate) recycle: crossbeam_channel::Sender<EncodedLeaves>,
+    pub(crate) recycle: crossbeam_channel::Sender<Vec<Transfer>>,
     pub(crate) hasher: LeafHasher,
     /// Whether the thread runs at idle priority now.
     pub(crate) idle: bool,
@@ -600,11 +565,12 @@ impl Logger {
                 Err(RecvTimeoutError::Disconnected) => LogMsg::Stop,
             };
             match msg {
-                LogMsg::Leaves(mut leaves) => {
+                LogMsg::Leaves(mut transfers) => {
+                    // Encoded here, not on the engine thread: the engine only copies.
                     self.yield_to_the_engine(self.inbox.len());
-                    self.state.tree.extend(self.hasher.hash_encoded(&leaves));
-                    leaves.clear();
-                    let _ = self.recycle.try_send(leaves);
+                    self.state.tree.extend(self.hasher.hash(&transfers));
+                    transfers.clear();
+                    let _ = self.recycle.try_send(transfers);
                     if self.state.size() - self.signed_size() >= self.policy.leaves {
                         self.sign()?;
                         signed_at = Instant::now();

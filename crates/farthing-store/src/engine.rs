@@ -60,7 +60,14 @@ pub struct EngineConfig {
     pub checkpoint_interval_ms: u64,
     /// ...or once this many leaves were added since the last.
     pub checkpoint_leaves: u64,
+    /// Called by the WAL thread with each run of committed transfers once it is durable,
+    /// before anyone is answered: the commit path's event feed (live events, webhooks).
+    pub on_commit: Option<CommitListener>,
 }
+
+/// Receives `(index of the first transfer, transfers)` in commit order, each exactly once
+/// per engine run. It runs on the WAL thread, so it must only hand the transfers on.
+pub type CommitListener = Arc<dyn Fn(u64, &[Transfer]) + Send + Sync>;
 
 impl EngineConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
@@ -79,6 +86,7 @@ impl EngineConfig {
             log_origin: None,
             checkpoint_interval_ms: 1_000,
             checkpoint_leaves: 1_000_000,
+            on_commit: None,
         }
     }
 }
@@ -136,6 +144,8 @@ struct Commit {
     snapshot: Option<SnapshotJob>,
     /// Transfers this commit's record committed, in order, for the log once durable.
     leaves: Vec<Transfer>,
+    /// Commit position of `leaves[0]`.
+    first_index: u64,
 }
 
 /// Live counters, readable from any thread.
@@ -222,6 +232,7 @@ impl Engine {
             snapshot_failed: snapshot_failed.clone(),
             snapshots_in_flight: in_flight.clone(),
             log: config.log,
+            listening: config.on_commit.is_some(),
             recycled,
         };
         let (log_sender, log_inbox) = bounded::<LogMsg>(LOG_QUEUE_MAX);
@@ -242,6 +253,7 @@ impl Engine {
             stats: stats.clone(),
             snapshots,
             log: log.clone(),
+            on_commit: config.on_commit.clone(),
         };
         let mut threads = vec![
             std::thread::Builder::new()
@@ -381,6 +393,91 @@ impl EngineHandle {
         // Every request is answered explicitly; a reply dropped unanswered means the engine
         // died holding it, after it may have been logged.
         answer.recv().unwrap_or(Err(EngineError::OutcomeUnknown))
+    }
+
+    /// Like `submit` for async callers: never blocks a thread. A full queue is `Overloaded`
+    /// at once (the caller answers "retry later" rather than holding a task).
+    async fn submit_async(&self, command: Command) -> Result<Answer, EngineError> {
+        if let Some(reason) = self.failure.lock().unwrap().clone() {
+            return Err(EngineError::Failed(reason));
+        }
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(EngineError::Stopped);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.requests.try_send(Request { command, reply }).map_err(|e| match e {
+            TrySendError::Full(_) => EngineError::Overloaded,
+            TrySendError::Disconnected(_) => EngineError::Stopped,
+        })?;
+        if self.closed.load(Ordering::SeqCst) {
+            drain(&self.queued, &self.failure);
+        }
+        answer.await.unwrap_or(Err(EngineError::OutcomeUnknown))
+    }
+
+    /// [`Self::create_assets`] for async callers.
+    pub async fn create_assets_async(
+        &self,
+        assets: Vec<Asset>,
+    ) -> Result<Vec<EventResult<CreateAssetResult>>, EngineError> {
+        Self::check_batch(assets.len())?;
+        match self.submit_async(Command::CreateAssets(assets)).await? {
+            Answer::Assets(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// [`Self::create_accounts`] for async callers.
+    pub async fn create_accounts_async(
+        &self,
+        accounts: Vec<Account>,
+    ) -> Result<Vec<EventResult<CreateAccountResult>>, EngineError> {
+        Self::check_batch(accounts.len())?;
+        match self.submit_async(Command::CreateAccounts(accounts)).await? {
+            Answer::Accounts(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// [`Self::create_transfers`] for async callers; `Overloaded` at once if the queue is
+    /// full.
+    pub async fn create_transfers_async(
+        &self,
+        transfers: Vec<Transfer>,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        Self::check_batch(transfers.len())?;
+        match self.submit_async(Command::CreateTransfers(transfers)).await? {
+            Answer::Transfers(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// [`Self::read`] for async callers.
+    pub async fn read_async<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&StateMachine) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let read: ReadFn = Box::new(move |sm| Box::new(f(sm)));
+        match self.submit_async(Command::Read(read)).await? {
+            Answer::Read(value) => Ok(*value.downcast::<T>().expect("read answer type")),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// [`Self::get_account_transfers`] for async callers.
+    pub async fn get_account_transfers_async(
+        &self,
+        filter: AccountFilter,
+    ) -> Result<Result<Page<Transfer>, QueryError>, EngineError> {
+        self.read_async(move |sm| sm.get_account_transfers(&filter)).await
+    }
+
+    /// [`Self::get_account_balances`] for async callers.
+    pub async fn get_account_balances_async(
+        &self,
+        filter: AccountFilter,
+    ) -> Result<Result<Page<BalanceAt>, QueryError>, EngineError> {
+        self.read_async(move |sm| sm.get_account_balances(&filter)).await
     }
 
     /// Registers assets; answers once they are durable.
@@ -559,6 +656,8 @@ struct Writer {
     snapshots_in_flight: Arc<AtomicUsize>,
     /// Hand committed transfers on to the log.
     log: bool,
+    /// Hand committed transfers on to the commit listener.
+    listening: bool,
     recycled: Receiver<Vec<Transfer>>,
 }
 
@@ -636,6 +735,7 @@ impl Writer {
                 answers: vec![],
                 snapshot: None,
                 leaves: vec![],
+                first_index: 0,
             };
             let _ = self.commits.send(commit);
         }
@@ -680,6 +780,7 @@ impl Writer {
                 answers: Vec::new(),
                 snapshot: None,
                 leaves: Vec::new(),
+                first_index: 0,
             };
             if self.commits.send(commit).is_err() {
                 return false;
@@ -716,7 +817,7 @@ impl Writer {
             answers.push((reply, answer));
         }
         assert_eq!(self.sm.last_timestamp(), last, "execution must match the logged timestamps");
-        let leaves = match self.log {
+        let leaves = match self.log || self.listening {
             true => {
                 let mut leaves = self.recycled.try_recv().unwrap_or_default();
                 leaves.extend_from_slice(&self.sm.transfers()[transfers_before..]);
@@ -724,7 +825,9 @@ impl Writer {
             }
             false => Vec::new(),
         };
-        let commit = Commit { record: None, events: 0, answers, snapshot: None, leaves };
+        let first_index = transfers_before as u64;
+        let commit =
+            Commit { record: None, events: 0, answers, snapshot: None, leaves, first_index };
         if self.commits.send(commit).is_err() {
             return false;
         }
@@ -777,7 +880,14 @@ impl Writer {
             state: builder.finish(),
             waiting: Vec::new(),
         });
-        let commit = Commit { record: None, events: 0, answers, snapshot, leaves: Vec::new() };
+        let commit = Commit {
+            record: None,
+            events: 0,
+            answers,
+            snapshot,
+            leaves: Vec::new(),
+            first_index: 0,
+        };
         let _ = self.commits.send(commit);
     }
 }
@@ -881,6 +991,7 @@ struct Syncer {
     stats: Arc<EngineStats>,
     snapshots: Sender<SnapshotJob>,
     log: Option<Sender<LogMsg>>,
+    on_commit: Option<CommitListener>,
 }
 
 impl Syncer {
@@ -923,6 +1034,9 @@ impl Syncer {
             for commit in commits {
                 // The log learns of durable transfers before anyone hears they committed,
                 // so a receipt asked for after an answer always finds its leaf.
+                if let (false, Some(listener)) = (commit.leaves.is_empty(), &self.on_commit) {
+                    listener(commit.first_index, &commit.leaves);
+                }
                 if let (false, Some(log)) = (commit.leaves.is_empty(), &self.log) {
                     let _ = log.send(LogMsg::Leaves(commit.leaves));
                 }

@@ -28,6 +28,6 @@ pub mod wal;
 
 pub use clock::{Clock, SystemClock};
 pub use datadir::{recover, DataDir, Recovery};
-pub use engine::{Engine, EngineConfig, EngineHandle, EngineStats};
+pub use engine::{CommitListener, Engine, EngineConfig, EngineHandle, EngineStats};
 pub use error::{EngineError, StoreError};
 pub use tlog::{CheckpointPolicy, Receipt};

@@ -5,6 +5,7 @@ mod bench_tlog;
 mod inspect;
 mod loadgen;
 mod query;
+mod serve;
 mod tlog;
 mod witness;
 
@@ -22,6 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the payment API server (REST, events, webhooks) on the embedded store.
+    Serve(serve::ServeArgs),
     /// Measure Farthing end to end.
     Bench {
         #[command(subcommand)]
@@ -82,6 +85,7 @@ pub enum Distribution {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Serve(args) => serve::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),

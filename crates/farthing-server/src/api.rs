@@ -1,0 +1,799 @@
+//! The REST API under `/v1`: handlers, with their OpenAPI descriptions next to them (the
+//! router and `/openapi.json` are built from the same list, so they cannot drift).
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use farthing_ledger::amount::parse_amount;
+use farthing_ledger::limits::BATCH_EVENTS_MAX;
+use farthing_ledger::{
+    Account, AccountFilter, AccountFlags, Asset, AssetKind, CreateAccountResult,
+    CreateAssetResult, CreateTransferResult, PendingStatus, QueryError, Transfer, TransferFlags,
+};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::auth::{NewKey, Principal, Role};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::ApiJson;
+use crate::model::*;
+use crate::state::{AccountInfo, AppState};
+
+// ----- parsing -----
+
+/// A decimal `u128` id that is neither 0 nor `u128::MAX`.
+pub fn parse_id(field: &str, text: &str) -> ApiResult<u128> {
+    match text.parse::<u128>() {
+        Ok(id) if id != 0 && id != u128::MAX => Ok(id),
+        _ => Err(ApiError::invalid(
+            field,
+            format!("{field} must be a decimal id between 1 and 2^128-2, as a string; got {text:?}."),
+        )),
+    }
+}
+
+fn parse_u64(field: &str, text: &str) -> ApiResult<u64> {
+    text.parse::<u64>()
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a decimal u64 string.")))
+}
+
+fn parse_u128(field: &str, text: &str) -> ApiResult<u128> {
+    text.parse::<u128>()
+        .map_err(|_| ApiError::invalid(field, format!("{field} must be a decimal u128 string.")))
+}
+
+fn new_id() -> u128 {
+    loop {
+        let id: u128 = rand::random();
+        if id != 0 && id != u128::MAX {
+            return id;
+        }
+    }
+}
+
+fn id_or_new(field: &str, id: &Option<String>) -> ApiResult<u128> {
+    id.as_deref().map_or(Ok(new_id()), |t| parse_id(field, t))
+}
+
+fn amount(field: &str, text: &str, scale: u8) -> ApiResult<u128> {
+    parse_amount(text, scale)
+        .map_err(|e| ApiError::invalid(field, format!("{field} {text:?}: {e}.")))
+}
+
+fn unprocessable(code: &str, detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
+}
+
+/// A ledger refusal of a transfer as an answer: conflicts for ids reused with other fields,
+/// 422 for every business rule.
+fn transfer_refused(code: CreateTransferResult) -> ApiError {
+    let status = if code.is_exists() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
+    ApiError::new(status, code.code(), code.message())
+}
+
+// ----- assets -----
+
+#[utoipa::path(post, path = "/v1/assets", tag = "assets", request_body = CreateAsset,
+    responses((status = 201, body = AssetView), (status = 200, description = "It existed, identical", body = AssetView),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_asset(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateAsset>,
+) -> ApiResult<Response> {
+    p.require_admin()?;
+    let kind = match req.kind.as_deref() {
+        None => AssetKind::Fiat,
+        Some(k) => AssetKind::parse(k).ok_or_else(|| {
+            ApiError::invalid("kind", "kind must be fiat, stablecoin, cbdc or token.")
+        })?,
+    };
+    if let Ok(existing) = s.directory.asset_by_code(&req.code) {
+        let asset = s.engine.read_async(move |sm| sm.asset(existing.id).copied()).await?;
+        let asset = asset.ok_or_else(|| ApiError::not_found("asset"))?;
+        if asset.scale != req.scale || asset.kind != kind as u8 {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "exists_with_different_fields",
+                "An asset with this code exists with a different scale or kind.",
+            ));
+        }
+        return Ok((StatusCode::OK, Json(AssetView::new(&asset))).into_response());
+    }
+    let asset = Asset::new(s.directory.next_asset_id(), &req.code, req.scale, kind);
+    let result = s.engine.create_assets_async(vec![asset]).await?[0];
+    if result.code != CreateAssetResult::Ok {
+        return Err(unprocessable(result.code.code(), result.code.message()));
+    }
+    let created = Asset { timestamp: result.timestamp, ..asset };
+    s.directory.add_asset(&created);
+    Ok((StatusCode::CREATED, Json(AssetView::new(&created))).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/assets", tag = "assets",
+    responses((status = 200, body = Vec<AssetView>)), security(("bearer" = [])))]
+pub async fn list_assets(
+    State(s): State<AppState>,
+    Extension(_p): Extension<Principal>,
+) -> ApiResult<Json<Vec<AssetView>>> {
+    let assets = s.engine.read_async(|sm| sm.assets()).await?;
+    Ok(Json(assets.iter().map(AssetView::new).collect()))
+}
+
+#[utoipa::path(get, path = "/v1/assets/{code}", tag = "assets",
+    params(("code" = String, Path, description = "The asset's code")),
+    responses((status = 200, body = AssetView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_asset(
+    State(s): State<AppState>,
+    Extension(_p): Extension<Principal>,
+    Path(code): Path<String>,
+) -> ApiResult<Json<AssetView>> {
+    let info = s.directory.asset_by_code(&code).map_err(|_| ApiError::not_found("asset"))?;
+    let asset = s.engine.read_async(move |sm| sm.asset(info.id).copied()).await?;
+    Ok(Json(AssetView::new(&asset.ok_or_else(|| ApiError::not_found("asset"))?)))
+}
+
+// ----- accounts -----
+
+fn account_flags(names: &[String]) -> ApiResult<AccountFlags> {
+    let mut flags = AccountFlags::empty();
+    for name in names {
+        match name.as_str() {
+            "debits_must_not_exceed_credits" => flags.set(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, true),
+            "credits_must_not_exceed_debits" => flags.set(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS, true),
+            "history" => flags.set(AccountFlags::HISTORY, true),
+            other => {
+                return Err(ApiError::invalid(
+                    "flags",
+                    format!(
+                        "Unknown account flag {other:?}: use debits_must_not_exceed_credits, \
+                         credits_must_not_exceed_debits or history."
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(flags)
+}
+
+fn account_view(s: &AppState, a: &Account) -> AccountView {
+    let (code, scale) = s.directory.asset_text(a.asset);
+    AccountView::new(a, &code, scale)
+}
+
+#[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    responses((status = 201, body = AccountView), (status = 200, description = "It existed, identical", body = AccountView),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_account(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateAccount>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    let owner = match (&req.owner_id, p.role) {
+        (Some(o), _) => parse_u128("owner_id", o)?,
+        (None, Role::Admin) => {
+            return Err(ApiError::invalid("owner_id", "owner_id is required (0 for house accounts)."))
+        }
+        (None, _) => p.owner_id.expect("bound key"),
+    };
+    if p.role != Role::Admin && Some(owner) != p.owner_id {
+        return Err(ApiError::forbidden("This key may create accounts for its own owner only."));
+    }
+    if p.role != Role::Admin && !p.accounts.is_empty() {
+        return Err(ApiError::forbidden("This key is limited to a list of accounts."));
+    }
+    let asset = s.directory.asset_by_code(&req.asset)?;
+    let account = Account {
+        id: id_or_new("id", &req.id)?,
+        owner_id: owner,
+        user_data_64: req.user_data_64.as_deref().map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
+        asset: asset.id,
+        code: req.code.unwrap_or(1),
+        flags: account_flags(&req.flags)?,
+        ..Account::default()
+    };
+    let result = s.engine.create_accounts_async(vec![account]).await?[0];
+    let status = match result.code {
+        CreateAccountResult::Ok => StatusCode::CREATED,
+        CreateAccountResult::Exists => StatusCode::OK,
+        code if code.is_exists() => return Err(ApiError::new(StatusCode::CONFLICT, code.code(), code.message())),
+        code => return Err(unprocessable(code.code(), code.message())),
+    };
+    let id = account.id;
+    let stored = s.engine.read_async(move |sm| sm.account(id).copied()).await?;
+    let stored = stored.ok_or_else(|| ApiError::not_found("account"))?;
+    s.directory.add_account(&stored);
+    Ok((status, Json(account_view(&s, &stored))).into_response())
+}
+
+/// The account's directory entry, if the caller may see it (404 either way otherwise, so
+/// that a key cannot probe for others' ids).
+fn visible_account(s: &AppState, p: &Principal, id: u128) -> ApiResult<AccountInfo> {
+    match s.directory.account(id) {
+        Some(info) if p.sees_account(id, info.owner) => Ok(info),
+        _ => Err(ApiError::not_found("account")),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}", tag = "accounts",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_account(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<AccountView>> {
+    let id = parse_id("id", &id)?;
+    visible_account(&s, &p, id)?;
+    let account = s.engine.read_async(move |sm| sm.account(id).copied()).await?;
+    Ok(Json(account_view(&s, &account.ok_or_else(|| ApiError::not_found("account"))?)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListAccounts {
+    /// Whose accounts (decimal). Bound keys: their own (the default).
+    pub owner_id: Option<String>,
+    /// Rows per page (default 100, at most the server's page_size_max).
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+fn page_limit(s: &AppState, limit: Option<u32>) -> ApiResult<u32> {
+    let limit = limit.unwrap_or(100);
+    if limit == 0 || limit > s.config.page_size_max {
+        return Err(ApiError::bad_request(
+            "limit_out_of_range",
+            format!("limit must be 1 to {}.", s.config.page_size_max),
+        )
+        .field("/limit"));
+    }
+    Ok(limit)
+}
+
+#[utoipa::path(get, path = "/v1/accounts", tag = "accounts", params(ListAccounts),
+    responses((status = 200, body = Page<AccountView>)), security(("bearer" = [])))]
+pub async fn list_accounts(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ListAccounts>,
+) -> ApiResult<Json<Page<AccountView>>> {
+    let limit = page_limit(&s, q.limit)?;
+    let owner = match (&q.owner_id, p.owner_id) {
+        (Some(o), _) => parse_u128("owner_id", o)?,
+        (None, Some(own)) => own,
+        (None, None) => return Err(ApiError::invalid("owner_id", "owner_id is required.")),
+    };
+    if !p.role.sees_all() && Some(owner) != p.owner_id {
+        return Err(ApiError::forbidden("This key may list its own owner's accounts only."));
+    }
+    let after = q.cursor.as_deref().map_or(Ok(0), |c| parse_u64("cursor", c))? as usize;
+    let (ids, more) = s.directory.owner_accounts(owner, after, limit as usize);
+    let ids: Vec<u128> =
+        ids.into_iter().filter(|id| p.sees_account(*id, owner)).collect();
+    let next = more.then(|| (after + limit as usize).to_string());
+    let accounts = s
+        .engine
+        .read_async(move |sm| ids.iter().filter_map(|id| sm.account(*id).copied()).collect::<Vec<_>>())
+        .await?;
+    Ok(Json(Page { data: accounts.iter().map(|a| account_view(&s, a)).collect(), next_cursor: next }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    pub limit: Option<u32>,
+    /// From a previous page's next_cursor.
+    pub cursor: Option<String>,
+    /// Newest first.
+    #[serde(default)]
+    pub reverse: bool,
+}
+
+fn query_error(e: QueryError) -> ApiError {
+    let status = match e {
+        QueryError::AccountNotFound => StatusCode::NOT_FOUND,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    ApiError::new(status, e.code(), e.message())
+}
+
+fn history_filter(s: &AppState, id: u128, q: &HistoryQuery) -> ApiResult<AccountFilter> {
+    let mut f = AccountFilter::new(id, page_limit(s, q.limit)?);
+    f.reverse = q.reverse;
+    if let Some(c) = &q.cursor {
+        f = f.after(parse_u64("cursor", c)?);
+    }
+    Ok(f)
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/transfers", tag = "accounts",
+    params(("id" = String, Path, description = "Account id"), HistoryQuery),
+    responses((status = 200, body = Page<TransferView>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn account_transfers(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Page<TransferView>>> {
+    let id = parse_id("id", &id)?;
+    visible_account(&s, &p, id)?;
+    let filter = history_filter(&s, id, &q)?;
+    let page = s.engine.get_account_transfers_async(filter).await?.map_err(query_error)?;
+    let data = page.items.iter().map(|t| transfer_view(&s, t, None)).collect();
+    Ok(Json(Page { data, next_cursor: page.next_cursor.map(|c| c.to_string()) }))
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/balances", tag = "accounts",
+    params(("id" = String, Path, description = "Account id (created with the history flag)"), HistoryQuery),
+    responses((status = 200, body = Page<BalanceView>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn account_balances(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> ApiResult<Json<Page<BalanceView>>> {
+    let id = parse_id("id", &id)?;
+    let info = visible_account(&s, &p, id)?;
+    let (_, scale) = s.directory.asset_text(info.asset);
+    let filter = history_filter(&s, id, &q)?;
+    let page = s.engine.get_account_balances_async(filter).await?.map_err(query_error)?;
+    let f = |v| farthing_ledger::amount::format_amount(v, scale);
+    let data = page
+        .items
+        .iter()
+        .map(|b| BalanceView {
+            debits_pending: f(b.balances.debits_pending),
+            debits_posted: f(b.balances.debits_posted),
+            credits_pending: f(b.balances.credits_pending),
+            credits_posted: f(b.balances.credits_posted),
+            timestamp: b.timestamp.to_string(),
+            at: crate::receipt::utc(b.timestamp),
+        })
+        .collect();
+    Ok(Json(Page { data, next_cursor: page.next_cursor.map(|c| c.to_string()) }))
+}
+
+// ----- transfers -----
+
+fn transfer_view(s: &AppState, t: &Transfer, status: Option<PendingStatus>) -> TransferView {
+    let (code, scale) = s.directory.asset_text(t.asset);
+    TransferView::new(t, &code, scale, status)
+}
+
+const TRANSFER_FLAGS_ALLOWED: &str = "linked, balancing_debit or balancing_credit";
+
+/// A transfer request as a ledger transfer, once the caller may make it.
+fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResult<Transfer> {
+    let debit = parse_id("debit_account_id", &req.debit_account_id)?;
+    let credit = parse_id("credit_account_id", &req.credit_account_id)?;
+    let [debit_info, credit_info] = s.directory.accounts([debit, credit]);
+    let debit_info = match debit_info {
+        Some(info) if p.sees_account(debit, info.owner) => info,
+        _ => {
+            return Err(unprocessable(
+                "debit_account_not_found",
+                CreateTransferResult::DebitAccountNotFound.message(),
+            )
+            .field("/debit_account_id"))
+        }
+    };
+    if !p.may_debit(debit, debit_info.owner) {
+        return Err(ApiError::forbidden("This key may not move money out of that account.")
+            .field("/debit_account_id"));
+    }
+    if credit_info.is_none() {
+        return Err(unprocessable(
+            "credit_account_not_found",
+            CreateTransferResult::CreditAccountNotFound.message(),
+        )
+        .field("/credit_account_id"));
+    }
+    let asset = match &req.asset {
+        Some(code) => s.directory.asset_by_code(code)?,
+        None => s.directory.asset(debit_info.asset).ok_or_else(|| ApiError::not_found("asset"))?,
+    };
+    let mut flags = TransferFlags::empty();
+    for name in &req.flags {
+        match name.as_str() {
+            "linked" => flags.set(TransferFlags::LINKED, true),
+            "balancing_debit" => flags.set(TransferFlags::BALANCING_DEBIT, true),
+            "balancing_credit" => flags.set(TransferFlags::BALANCING_CREDIT, true),
+            other => {
+                return Err(ApiError::invalid(
+                    "flags",
+                    format!("Unknown transfer flag {other:?}: use {TRANSFER_FLAGS_ALLOWED}; `pending` is a field."),
+                ))
+            }
+        }
+    }
+    flags.set(TransferFlags::PENDING, req.pending);
+    if req.timeout_s.is_some() && !req.pending {
+        return Err(ApiError::invalid("timeout_s", "timeout_s applies to pending transfers only."));
+    }
+    Ok(Transfer {
+        id: id_or_new("id", &req.id)?,
+        debit_account_id: debit,
+        credit_account_id: credit,
+        amount: amount("amount", &req.amount, asset.scale)?,
+        user_data_128: req.user_data_128.as_deref().map_or(Ok(0), |u| parse_u128("user_data_128", u))?,
+        user_data_64: req.user_data_64.as_deref().map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
+        user_data_32: req.user_data_32.unwrap_or(0),
+        timeout_s: req.timeout_s.unwrap_or(0),
+        asset: asset.id,
+        code: req.code.unwrap_or(1),
+        flags,
+        ..Transfer::default()
+    })
+}
+
+/// Submits one transfer and answers as the API does: 201 applied, 200 it existed
+/// (identical), else the ledger's code.
+async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
+    let result = s.engine.create_transfers_async(vec![t]).await?[0];
+    use std::sync::atomic::Ordering::Relaxed;
+    match result.code {
+        CreateTransferResult::Ok => {
+            s.metrics.transfers_accepted.fetch_add(1, Relaxed);
+            let mut stored = t;
+            stored.timestamp = result.timestamp;
+            if t.flags.contains(TransferFlags::BALANCING_DEBIT)
+                || t.flags.contains(TransferFlags::BALANCING_CREDIT)
+                || t.flags.contains(TransferFlags::POST_PENDING)
+            {
+                // The amount that moved may differ from the one asked: answer what is stored.
+                let id = t.id;
+                stored = s.engine.read_async(move |sm| sm.transfer(id).copied()).await?.unwrap_or(stored);
+            }
+            let status = stored.flags.contains(TransferFlags::PENDING).then_some(PendingStatus::Pending);
+            Ok((StatusCode::CREATED, Json(transfer_view(s, &stored, status))).into_response())
+        }
+        CreateTransferResult::Exists => {
+            let id = t.id;
+            let (stored, status) = s
+                .engine
+                .read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id)))
+                .await?;
+            let stored = stored.ok_or_else(|| ApiError::not_found("transfer"))?;
+            Ok((StatusCode::OK, Json(transfer_view(s, &stored, status))).into_response())
+        }
+        code => {
+            s.metrics.transfers_refused.fetch_add(1, Relaxed);
+            Err(transfer_refused(code))
+        }
+    }
+}
+
+#[utoipa::path(post, path = "/v1/transfers", tag = "transfers", request_body = CreateTransfer,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request")),
+    responses((status = 201, body = TransferView), (status = 200, description = "It existed, identical", body = TransferView),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_transfer(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateTransfer>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    if req.flags.iter().any(|f| f == "linked") {
+        return Err(ApiError::invalid("flags", "linked joins a transfer to the next one in a batch."));
+    }
+    let t = build_transfer(&s, &p, &req)?;
+    submit_one(&s, t).await
+}
+
+#[utoipa::path(post, path = "/v1/transfers/batch", tag = "transfers", request_body = CreateTransferBatch,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request")),
+    responses((status = 200, body = BatchResult), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_transfer_batch(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateTransferBatch>,
+) -> ApiResult<Json<BatchResult>> {
+    p.require_writer()?;
+    let n = req.transfers.len();
+    let max = s.config.batch_transfers_max.min(BATCH_EVENTS_MAX);
+    if n == 0 || n > max {
+        return Err(ApiError::bad_request(
+            "batch_size",
+            format!("A batch holds 1 to {max} transfers; this one has {n}."),
+        )
+        .field("/transfers"));
+    }
+    let transfers = req
+        .transfers
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            build_transfer(&s, &p, t).map_err(|mut e| {
+                let field = e.field.take_field();
+                e.at(i).field(format!("/transfers/{i}{field}"))
+            })
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
+    let results = s.engine.create_transfers_async(transfers.clone()).await?;
+    let (mut accepted, mut existing, mut failed) = (0, 0, Vec::new());
+    for (i, r) in results.iter().enumerate() {
+        match r.code {
+            CreateTransferResult::Ok => accepted += 1,
+            CreateTransferResult::Exists => existing += 1,
+            code => failed.push(BatchFailure {
+                index: i,
+                id: ids[i].clone(),
+                code: code.code().to_string(),
+                detail: code.message().to_string(),
+            }),
+        }
+    }
+    use std::sync::atomic::Ordering::Relaxed;
+    s.metrics.transfers_accepted.fetch_add(accepted as u64, Relaxed);
+    s.metrics.transfers_refused.fetch_add(failed.len() as u64, Relaxed);
+    Ok(Json(BatchResult { accepted, existing, ids, failed }))
+}
+
+trait TakeField {
+    fn take_field(&mut self) -> String;
+}
+impl TakeField for Option<String> {
+    fn take_field(&mut self) -> String {
+        self.take().unwrap_or_default()
+    }
+}
+
+/// The pending transfer named in the path, if the caller may see it.
+async fn pending_for(s: &AppState, p: &Principal, id: u128) -> ApiResult<(Transfer, AccountInfo, AccountInfo)> {
+    let pending = s.engine.read_async(move |sm| sm.transfer(id).copied()).await?;
+    let pending = pending.ok_or_else(|| ApiError::not_found("transfer"))?;
+    let [d, c] = s.directory.accounts([pending.debit_account_id, pending.credit_account_id]);
+    let (d, c) = (d.ok_or_else(|| ApiError::not_found("transfer"))?, c.ok_or_else(|| ApiError::not_found("transfer"))?);
+    if !p.sees_account(pending.debit_account_id, d.owner) && !p.sees_account(pending.credit_account_id, c.owner) {
+        return Err(ApiError::not_found("transfer"));
+    }
+    if !pending.flags.contains(TransferFlags::PENDING) {
+        return Err(unprocessable("pending_transfer_not_pending", CreateTransferResult::PendingTransferNotPending.message()));
+    }
+    Ok((pending, d, c))
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/post", tag = "transfers", request_body = PostPending,
+    params(("id" = String, Path, description = "The pending transfer"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = TransferView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn post_pending(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Option<ApiJson<PostPending>>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let pending_id = parse_id("id", &id)?;
+    let (pending, d, c) = pending_for(&s, &p, pending_id).await?;
+    // Either side may complete a hold: the payer pays it, the payee captures it.
+    let allowed = p.role == Role::Admin
+        || p.owns(pending.debit_account_id, d.owner)
+        || p.role == Role::Merchant && p.owns(pending.credit_account_id, c.owner);
+    if !allowed {
+        return Err(ApiError::forbidden("This key may not post that pending transfer."));
+    }
+    let (_, scale) = s.directory.asset_text(pending.asset);
+    let amount = req.amount.as_deref().map_or(Ok(u128::MAX), |a| amount("amount", a, scale))?;
+    let t = Transfer {
+        id: id_or_new("id", &req.id)?,
+        pending_id,
+        amount,
+        flags: TransferFlags::POST_PENDING,
+        ..Transfer::default()
+    };
+    submit_one(&s, t).await
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/void", tag = "transfers", request_body = VoidPending,
+    params(("id" = String, Path, description = "The pending transfer"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, body = TransferView), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn void_pending(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Option<ApiJson<VoidPending>>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    let req = body.map(|b| b.0).unwrap_or_default();
+    let pending_id = parse_id("id", &id)?;
+    let (pending, _, c) = pending_for(&s, &p, pending_id).await?;
+    // Only the payee (or an admin) releases a hold: a payer cannot cancel what it authorised;
+    // holds with a timeout also expire by themselves.
+    if p.role != Role::Admin && !(p.role == Role::Merchant && p.owns(pending.credit_account_id, c.owner)) {
+        return Err(ApiError::forbidden("Only the payee's merchant key (or an admin) may void a hold."));
+    }
+    let t = Transfer {
+        id: id_or_new("id", &req.id)?,
+        pending_id,
+        flags: TransferFlags::VOID_PENDING,
+        ..Transfer::default()
+    };
+    submit_one(&s, t).await
+}
+
+/// A committed transfer, if the caller may see either side.
+async fn visible_transfer(s: &AppState, p: &Principal, id: u128) -> ApiResult<(Transfer, Option<PendingStatus>)> {
+    let (t, status) = s.engine.read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id))).await?;
+    let t = t.ok_or_else(|| ApiError::not_found("transfer"))?;
+    let [d, c] = s.directory.accounts([t.debit_account_id, t.credit_account_id]);
+    let sees = |id, info: Option<AccountInfo>| info.is_some_and(|i| p.sees_account(id, i.owner));
+    if !sees(t.debit_account_id, d) && !sees(t.credit_account_id, c) {
+        return Err(ApiError::not_found("transfer"));
+    }
+    Ok((t, status))
+}
+
+#[utoipa::path(get, path = "/v1/transfers/{id}", tag = "transfers",
+    params(("id" = String, Path, description = "Transfer id")),
+    responses((status = 200, body = TransferView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_transfer(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TransferView>> {
+    let id = parse_id("id", &id)?;
+    let (t, status) = visible_transfer(&s, &p, id).await?;
+    Ok(Json(transfer_view(&s, &t, status)))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptQuery {
+    /// json (default) or tlog-proof (C2SP text).
+    pub format: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/transfers/{id}/receipt", tag = "transparency log",
+    params(("id" = String, Path, description = "Transfer id"), ReceiptQuery),
+    responses((status = 200, body = Receipt, description = "JSON, or text/plain tlog-proof with ?format=tlog-proof"),
+              (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_receipt(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ReceiptQuery>,
+) -> ApiResult<Response> {
+    let id = parse_id("id", &id)?;
+    let text = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("tlog-proof") => true,
+        Some(_) => return Err(ApiError::invalid("format", "format is json or tlog-proof.")),
+    };
+    visible_transfer(&s, &p, id).await?;
+    let engine = s.engine.clone();
+    let receipt = tokio::task::spawn_blocking(move || engine.receipt(id))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
+        .ok_or_else(|| ApiError::not_found("transfer"))?;
+    if text {
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], receipt.proof.to_text()).into_response());
+    }
+    let doc = crate::receipt::receipt_json(&receipt)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "log_failed", e))?;
+    Ok(Json(doc).into_response())
+}
+
+// ----- the transparency log -----
+
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "transparency log",
+    responses((status = 200, content_type = "text/plain", body = String, description = "The latest signed checkpoint (a C2SP signed note), covering every transfer answered before the request")),
+    security(("bearer" = [])))]
+pub async fn get_checkpoint(
+    State(s): State<AppState>,
+    Extension(_p): Extension<Principal>,
+) -> ApiResult<Response> {
+    let engine = s.engine.clone();
+    let note = tokio::task::spawn_blocking(move || engine.checkpoint())
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[utoipa::path(get, path = "/v1/log/key", tag = "transparency log",
+    responses((status = 200, content_type = "text/plain", body = String, description = "The log's verifier key (name+keyid+base64)")))]
+pub async fn get_log_key(State(s): State<AppState>) -> ApiResult<Response> {
+    let key = s.verifier_key.clone().ok_or_else(|| ApiError::from(farthing_store::EngineError::LogOff))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{key}\n")).into_response())
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    pub old: u64,
+    pub new: u64,
+}
+
+#[utoipa::path(get, path = "/v1/log/consistency", tag = "transparency log", params(ConsistencyQuery),
+    responses((status = 200, content_type = "text/plain", body = String, description = "Base64 hashes, one per line"),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_consistency(
+    State(s): State<AppState>,
+    Extension(_p): Extension<Principal>,
+    Query(q): Query<ConsistencyQuery>,
+) -> ApiResult<Response> {
+    if q.old == 0 || q.old > q.new {
+        return Err(ApiError::bad_request("invalid_range", "Need 0 < old <= new."));
+    }
+    let engine = s.engine.clone();
+    let proof = tokio::task::spawn_blocking(move || engine.consistency_proof(q.old, q.new))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| match e {
+            farthing_store::EngineError::Log(m) => ApiError::bad_request("invalid_range", m),
+            e => e.into(),
+        })?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], farthing_tlog::proof::encode_hashes(&proof)).into_response())
+}
+
+// ----- keys -----
+
+#[utoipa::path(post, path = "/v1/api-keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_key(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+    p.require_admin()?;
+    let owner_id = req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?;
+    let accounts = req.accounts.iter().map(|a| parse_id("accounts", a)).collect::<ApiResult<Vec<_>>>()?;
+    for a in &accounts {
+        if s.directory.account(*a).map(|i| i.owner) != owner_id {
+            return Err(ApiError::invalid("accounts", format!("Account {a} is not one of the owner's.")));
+        }
+    }
+    let new = NewKey {
+        role: req.role,
+        owner_id,
+        accounts,
+        rate_limit_per_s: req.rate_limit_per_s.unwrap_or(0),
+        label: req.label.unwrap_or_default(),
+    };
+    let (key, record) = s.keys.create(new, None).await?;
+    Ok((StatusCode::CREATED, Json(CreatedKey { key, record: KeyView::new(&record) })))
+}
+
+#[utoipa::path(get, path = "/v1/api-keys", tag = "keys",
+    responses((status = 200, body = Vec<KeyView>)), security(("bearer" = [])))]
+pub async fn list_keys(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Vec<KeyView>>> {
+    p.require_admin()?;
+    Ok(Json(s.keys.list().iter().map(KeyView::new).collect()))
+}
+
+#[utoipa::path(delete, path = "/v1/api-keys/{prefix}", tag = "keys",
+    params(("prefix" = String, Path, description = "The key's public prefix")),
+    responses((status = 200, body = KeyView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn revoke_key(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(prefix): Path<String>,
+) -> ApiResult<Json<KeyView>> {
+    p.require_admin()?;
+    if prefix == p.prefix {
+        return Err(ApiError::bad_request("revoke_self", "A key cannot revoke itself."));
+    }
+    Ok(Json(KeyView::new(&s.keys.revoke(&prefix).await?)))
+}

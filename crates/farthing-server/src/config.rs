@@ -1,0 +1,153 @@
+//! Server settings: defaults, then a TOML file, then `FARTHING_*` environment variables, then
+//! command-line flags (each overriding the one before).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Everything `farthing serve` can be told. Every bound has its unit in its name.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the ledger, its log and the server's own records live.
+    pub data_dir: PathBuf,
+    /// Address to listen on; port 0 picks a free port (printed at start).
+    pub listen: SocketAddr,
+    /// PEM certificate chain and private key: both set means HTTPS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// The transparency log's origin (its name in checkpoints), used when it is created.
+    pub log_origin: Option<String>,
+    /// Bytes a request body may hold, for every route but the batch one.
+    pub body_bytes_max: usize,
+    /// Bytes a batch request body may hold.
+    pub batch_body_bytes_max: usize,
+    /// Transfers in one batch request (the engine's own bound is 8,190).
+    pub batch_transfers_max: usize,
+    /// Rows one page may hold.
+    pub page_size_max: u32,
+    /// Requests per second a key may make when its own limit is not set (0: unlimited).
+    pub rate_limit_per_s: u32,
+    /// Requests a key may make in a burst above its rate.
+    pub rate_limit_burst: u32,
+    /// Idempotency keys are kept at least this long.
+    pub idempotency_ttl_h: u64,
+    /// The first retry of a failed webhook delivery waits this long; each next one doubles.
+    pub webhook_retry_base_ms: u64,
+    /// ...up to this long.
+    pub webhook_retry_max_ms: u64,
+    /// Attempts before a delivery is marked failed.
+    pub webhook_attempts_max: u32,
+    /// How long one delivery attempt may take.
+    pub webhook_timeout_ms: u64,
+    /// SSE keep-alive comment interval.
+    pub events_keepalive_s: u64,
+    /// The engine signs a checkpoint at least this often when the log grew.
+    pub checkpoint_interval_ms: u64,
+    /// Worker threads of the server's runtime (0: one per core).
+    pub worker_threads: usize,
+    /// Transfers to allocate memory for at start (the ledger still grows past it).
+    pub transfers_capacity: usize,
+    pub accounts_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./farthing-data"),
+            listen: "127.0.0.1:8080".parse().expect("address"),
+            tls_cert: None,
+            tls_key: None,
+            log_origin: None,
+            body_bytes_max: 64 << 10,
+            batch_body_bytes_max: 4 << 20,
+            batch_transfers_max: 8_190,
+            page_size_max: 1_000,
+            rate_limit_per_s: 0,
+            rate_limit_burst: 1_000,
+            idempotency_ttl_h: 48,
+            webhook_retry_base_ms: 1_000,
+            webhook_retry_max_ms: 3_600_000,
+            webhook_attempts_max: 12,
+            webhook_timeout_ms: 10_000,
+            events_keepalive_s: 15,
+            checkpoint_interval_ms: 1_000,
+            worker_threads: 0,
+            transfers_capacity: 1_000_000,
+            accounts_capacity: 100_000,
+        }
+    }
+}
+
+impl Config {
+    /// Defaults, then `file` (if given, it must exist), then `FARTHING_*` variables
+    /// (`FARTHING_LISTEN`, `FARTHING_DATA_DIR`, ...). `FARTHING_ADMIN_KEY` is not a setting:
+    /// it is read once, at first start.
+    pub fn load(file: Option<&Path>) -> Result<Self, String> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(format!("config file {} does not exist", file.display()));
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let env = Env::prefixed("FARTHING_").ignore(&["ADMIN_KEY"]).only(&Self::FIELDS);
+        figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
+    }
+
+    const FIELDS: [&'static str; 21] = [
+        "data_dir",
+        "listen",
+        "tls_cert",
+        "tls_key",
+        "log_origin",
+        "body_bytes_max",
+        "batch_body_bytes_max",
+        "batch_transfers_max",
+        "page_size_max",
+        "rate_limit_per_s",
+        "rate_limit_burst",
+        "idempotency_ttl_h",
+        "webhook_retry_base_ms",
+        "webhook_retry_max_ms",
+        "webhook_attempts_max",
+        "webhook_timeout_ms",
+        "events_keepalive_s",
+        "checkpoint_interval_ms",
+        "worker_threads",
+        "transfers_capacity",
+        "accounts_capacity",
+    ];
+
+    /// Refuses settings that cannot work, with the setting's name.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls_cert and tls_key must be set together".into());
+        }
+        if self.batch_transfers_max == 0
+            || self.batch_transfers_max > farthing_ledger::limits::BATCH_EVENTS_MAX
+        {
+            return Err(format!(
+                "batch_transfers_max must be 1..={}",
+                farthing_ledger::limits::BATCH_EVENTS_MAX
+            ));
+        }
+        if self.page_size_max == 0 || self.page_size_max > farthing_ledger::limits::QUERY_LIMIT_MAX
+        {
+            return Err(format!(
+                "page_size_max must be 1..={}",
+                farthing_ledger::limits::QUERY_LIMIT_MAX
+            ));
+        }
+        if self.idempotency_ttl_h < 24 {
+            return Err("idempotency_ttl_h must be at least 24".into());
+        }
+        if self.webhook_attempts_max == 0 {
+            return Err("webhook_attempts_max must be at least 1".into());
+        }
+        Ok(())
+    }
+}

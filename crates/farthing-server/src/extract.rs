@@ -1,0 +1,116 @@
+//! Request bodies: JSON only, unknown fields refused, every failure a problem with a code.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, OptionalFromRequest, Request};
+use axum::http::{header, StatusCode};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// A JSON body, checked: `Content-Type: application/json`, within the route's size limit,
+/// well formed, no unknown fields, the right types (amounts and ids must be strings).
+pub struct ApiJson<T>(pub T);
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "The request body is larger than this route accepts (see docs/API.md, Limits).",
+            )
+        } else {
+            ApiError::bad_request("body_unreadable", rejection.body_text())
+        }
+    })
+}
+
+/// Parses a JSON document into `T`, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let pointer = match path.as_str() {
+            "." | "" => None,
+            p => Some(format!("/{}", p.replace('.', "/").replace('[', "/").replace(']', ""))),
+        };
+        use serde_json::error::Category;
+        let (code, detail) = match inner.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ("malformed_json", format!("The body is not valid JSON: {inner}."))
+            }
+            Category::Data => {
+                let text = inner.to_string();
+                let code = if text.starts_with("unknown field") {
+                    "unknown_field"
+                } else if text.starts_with("missing field") {
+                    "missing_field"
+                } else {
+                    "invalid_field"
+                };
+                let hint = if text.contains("invalid type: integer") || text.contains("invalid type: floating point") {
+                    " Amounts and ids are strings: \"0.25\", not 0.25."
+                } else {
+                    ""
+                };
+                (code, format!("{text}.{hint}"))
+            }
+        };
+        let mut error = ApiError::bad_request(code, detail);
+        error.field = pointer;
+        error
+    })
+}
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(&req) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send JSON with Content-Type: application/json.",
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// For routes whose body may be left out (no body, or an empty one, means defaults).
+impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        let declared = req.headers().contains_key(header::CONTENT_TYPE);
+        if declared && !is_json(&req) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send JSON with Content-Type: application/json.",
+            ));
+        }
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        if !declared {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Send JSON with Content-Type: application/json.",
+            ));
+        }
+        parse_json(&bytes).map(|v| Some(ApiJson(v)))
+    }
+}

@@ -1,0 +1,199 @@
+//! `Idempotency-Key` on POST requests, with Stripe's semantics: the same key with the same
+//! request replays the first answer (status and body, marked `Idempotent-Replayed: true`);
+//! the same key with a different request is refused (422); a request still running under
+//! the key answers 409. Keys are scoped to the API key that sent them and kept at least
+//! `idempotency_ttl_h` hours, across restarts: the record is durable before the answer.
+//!
+//! What is recorded: every answer except 5xx, 429 and 409-in-progress (those did not run
+//! to a decision, so a retry should run again). Beneath this, the ledger's own ids make a
+//! retried transfer safe even without a key.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::auth::{hex, now_unix_s, Principal};
+use crate::error::ApiError;
+use crate::meta::{Meta, Table, Write};
+use crate::state::AppState;
+
+/// Longest `Idempotency-Key` accepted.
+const KEY_CHARS_MAX: usize = 255;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    fingerprint: String,
+    status: u16,
+    content_type: String,
+    body: String,
+    created_unix_s: u64,
+}
+
+pub struct Idempotency {
+    meta: Meta,
+    in_flight: Mutex<HashSet<String>>,
+    ttl_s: u64,
+}
+
+/// Removes a key from the in-flight set however the request ends.
+struct InFlight<'a> {
+    set: &'a Mutex<HashSet<String>>,
+    key: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.set.lock().unwrap().remove(&self.key);
+    }
+}
+
+impl Idempotency {
+    pub fn new(meta: Meta, ttl_h: u64) -> Self {
+        Self { meta, in_flight: Mutex::default(), ttl_s: ttl_h * 3_600 }
+    }
+
+    /// Deletes records older than the retention; returns how many.
+    pub async fn prune(&self) -> Result<usize, String> {
+        let cutoff = now_unix_s().saturating_sub(self.ttl_s);
+        let mut old = Vec::new();
+        for (key, value) in self.meta.scan(Table::Idempotency, b"")? {
+            let created = serde_json::from_slice::<Record>(&value).map_or(0, |r| r.created_unix_s);
+            if created < cutoff {
+                old.push(Write::Delete(Table::Idempotency, key));
+            }
+        }
+        let n = old.len();
+        if n > 0 {
+            self.meta.write(old).await?;
+        }
+        Ok(n)
+    }
+}
+
+fn replay(record: Record) -> Response {
+    let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
+    let mut response = (status, record.body).into_response();
+    let h = response.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&record.content_type) {
+        h.insert(header::CONTENT_TYPE, v);
+    }
+    h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// The middleware, on every POST under `/v1` (after authentication).
+pub async fn layer(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let Some(value) = req.headers().get("idempotency-key").cloned() else {
+        return next.run(req).await;
+    };
+    match run(&s, &p, value, req, next).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn run(
+    s: &AppState,
+    p: &Principal,
+    value: HeaderValue,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= KEY_CHARS_MAX && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                format!("An Idempotency-Key is 1 to {KEY_CHARS_MAX} printable ASCII characters."),
+            )
+        })?;
+    let (parts, body) = req.into_parts();
+    let limit = s.config.batch_body_bytes_max.max(s.config.body_bytes_max);
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.")
+    })?;
+    let mut h = Sha256::new();
+    h.update(parts.method.as_str());
+    h.update([0]);
+    h.update(parts.uri.path_and_query().map_or("", |pq| pq.as_str()));
+    h.update([0]);
+    h.update(&bytes);
+    let fingerprint = hex(&h.finalize());
+    let store_key = format!("{}:{key}", p.prefix);
+    let stored = s
+        .meta
+        .get(Table::Idempotency, store_key.as_bytes())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
+    if let Some(record) = stored.and_then(|v| serde_json::from_slice::<Record>(&v).ok()) {
+        if record.fingerprint != fingerprint {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request; use a new key.",
+            ));
+        }
+        s.metrics.idempotent_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(replay(record));
+    }
+    if !s.idempotency.in_flight.lock().unwrap().insert(store_key.clone()) {
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still running; retry when it has answered.",
+        );
+        e.retry_after_s = Some(1);
+        return Err(e);
+    }
+    let _guard = InFlight { set: &s.idempotency.in_flight, key: store_key.clone() };
+    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let status = response.status();
+    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+        return Ok(response);
+    }
+    let (mut parts, body) = response.into_parts();
+    let body = to_bytes(body, usize::MAX)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json")
+        .to_string();
+    let record = Record {
+        fingerprint,
+        status: status.as_u16(),
+        content_type,
+        body: String::from_utf8_lossy(&body).into_owned(),
+        created_unix_s: now_unix_s(),
+    };
+    let value = serde_json::to_vec(&record).expect("json");
+    // Durable before the answer: a retry after a crash replays rather than re-runs.
+    if let Err(e) = s.meta.write(vec![Write::Put(Table::Idempotency, store_key.into_bytes(), value)]).await {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage",
+            format!("The request ran but its idempotency record was not saved: {e}"),
+        ));
+    }
+    parts.headers.insert("idempotent-replayed", HeaderValue::from_static("false"));
+    Ok(Response::from_parts(parts, Body::from(body)))
+}

@@ -1,0 +1,392 @@
+//! Farthing's payment API server: `farthing serve`.
+//!
+//! ```text
+//!  HTTP/1.1, HTTP/2 (TLS optional) ─> metrics ─> auth ─> idempotency ─> handler ─> engine
+//!                                                                               (group commit)
+//!  engine WAL thread ── durable transfers ─> event hub ─> SSE readers, webhook dispatcher
+//! ```
+//! The engine is the ledger (`farthing-store`); this crate adds who may ask (`auth`), what
+//! they were told (`idempotency`), and who hears of it (`events`, `stream`, `webhooks`). The
+//! server's own records live in `server.redb` beside the ledger (`meta`).
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod idempotency;
+pub mod meta;
+pub mod metrics;
+pub mod model;
+pub mod receipt;
+pub mod state;
+pub mod stream;
+pub mod webhooks;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use farthing_store::{Engine, EngineConfig};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use config::Config;
+use error::ApiError;
+use state::{AppState, Directory, Shared};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Farthing API",
+        description = "Payments, accounts and receipts over Farthing's ledger. Amounts and ids \
+                       are strings; errors are RFC 9457 problem details with a stable `code`. \
+                       Guide: docs/API.md.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&BearerAuth),
+    components(schemas(error::Problem))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+impl Shared {
+    /// Fires (true) when the server begins to stop.
+    pub fn stop_signal(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
+}
+
+/// The router and the OpenAPI document, built from the same list of handlers.
+pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
+    let authed = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(api::create_asset, api::list_assets))
+        .routes(routes!(api::get_asset))
+        .routes(routes!(api::create_account, api::list_accounts))
+        .routes(routes!(api::get_account))
+        .routes(routes!(api::account_transfers))
+        .routes(routes!(api::account_balances))
+        .routes(routes!(api::create_transfer))
+        .routes(routes!(api::get_transfer))
+        .routes(routes!(api::post_pending))
+        .routes(routes!(api::void_pending))
+        .routes(routes!(api::get_receipt))
+        .routes(routes!(api::get_checkpoint))
+        .routes(routes!(api::get_consistency))
+        .routes(routes!(api::create_key, api::list_keys))
+        .routes(routes!(api::revoke_key))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(webhooks::delete_webhook))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(stream::events))
+        .layer(DefaultBodyLimit::max(state.config.body_bytes_max));
+    let batch = OpenApiRouter::new()
+        .routes(routes!(api::create_transfer_batch))
+        .layer(DefaultBodyLimit::max(state.config.batch_body_bytes_max));
+    let authed = authed
+        .merge(batch)
+        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let (authed, mut openapi) = authed.split_for_parts();
+    let (public, public_doc) =
+        OpenApiRouter::new().routes(routes!(api::get_log_key)).split_for_parts();
+    openapi.merge(public_doc);
+    let doc = Arc::new(openapi.clone());
+    let app = Router::new()
+        .merge(authed)
+        .merge(public)
+        .route("/healthz", axum::routing::get(healthz))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { Json(doc.as_ref().clone()) }
+            }),
+        )
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state);
+    (app, openapi)
+}
+
+async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+    match s.keys.authenticate(req.headers()) {
+        Ok(p) => {
+            req.extensions_mut().insert(p);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let response = next.run(req).await;
+    s.metrics.observe(method.as_str(), &route, response.status().as_u16(), started.elapsed());
+    response
+}
+
+async fn healthz() -> Json<model::Health> {
+    Json(model::Health { status: "ok".into(), detail: None })
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    let probe = tokio::time::timeout(Duration::from_secs(2), s.engine.read_async(|_| ())).await;
+    let (status, detail) = match probe {
+        _ if *s.stop.borrow() => (StatusCode::SERVICE_UNAVAILABLE, Some("stopping".to_string())),
+        Ok(Ok(())) => (StatusCode::OK, None),
+        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string())),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Some("the engine did not answer in 2 s".into())),
+    };
+    let status_text = if status == StatusCode::OK { "ready" } else { "unavailable" };
+    (status, Json(model::Health { status: status_text.into(), detail })).into_response()
+}
+
+async fn metrics_text(State(s): State<AppState>) -> Response {
+    let stats = s.engine.stats();
+    let extra = [
+        ("process_cpu_seconds_total", "CPU seconds used by the server process.", metrics::process_cpu_seconds()),
+        ("process_resident_memory_bytes", "Resident memory.", metrics::resident_bytes()),
+        ("farthing_events_committed", "Transfers committed and durable (the event feed's length).", s.hub.committed() as f64),
+        ("farthing_engine_events_durable_total", "Events the engine made durable.", stats.events_durable.load(Ordering::Relaxed) as f64),
+        ("farthing_engine_records_durable_total", "WAL records made durable.", stats.records_durable.load(Ordering::Relaxed) as f64),
+        ("farthing_engine_syncs_total", "WAL fsyncs (group commits).", stats.syncs.load(Ordering::Relaxed) as f64),
+        ("farthing_engine_wal_bytes_total", "WAL bytes written.", stats.wal_bytes_written.load(Ordering::Relaxed) as f64),
+        ("farthing_webhook_deliveries_pending", "Webhook deliveries waiting for an attempt.", webhooks::pending(&s) as f64),
+    ];
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    /// `http://...` or `https://...`.
+    pub url: String,
+    /// The admin key made at this start (first start only): shown once.
+    pub new_admin_key: Option<String>,
+    pub state: AppState,
+    engine: Option<Engine>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    serving: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn tls_acceptor(config: &Config) -> Result<Option<tokio_rustls::TlsAcceptor>, String> {
+    let (Some(cert), Some(key)) = (&config.tls_cert, &config.tls_key) else { return Ok(None) };
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    let certs = rustls_pemfile::certs(&mut read(cert)?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: {e}", cert.display()))?;
+    let key = rustls_pemfile::private_key(&mut read(key)?.as_slice())
+        .map_err(|e| format!("{}: {e}", key.display()))?
+        .ok_or_else(|| format!("{}: no private key", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let mut tls = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate: {e}"))?;
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(tls))))
+}
+
+impl Server {
+    /// Opens the data directory (creating it, its keys and the first admin key on first
+    /// start), and starts serving. `admin_key`: the key to adopt at first start.
+    pub async fn start(config: Config, admin_key: Option<String>) -> Result<Self, String> {
+        config.validate()?;
+        let root = config.data_dir.clone();
+        std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+        let tls = tls_acceptor(&config)?;
+        let hub = events::Hub::new(0);
+        let mut engine_config = EngineConfig::new(&root);
+        engine_config.log = true;
+        engine_config.log_origin = config.log_origin.clone();
+        engine_config.checkpoint_interval_ms = config.checkpoint_interval_ms;
+        engine_config.on_commit = Some(hub.listener());
+        engine_config.transfers_capacity = config.transfers_capacity;
+        engine_config.accounts_capacity = config.accounts_capacity;
+        let engine = tokio::task::spawn_blocking(move || Engine::open(engine_config))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        let handle = engine.handle();
+        let (assets, accounts, committed) = handle
+            .read_async(|sm| (sm.assets(), sm.accounts().to_vec(), sm.transfers().len() as u64))
+            .await
+            .map_err(|e| e.to_string())?;
+        hub.start_at(committed);
+        let meta = meta::Meta::open(&root.join("server.redb"))?;
+        let keys = auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;
+        let verifier_key = farthing_store::tlog::verifier_key(&root).ok();
+        let webhooks = Arc::new(webhooks::Webhooks::load(
+            meta.clone(),
+            Duration::from_millis(config.webhook_timeout_ms),
+        )?);
+        let (stop, _) = watch::channel(false);
+        let state = AppState(Arc::new(Shared {
+            engine: handle,
+            idempotency: idempotency::Idempotency::new(meta.clone(), config.idempotency_ttl_h),
+            config: config.clone(),
+            keys,
+            meta,
+            directory: Directory::load(&assets, &accounts),
+            hub,
+            metrics: metrics::Metrics::default(),
+            webhooks,
+            verifier_key,
+            stop,
+        }));
+        let mut new_admin_key = None;
+        if !state.keys.has_admin() {
+            let new = auth::NewKey {
+                role: auth::Role::Admin,
+                owner_id: None,
+                accounts: Vec::new(),
+                rate_limit_per_s: 0,
+                label: "first admin key".into(),
+            };
+            let (key, _) = state.keys.create(new, admin_key.as_deref()).await.map_err(|e| {
+                format!("FARTHING_ADMIN_KEY: {}", e.detail)
+            })?;
+            new_admin_key = Some(key);
+        }
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let (app, _) = router(state.clone());
+        let serving = tokio::spawn(serve(listener, tls, app, state.stop_signal()));
+        let tasks = vec![
+            tokio::spawn(webhooks::dispatch(state.clone(), state.stop_signal())),
+            tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
+            tokio::spawn(prune(state.clone(), state.stop_signal())),
+        ];
+        Ok(Self {
+            addr,
+            url: format!("{scheme}://{addr}"),
+            new_admin_key,
+            state,
+            engine: Some(engine),
+            tasks,
+            serving: Some(serving),
+        })
+    }
+
+    /// Stops taking connections, lets requests in flight finish (up to 30 s), ends event
+    /// streams, then shuts the engine down (its last checkpoint signed). Nothing
+    /// acknowledged is lost: every answer was durable before it was sent.
+    pub async fn shutdown(mut self) -> Result<(), String> {
+        self.state.stop.send_replace(true);
+        if let Some(serving) = self.serving.take() {
+            let _ = serving.await;
+        }
+        for task in self.tasks.drain(..) {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(engine) = self.engine.take() {
+            tokio::task::spawn_blocking(move || engine.shutdown())
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Accepts connections until told to stop, then drains them.
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    app: Router,
+    mut stop: watch::Receiver<bool>,
+) {
+    let graceful = GracefulShutdown::new();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (tcp, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                tokio::spawn(watcher.watch(conn));
+            }
+            Some(acceptor) => {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
+                    else {
+                        return;
+                    };
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let _ = watcher.watch(conn).await;
+                });
+            }
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
+}
+
+/// Drops idempotency records past their retention, hourly.
+async fn prune(s: AppState, mut stop: watch::Receiver<bool>) {
+    loop {
+        if let Err(e) = s.idempotency.prune().await {
+            eprintln!("farthing: pruning idempotency records: {e}");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3_600)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The server's own records — API keys, idempotency records, webhooks and their deliveries —
+//! in an embedded transactional store (`server.redb` in the data directory). The ledger holds
+//! money; this holds everything about who may ask and what they were told.
+//!
+//! Writes go through one thread that gathers whatever is waiting into one durable
+//! transaction (group commit), so many concurrent requests share one fsync.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::Arc;
+
+use redb::{Database, TableDefinition};
+
+type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+/// The tables. Keys and values are bytes; values are JSON documents.
+#[derive(Clone, Copy, Debug)]
+pub enum Table {
+    /// Key prefix → key record (hash, role, owner...).
+    Keys,
+    /// `<key prefix>:<Idempotency-Key>` → the request's fingerprint and the answer.
+    Idempotency,
+    /// Webhook id → endpoint.
+    Webhooks,
+    /// Delivery id (big-endian u64) → delivery and its attempts.
+    Deliveries,
+    /// Named counters (the webhook dispatcher's position in the event feed...).
+    Meta,
+}
+
+impl Table {
+    fn def(self) -> Def {
+        match self {
+            Self::Keys => TableDefinition::new("api_keys"),
+            Self::Idempotency => TableDefinition::new("idempotency"),
+            Self::Webhooks => TableDefinition::new("webhooks"),
+            Self::Deliveries => TableDefinition::new("deliveries"),
+            Self::Meta => TableDefinition::new("meta"),
+        }
+    }
+    const ALL: [Table; 5] =
+        [Self::Keys, Self::Idempotency, Self::Webhooks, Self::Deliveries, Self::Meta];
+}
+
+/// One change in a write.
+#[derive(Debug)]
+pub enum Write {
+    Put(Table, Vec<u8>, Vec<u8>),
+    Delete(Table, Vec<u8>),
+}
+
+type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
+
+/// The store. Cheap to clone.
+#[derive(Clone)]
+pub struct Meta {
+    db: Arc<Database>,
+    writes: mpsc::SyncSender<(Vec<Write>, Done)>,
+}
+
+impl Meta {
+    /// Opens (or creates) the store and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Self, String> {
+        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let txn = db.begin_write().map_err(|e| e.to_string())?;
+        for table in Table::ALL {
+            txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        }
+        txn.commit().map_err(|e| e.to_string())?;
+        let db = Arc::new(db);
+        let (writes, inbox) = mpsc::sync_channel::<(Vec<Write>, Done)>(4_096);
+        let writer_db = db.clone();
+        std::thread::Builder::new()
+            .name("farthing-meta".into())
+            .spawn(move || write_loop(&writer_db, &inbox))
+            .map_err(|e| e.to_string())?;
+        Ok(Self { db, writes })
+    }
+
+    /// Applies the changes in one durable transaction (shared with whatever else is
+    /// waiting); answers once they are on disk.
+    pub async fn write(&self, changes: Vec<Write>) -> Result<(), String> {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sender = self.writes.clone();
+        // The channel is large; if it is ever full, wait for room off the async threads.
+        if let Err(mpsc::TrySendError::Full(item)) = sender.try_send((changes, done)) {
+            tokio::task::spawn_blocking(move || sender.send(item))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|_| "the store is closed".to_string())?;
+        }
+        wait.await.map_err(|_| "the store is closed".to_string())?
+    }
+
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        Ok(t.get(key).map_err(|e| e.to_string())?.map(|v| v.value().to_vec()))
+    }
+
+    /// Every row of a table whose key starts with `prefix`, in key order.
+    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for row in t.range(prefix..).map_err(|e| e.to_string())? {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    /// Up to `limit` rows with keys from `start` on, in key order.
+    pub fn range(
+        &self,
+        table: Table,
+        start: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for row in t.range(start..).map_err(|e| e.to_string())?.take(limit) {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(rows)
+    }
+
+    pub fn counter(&self, name: &str) -> Result<u64, String> {
+        Ok(self
+            .get(Table::Meta, name.as_bytes())?
+            .and_then(|v| v.try_into().ok())
+            .map(u64::from_be_bytes)
+            .unwrap_or(0))
+    }
+}
+
+/// Gathers waiting writes into one transaction each time round.
+fn write_loop(db: &Database, inbox: &mpsc::Receiver<(Vec<Write>, Done)>) {
+    while let Ok(first) = inbox.recv() {
+        let mut batch = vec![first];
+        while batch.len() < 4_096 {
+            match inbox.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let result = apply(db, batch.iter_mut().flat_map(|(w, _)| w.drain(..)));
+        for (_, done) in batch {
+            let _ = done.send(result.clone());
+        }
+    }
+}
+
+fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    {
+        let mut tables: Vec<Option<redb::Table<&[u8], &[u8]>>> =
+            Table::ALL.iter().map(|_| None).collect();
+        for change in changes {
+            let (table, key) = match &change {
+                Write::Put(t, k, _) | Write::Delete(t, k) => (*t, k),
+            };
+            let slot = &mut tables[table as usize];
+            if slot.is_none() {
+                *slot = Some(txn.open_table(table.def()).map_err(|e| e.to_string())?);
+            }
+            let t = slot.as_mut().expect("opened");
+            match &change {
+                Write::Put(_, _, value) => {
+                    t.insert(key.as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
+                }
+                Write::Delete(..) => {
+                    t.remove(key.as_slice()).map_err(|e| e.to_string())?;
+                }
+            }
+        }
+    }
+    txn.commit().map_err(|e| e.to_string())
+}

@@ -1,0 +1,124 @@
+//! Prometheus metrics, in the text exposition format, at `/metrics`.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Upper bounds of the request-duration histogram, in seconds.
+const BUCKETS_S: [f64; 12] =
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(String, String, u16), u64>>,
+    buckets: [AtomicU64; BUCKETS_S.len()],
+    duration_us_sum: AtomicU64,
+    duration_count: AtomicU64,
+    pub transfers_accepted: AtomicU64,
+    pub transfers_refused: AtomicU64,
+    pub idempotent_replays: AtomicU64,
+    pub sse_clients: AtomicU64,
+    pub webhook_deliveries_ok: AtomicU64,
+    pub webhook_attempts_failed: AtomicU64,
+    pub webhook_deliveries_failed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
+        *self
+            .requests
+            .lock()
+            .unwrap()
+            .entry((method.to_string(), route.to_string(), status))
+            .or_default() += 1;
+        let s = took.as_secs_f64();
+        for (i, bound) in BUCKETS_S.iter().enumerate() {
+            if s <= *bound {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.duration_us_sum.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.duration_count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Renders every metric; `extra` adds gauges read elsewhere (engine, hub...).
+    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP farthing_http_requests_total HTTP requests answered.\n");
+        out.push_str("# TYPE farthing_http_requests_total counter\n");
+        let mut rows: Vec<_> =
+            self.requests.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        rows.sort();
+        for ((method, route, status), n) in rows {
+            let _ = writeln!(
+                out,
+                "farthing_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP farthing_http_request_duration_seconds Time to answer.\n");
+        out.push_str("# TYPE farthing_http_request_duration_seconds histogram\n");
+        for (i, bound) in BUCKETS_S.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "farthing_http_request_duration_seconds_bucket{{le=\"{bound}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.duration_count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "farthing_http_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}\n\
+             farthing_http_request_duration_seconds_sum {}\n\
+             farthing_http_request_duration_seconds_count {count}",
+            self.duration_us_sum.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let counters = [
+            ("farthing_transfers_accepted_total", "Transfers the API had applied.", &self.transfers_accepted),
+            ("farthing_transfers_refused_total", "Transfers the ledger refused.", &self.transfers_refused),
+            ("farthing_idempotent_replays_total", "Answers replayed for a repeated Idempotency-Key.", &self.idempotent_replays),
+            ("farthing_webhook_deliveries_succeeded_total", "Webhook deliveries acknowledged.", &self.webhook_deliveries_ok),
+            ("farthing_webhook_attempts_failed_total", "Webhook delivery attempts that failed.", &self.webhook_attempts_failed),
+            ("farthing_webhook_deliveries_failed_total", "Webhook deliveries given up.", &self.webhook_deliveries_failed),
+        ];
+        for (name, help, value) in counters {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP farthing_sse_clients Event-stream readers connected.\n\
+             # TYPE farthing_sse_clients gauge\nfarthing_sse_clients {}",
+            self.sse_clients.load(Ordering::Relaxed)
+        );
+        for (name, help, value) in extra {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+/// CPU seconds (user + system) this process used so far.
+pub fn process_cpu_seconds() -> f64 {
+    // SAFETY: getrusage fills the struct it is given; zeroed is a valid starting value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid pointer.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return 0.0;
+    }
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(usage.ru_utime) + tv(usage.ru_stime)
+}
+
+/// Resident memory of this process, bytes (Linux; 0 elsewhere).
+pub fn resident_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
+        .map_or(0.0, |pages| pages * 4096.0)
+}

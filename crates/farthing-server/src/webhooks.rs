@@ -1,0 +1,449 @@
+//! Webhooks: endpoints registered per merchant receive each event that concerns them as a
+//! POST signed per the Standard Webhooks specification (`webhook-id`, `webhook-timestamp`,
+//! `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">`).
+//!
+//! Events come from the commit path (the hub's count of durable transfers wakes the
+//! dispatcher; nothing polls). The dispatcher turns each event into a delivery per matching
+//! endpoint and stores those deliveries, with its position in the feed, in one durable
+//! transaction; so after a restart it resumes where it stopped, and no event is delivered
+//! twice by the dispatcher or lost. Deliveries are retried with exponential backoff until
+//! the endpoint answers 2xx or the attempts run out; every attempt is in the delivery log.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use farthing_ledger::Transfer;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::Sha256;
+use tokio::sync::Notify;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::parse_id;
+use crate::auth::{now_unix_s, Principal, Role};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::events::{event_type, read_range};
+use crate::extract::ApiJson;
+use crate::meta::{Meta, Table, Write};
+use crate::model::{CreateWebhook, CreatedWebhook, TransferView, WebhookView};
+use crate::receipt::utc;
+use crate::state::AppState;
+
+const CURSOR: &str = "webhook_cursor";
+const NEXT_DELIVERY: &str = "webhook_next_delivery";
+/// Attempts in flight at once, over every endpoint.
+const CONCURRENT_ATTEMPTS: usize = 32;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Webhook {
+    pub id: String,
+    pub url: String,
+    pub secret: String,
+    pub owner_id: Option<u128>,
+    pub created_by: String,
+    pub description: String,
+    pub created_unix_s: u64,
+    pub from_event: u64,
+    pub enabled: bool,
+}
+
+impl Webhook {
+    fn view(&self) -> WebhookView {
+        WebhookView {
+            id: self.id.clone(),
+            url: self.url.clone(),
+            owner_id: self.owner_id.map(|o| o.to_string()),
+            description: self.description.clone(),
+            created_at: utc(self.created_unix_s * 1_000_000_000),
+            from_event: self.from_event.to_string(),
+            enabled: self.enabled,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub at: String,
+    /// The endpoint's HTTP status, if it answered.
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub took_ms: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: String,
+    /// The event's id (`webhook-id` header): `evt_<commit position>`.
+    pub event_id: String,
+    pub event_type: String,
+    /// pending, succeeded or failed (attempts ran out).
+    pub state: String,
+    pub attempts: Vec<Attempt>,
+    /// When the next attempt is due (pending deliveries).
+    pub next_attempt_unix_ms: u64,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn delivery_key(webhook_id: &str, seq: u64) -> Vec<u8> {
+    let mut k = format!("{webhook_id}/").into_bytes();
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The Standard Webhooks signature header value for a message.
+pub fn sign(secret: &str, id: &str, timestamp_s: u64, body: &str) -> String {
+    let key = STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap_or_default();
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
+    mac.update(format!("{id}.{timestamp_s}.{body}").as_bytes());
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// Endpoints, and the queue of deliveries waiting for their next attempt.
+pub struct Webhooks {
+    hooks: Mutex<Vec<Webhook>>,
+    /// (due unix ms, delivery key) of every pending delivery.
+    queue: Mutex<BTreeSet<(u64, Vec<u8>)>>,
+    wake: Notify,
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    pub fn load(meta: Meta, timeout: Duration) -> Result<Self, String> {
+        let mut hooks = Vec::new();
+        for (_, v) in meta.scan(Table::Webhooks, b"")? {
+            hooks.push(serde_json::from_slice::<Webhook>(&v).map_err(|e| e.to_string())?);
+        }
+        hooks.sort_by(|a, b| (a.created_unix_s, &a.id).cmp(&(b.created_unix_s, &b.id)));
+        let mut queue = BTreeSet::new();
+        for (k, v) in meta.scan(Table::Deliveries, b"")? {
+            let d: Delivery = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
+            if d.state == "pending" {
+                queue.insert((d.next_attempt_unix_ms, k));
+            }
+        }
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self { hooks: Mutex::new(hooks), queue: Mutex::new(queue), wake: Notify::new(), client })
+    }
+
+    fn enabled(&self) -> Vec<Webhook> {
+        self.hooks.lock().unwrap().iter().filter(|h| h.enabled).cloned().collect()
+    }
+}
+
+/// Turns committed transfers into deliveries, from the stored position on, as they commit.
+pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut cursor = match s.meta.counter(CURSOR) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("farthing: webhooks stopped: {e}");
+            return;
+        }
+    };
+    let mut committed = s.hub.watch();
+    loop {
+        let end = s.hub.committed();
+        if cursor < end {
+            match dispatch_range(&s, cursor, end).await {
+                Ok(next) => cursor = next,
+                Err(e) => {
+                    eprintln!("farthing: webhook dispatch: {e}; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            continue;
+        }
+        tokio::select! {
+            r = committed.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn dispatch_range(s: &AppState, from: u64, to: u64) -> Result<u64, String> {
+    let batch = read_range(&s.engine, from, to).await.map_err(|e| e.to_string())?;
+    let end = batch.first + batch.transfers.len() as u64;
+    let hooks = s.webhooks.enabled();
+    let mut seq = s.meta.counter(NEXT_DELIVERY)?;
+    let mut writes = Vec::new();
+    let mut queued = Vec::new();
+    let now = now_ms();
+    for (i, t) in batch.transfers.iter().enumerate() {
+        let index = batch.first + i as u64;
+        for hook in hooks.iter().filter(|h| index >= h.from_event && concerns(s, h, t)) {
+            let view = transfer_view(s, t);
+            let payload = serde_json::json!({
+                "type": event_type(t),
+                "timestamp": utc(t.timestamp),
+                "data": view,
+            });
+            seq += 1;
+            let key = delivery_key(&hook.id, seq);
+            let d = Delivery {
+                id: seq.to_string(),
+                webhook_id: hook.id.clone(),
+                event_id: format!("evt_{index}"),
+                event_type: event_type(t).to_string(),
+                state: "pending".into(),
+                attempts: Vec::new(),
+                next_attempt_unix_ms: now,
+                payload,
+            };
+            writes.push(Write::Put(Table::Deliveries, key.clone(), serde_json::to_vec(&d).expect("json")));
+            queued.push((now, key));
+        }
+    }
+    writes.push(Write::Put(Table::Meta, NEXT_DELIVERY.as_bytes().to_vec(), seq.to_be_bytes().to_vec()));
+    writes.push(Write::Put(Table::Meta, CURSOR.as_bytes().to_vec(), end.to_be_bytes().to_vec()));
+    s.meta.write(writes).await?;
+    if !queued.is_empty() {
+        s.webhooks.queue.lock().unwrap().extend(queued);
+        s.webhooks.wake.notify_one();
+    }
+    Ok(end)
+}
+
+fn concerns(s: &AppState, hook: &Webhook, t: &Transfer) -> bool {
+    let Some(owner) = hook.owner_id else { return true };
+    let [d, c] = s.directory.accounts([t.debit_account_id, t.credit_account_id]);
+    d.is_some_and(|i| i.owner == owner) || c.is_some_and(|i| i.owner == owner)
+}
+
+fn transfer_view(s: &AppState, t: &Transfer) -> TransferView {
+    let (code, scale) = s.directory.asset_text(t.asset);
+    TransferView::new(t, &code, scale, None)
+}
+
+/// Attempts deliveries as they fall due, a bounded number at a time.
+pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ATTEMPTS));
+    loop {
+        let now = now_ms();
+        let (due, next_due) = {
+            let mut q = s.webhooks.queue.lock().unwrap();
+            let mut due = Vec::new();
+            while let Some(first) = q.first() {
+                if first.0 > now || due.len() >= CONCURRENT_ATTEMPTS {
+                    break;
+                }
+                due.push(q.pop_first().expect("first").1);
+            }
+            (due, q.first().map(|f| f.0))
+        };
+        for key in due {
+            let permit = permits.clone().acquire_owned().await.expect("semaphore");
+            let s = s.clone();
+            tokio::spawn(async move {
+                attempt(&s, key).await;
+                drop(permit);
+            });
+        }
+        let wait = next_due.map_or(Duration::from_secs(3_600), |t| Duration::from_millis(t.saturating_sub(now_ms())));
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = s.webhooks.wake.notified() => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+async fn attempt(s: &AppState, key: Vec<u8>) {
+    let Ok(Some(raw)) = s.meta.get(Table::Deliveries, &key) else { return };
+    let Ok(mut d) = serde_json::from_slice::<Delivery>(&raw) else { return };
+    let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == d.webhook_id).cloned();
+    let Some(hook) = hook.filter(|h| h.enabled) else {
+        d.state = "failed".into();
+        d.attempts.push(Attempt { at: utc(now_ms() * 1_000_000), status: None, error: Some("the endpoint was removed".into()), took_ms: 0 });
+        let _ = s.meta.write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))]).await;
+        return;
+    };
+    let body = serde_json::to_string(&d.payload).expect("json");
+    let ts = now_unix_s();
+    let started = std::time::Instant::now();
+    let result = s
+        .webhooks
+        .client
+        .post(&hook.url)
+        .header("content-type", "application/json")
+        .header("user-agent", "farthing-webhooks/1")
+        .header("webhook-id", &d.event_id)
+        .header("webhook-timestamp", ts.to_string())
+        .header("webhook-signature", sign(&hook.secret, &d.event_id, ts, &body))
+        .body(body)
+        .send()
+        .await;
+    let took_ms = started.elapsed().as_millis() as u64;
+    let (status, error) = match result {
+        Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
+        Ok(r) => (Some(r.status().as_u16()), Some(format!("the endpoint answered {}", r.status()))),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    d.attempts.push(Attempt { at: utc(now_ms() * 1_000_000), status, error: error.clone(), took_ms });
+    let cfg = &s.config;
+    if error.is_none() {
+        d.state = "succeeded".into();
+        s.metrics.webhook_deliveries_ok.fetch_add(1, Ordering::Relaxed);
+    } else if d.attempts.len() as u32 >= cfg.webhook_attempts_max {
+        d.state = "failed".into();
+        s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
+        s.metrics.webhook_deliveries_failed.fetch_add(1, Ordering::Relaxed);
+    } else {
+        s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
+        let exp = (d.attempts.len() as u32 - 1).min(30);
+        let backoff = cfg.webhook_retry_base_ms.saturating_mul(1 << exp).min(cfg.webhook_retry_max_ms);
+        d.next_attempt_unix_ms = now_ms() + backoff;
+    }
+    let pending = d.state == "pending";
+    let due = d.next_attempt_unix_ms;
+    if let Err(e) = s.meta.write(vec![Write::Put(Table::Deliveries, key.clone(), serde_json::to_vec(&d).expect("json"))]).await {
+        eprintln!("farthing: webhook delivery record not saved: {e}");
+    }
+    if pending {
+        s.webhooks.queue.lock().unwrap().insert((due, key));
+        s.webhooks.wake.notify_one();
+    }
+}
+
+// ----- the API -----
+
+fn random_token(bytes: usize) -> Vec<u8> {
+    (0..bytes).map(|_| rand::random::<u8>()).collect()
+}
+
+fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
+    let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == id).cloned();
+    match hook {
+        Some(h) if p.role == Role::Admin || p.role == Role::Merchant && h.owner_id.is_some() && h.owner_id == p.owner_id => Ok(h),
+        _ => Err(ApiError::not_found("webhook")),
+    }
+}
+
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    responses((status = 201, body = CreatedWebhook), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn create_webhook(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    ApiJson(req): ApiJson<CreateWebhook>,
+) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+    let owner_id = match p.role {
+        Role::Admin => req.owner_id.as_deref().map(|o| parse_id("owner_id", o)).transpose()?,
+        Role::Merchant => {
+            let own = p.owner_id.expect("bound key");
+            if let Some(o) = req.owner_id.as_deref() {
+                if parse_id("owner_id", o)? != own {
+                    return Err(ApiError::forbidden("A merchant key registers webhooks for its own owner only."));
+                }
+            }
+            Some(own)
+        }
+        _ => return Err(ApiError::forbidden("Only merchant and admin keys register webhooks.")),
+    };
+    let url = reqwest::Url::parse(&req.url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ApiError::invalid("url", "url must be an absolute http or https URL."))?;
+    let id = format!("wh_{}", crate::auth::hex(&random_token(8)));
+    let hook = Webhook {
+        id: id.clone(),
+        url: url.to_string(),
+        secret: format!("whsec_{}", STANDARD.encode(random_token(24))),
+        owner_id,
+        created_by: p.prefix.clone(),
+        description: req.description.unwrap_or_default(),
+        created_unix_s: now_unix_s(),
+        from_event: s.hub.committed(),
+        enabled: true,
+    };
+    save(&s, &hook).await?;
+    Ok((StatusCode::CREATED, Json(CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() })))
+}
+
+async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
+    s.meta
+        .write(vec![Write::Put(Table::Webhooks, hook.id.as_bytes().to_vec(), serde_json::to_vec(hook).expect("json"))])
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
+    let mut hooks = s.webhooks.hooks.lock().unwrap();
+    hooks.retain(|h| h.id != hook.id);
+    hooks.push(hook.clone());
+    Ok(())
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
+pub async fn list_webhooks(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<Vec<WebhookView>>> {
+    if !matches!(p.role, Role::Admin | Role::Merchant) {
+        return Err(ApiError::forbidden("Only merchant and admin keys have webhooks."));
+    }
+    let hooks = s.webhooks.hooks.lock().unwrap().clone();
+    Ok(Json(hooks.iter().filter(|h| visible_hook(&s, &p, &h.id).is_ok()).map(Webhook::view).collect()))
+}
+
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id")),
+    responses((status = 200, body = WebhookView), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn delete_webhook(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<WebhookView>> {
+    let mut hook = visible_hook(&s, &p, &id)?;
+    hook.enabled = false;
+    save(&s, &hook).await?;
+    Ok(Json(hook.view()))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveriesQuery {
+    /// Most recent first, at most this many (default 100).
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "Webhook id"), DeliveriesQuery),
+    responses((status = 200, body = Vec<Delivery>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn list_deliveries(
+    State(s): State<AppState>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<DeliveriesQuery>,
+) -> ApiResult<Json<Vec<Delivery>>> {
+    let hook = visible_hook(&s, &p, &id)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, s.config.page_size_max) as usize;
+    let rows = s
+        .meta
+        .scan(Table::Deliveries, format!("{}/", hook.id).as_bytes())
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
+    let mut out: Vec<Delivery> =
+        rows.iter().rev().take(limit).filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect();
+    out.shrink_to_fit();
+    Ok(Json(out))
+}
+
+/// Pending deliveries by endpoint, for `/metrics`.
+pub fn pending(s: &AppState) -> usize {
+    s.webhooks.queue.lock().unwrap().len()
+}

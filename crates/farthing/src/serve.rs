@@ -1,0 +1,64 @@
+//! `farthing serve`: the payment API server on the embedded store.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Args;
+use farthing_server::{Config, Server};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A TOML file of settings (docs/API.md, "Configuration"); FARTHING_* variables
+    /// override it, and these flags override both.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Data directory [default: ./farthing-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080; port 0 picks one].
+    #[arg(long)]
+    listen: Option<std::net::SocketAddr>,
+}
+
+pub fn run(args: &ServeArgs) -> Result<(), String> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    if let Some(l) = args.listen {
+        config.listen = l;
+    }
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if config.worker_threads > 0 {
+        runtime.worker_threads(config.worker_threads);
+    }
+    let runtime = runtime.enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let admin_key = std::env::var("FARTHING_ADMIN_KEY").ok().filter(|k| !k.is_empty());
+        let server = Server::start(config.clone(), admin_key).await?;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "farthing: listening on {}", server.url);
+        let _ = writeln!(out, "  data directory: {}", config.data_dir.display());
+        let _ = writeln!(out, "  API: {}/v1 — guide in docs/API.md, schema at {}/openapi.json", server.url, server.url);
+        if let Some(key) = &server.new_admin_key {
+            let _ = writeln!(out, "  first start: admin API key (shown once; keep it safe):");
+            let _ = writeln!(out, "    {key}");
+        }
+        let _ = out.flush();
+        drop(out);
+        wait_for_signal().await;
+        println!("farthing: stopping (finishing requests in flight)");
+        server.shutdown().await?;
+        println!("farthing: stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,7 +1,7 @@
 //! The REST API under `/v1`: handlers, with their OpenAPI descriptions next to them (the
 //! router and `/openapi.json` are built from the same list, so they cannot drift).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -16,7 +16,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{NewKey, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::model::*;
 use crate::state::{AccountInfo, AppState};
 
@@ -262,7 +262,7 @@ fn page_limit(s: &AppState, limit: Option<u32>) -> ApiResult<u32> {
 pub async fn list_accounts(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
-    Query(q): Query<ListAccounts>,
+    ApiQuery(q): ApiQuery<ListAccounts>,
 ) -> ApiResult<Json<Page<AccountView>>> {
     let limit = page_limit(&s, q.limit)?;
     let owner = match (&q.owner_id, p.owner_id) {
@@ -321,7 +321,7 @@ pub async fn account_transfers(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<TransferView>>> {
     let id = parse_id("id", &id)?;
     visible_account(&s, &p, id)?;
@@ -339,7 +339,7 @@ pub async fn account_balances(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<HistoryQuery>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<BalanceView>>> {
     let id = parse_id("id", &id)?;
     let info = visible_account(&s, &p, id)?;
@@ -668,7 +668,7 @@ pub async fn get_receipt(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<ReceiptQuery>,
+    ApiQuery(q): ApiQuery<ReceiptQuery>,
 ) -> ApiResult<Response> {
     let id = parse_id("id", &id)?;
     let text = match q.format.as_deref() {
@@ -727,7 +727,7 @@ pub struct ConsistencyQuery {
 pub async fn get_consistency(
     State(s): State<AppState>,
     Extension(_p): Extension<Principal>,
-    Query(q): Query<ConsistencyQuery>,
+    ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> ApiResult<Response> {
     if q.old == 0 || q.old > q.new {
         return Err(ApiError::bad_request("invalid_range", "Need 0 < old <= new."));

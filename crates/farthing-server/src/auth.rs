@@ -299,12 +299,14 @@ impl Keys {
         if entry.record.revoked {
             return Err(ApiError::unauthorized("This API key was revoked."));
         }
-        let rate = match entry.record.rate_limit_per_s {
-            0 => self.default_rate,
-            r => r,
+        // A key's own limit allows a burst of one second's worth; the default, the
+        // server's burst setting.
+        let (rate, burst) = match entry.record.rate_limit_per_s {
+            0 => (self.default_rate, self.burst),
+            r => (r, r),
         };
         if rate > 0 {
-            entry.take(rate, self.burst)?;
+            entry.take(rate, burst)?;
         }
         let r = &entry.record;
         Ok(Principal {
@@ -318,12 +320,16 @@ impl Keys {
 
 impl Entry {
     fn new(record: KeyRecord, burst: u32) -> Self {
+        let burst = match record.rate_limit_per_s {
+            0 => burst,
+            r => r,
+        };
         Self { record, bucket: Mutex::new(Bucket { tokens: f64::from(burst), at: Instant::now() }) }
     }
 
     /// Token bucket: `rate` a second, up to `burst` (at least one second's worth) saved up.
     fn take(&self, rate: u32, burst: u32) -> Result<(), ApiError> {
-        let capacity = f64::from(burst.max(rate));
+        let capacity = f64::from(burst.max(1));
         let mut b = self.bucket.lock().unwrap();
         let now = Instant::now();
         b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(rate)).min(capacity);

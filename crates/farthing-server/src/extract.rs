@@ -1,7 +1,8 @@
 //! Request bodies: JSON only, unknown fields refused, every failure a problem with a code.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, OptionalFromRequest, Request};
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
 
@@ -112,5 +113,19 @@ impl<T: DeserializeOwned, S: Send + Sync> OptionalFromRequest<S> for ApiJson<T> 
             ));
         }
         parse_json(&bytes).map(|v| Some(ApiJson(v)))
+    }
+}
+
+/// Query parameters, checked like bodies: unknown or malformed parameters are problems.
+pub struct ApiQuery<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        serde_urlencoded::from_str(query).map(ApiQuery).map_err(|e| {
+            ApiError::bad_request("invalid_query", format!("The query string is not valid: {e}."))
+        })
     }
 }

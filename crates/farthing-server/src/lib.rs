@@ -321,6 +321,7 @@ impl Server {
             task.abort();
             let _ = task.await;
         }
+        self.state.meta.close();
         if let Some(engine) = self.engine.take() {
             tokio::task::spawn_blocking(move || engine.shutdown())
                 .await

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, TableDefinition};
 
@@ -49,12 +49,16 @@ pub enum Write {
     Delete(Table, Vec<u8>),
 }
 
+const CLOSED: &str = "the server's store is closed";
+
 type Done = tokio::sync::oneshot::Sender<Result<(), String>>;
 
 /// The store. Cheap to clone.
 #[derive(Clone)]
 pub struct Meta {
-    db: Arc<Database>,
+    /// `None` once closed: the file is released for the next process at once, whoever
+    /// still holds a `Meta`.
+    db: Arc<RwLock<Option<Database>>>,
     writes: mpsc::SyncSender<(Vec<Write>, Done)>,
 }
 
@@ -67,7 +71,7 @@ impl Meta {
             txn.open_table(table.def()).map_err(|e| e.to_string())?;
         }
         txn.commit().map_err(|e| e.to_string())?;
-        let db = Arc::new(db);
+        let db = Arc::new(RwLock::new(Some(db)));
         let (writes, inbox) = mpsc::sync_channel::<(Vec<Write>, Done)>(4_096);
         let writer_db = db.clone();
         std::thread::Builder::new()
@@ -92,15 +96,22 @@ impl Meta {
         wait.await.map_err(|_| "the store is closed".to_string())?
     }
 
+    /// Closes the store: later reads and writes fail with "closed".
+    pub fn close(&self) {
+        self.db.write().unwrap().take();
+    }
+
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
         Ok(t.get(key).map_err(|e| e.to_string())?.map(|v| v.value().to_vec()))
     }
 
     /// Every row of a table whose key starts with `prefix`, in key order.
     pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
         for row in t.range(prefix..).map_err(|e| e.to_string())? {
@@ -120,7 +131,8 @@ impl Meta {
         start: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
-        let txn = self.db.begin_read().map_err(|e| e.to_string())?;
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
         for row in t.range(start..).map_err(|e| e.to_string())?.take(limit) {
@@ -140,7 +152,7 @@ impl Meta {
 }
 
 /// Gathers waiting writes into one transaction each time round.
-fn write_loop(db: &Database, inbox: &mpsc::Receiver<(Vec<Write>, Done)>) {
+fn write_loop(db: &RwLock<Option<Database>>, inbox: &mpsc::Receiver<(Vec<Write>, Done)>) {
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
         while batch.len() < 4_096 {
@@ -149,7 +161,10 @@ fn write_loop(db: &Database, inbox: &mpsc::Receiver<(Vec<Write>, Done)>) {
                 Err(_) => break,
             }
         }
-        let result = apply(db, batch.iter_mut().flat_map(|(w, _)| w.drain(..)));
+        let result = match db.read().unwrap().as_ref() {
+            Some(db) => apply(db, batch.iter_mut().flat_map(|(w, _)| w.drain(..))),
+            None => Err(CLOSED.to_string()),
+        };
         for (_, done) in batch {
             let _ = done.send(result.clone());
         }

@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Extension;
@@ -23,6 +23,7 @@ use utoipa::IntoParams;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::ApiQuery;
 use crate::events::{event_type, read_range, Batch};
 use crate::model::TransferView;
 use crate::state::AppState;
@@ -44,7 +45,7 @@ pub async fn events(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     headers: HeaderMap,
-    Query(q): Query<EventsQuery>,
+    ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let committed = s.hub.committed();
     let last = headers.get("last-event-id").map(|v| {

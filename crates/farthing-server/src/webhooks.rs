@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
@@ -30,7 +30,7 @@ use crate::api::parse_id;
 use crate::auth::{now_unix_s, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::events::{event_type, read_range};
-use crate::extract::ApiJson;
+use crate::extract::{ApiJson, ApiQuery};
 use crate::meta::{Meta, Table, Write};
 use crate::model::{CreateWebhook, CreatedWebhook, TransferView, WebhookView};
 use crate::receipt::utc;
@@ -429,7 +429,7 @@ pub async fn list_deliveries(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
-    Query(q): Query<DeliveriesQuery>,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Vec<Delivery>>> {
     let hook = visible_hook(&s, &p, &id)?;
     let limit = q.limit.unwrap_or(100).clamp(1, s.config.page_size_max) as usize;

@@ -3,6 +3,7 @@
 mod bench;
 mod bench_tlog;
 mod inspect;
+mod load;
 mod loadgen;
 mod query;
 mod serve;
@@ -25,6 +26,8 @@ struct Cli {
 enum Command {
     /// Run the payment API server (REST, events, webhooks) on the embedded store.
     Serve(serve::ServeArgs),
+    /// Load an API server over HTTP: requests/s, transfers/s, latency percentiles.
+    Load(load::LoadArgs),
     /// Measure Farthing end to end.
     Bench {
         #[command(subcommand)]
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::Load(args) => load::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),

@@ -72,10 +72,8 @@ pub struct Client {
 
 impl Client {
     pub fn new(base_url: &str, key: &str) -> Self {
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .expect("reqwest client");
+        let http =
+            reqwest::Client::builder().pool_max_idle_per_host(64).build().expect("reqwest client");
         Self { http, base: base_url.trim_end_matches('/').to_string(), key: key.to_string() }
     }
 
@@ -148,7 +146,12 @@ impl Client {
     }
 
     /// POSTs JSON and returns the body of a successful answer.
-    pub async fn post(&self, path: &str, body: &impl Serialize, idempotency_key: Option<&str>) -> Result<Value, Error> {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Error> {
         Ok(Self::check(self.post_raw(path, body, idempotency_key).await?)?.body)
     }
 
@@ -179,7 +182,11 @@ impl Client {
     }
 
     /// `transfer`: the JSON of `POST /v1/transfers`.
-    pub async fn create_transfer(&self, transfer: &Value, idempotency_key: Option<&str>) -> Result<Value, Error> {
+    pub async fn create_transfer(
+        &self,
+        transfer: &Value,
+        idempotency_key: Option<&str>,
+    ) -> Result<Value, Error> {
         self.post("/v1/transfers", transfer, idempotency_key).await
     }
 
@@ -244,7 +251,8 @@ pub struct Event {
     pub data: Value,
 }
 
-type ByteStream = std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+type ByteStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
 
 /// The event stream of [`Client::events`].
 pub struct Events {
@@ -272,7 +280,8 @@ impl Events {
                 if data.is_empty() {
                     continue;
                 }
-                let data = serde_json::from_str(&data).map_err(|e| Error::Unexpected(e.to_string()))?;
+                let data =
+                    serde_json::from_str(&data).map_err(|e| Error::Unexpected(e.to_string()))?;
                 return Ok(Some(Event { id, kind, data }));
             }
             match self.stream.next().await {

@@ -8,8 +8,8 @@ use axum::{Extension, Json};
 use farthing_ledger::amount::parse_amount;
 use farthing_ledger::limits::BATCH_EVENTS_MAX;
 use farthing_ledger::{
-    Account, AccountFilter, AccountFlags, Asset, AssetKind, CreateAccountResult,
-    CreateAssetResult, CreateTransferResult, PendingStatus, QueryError, Transfer, TransferFlags,
+    Account, AccountFilter, AccountFlags, Asset, AssetKind, CreateAccountResult, CreateAssetResult,
+    CreateTransferResult, PendingStatus, QueryError, Transfer, TransferFlags,
 };
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -28,7 +28,9 @@ pub fn parse_id(field: &str, text: &str) -> ApiResult<u128> {
         Ok(id) if id != 0 && id != u128::MAX => Ok(id),
         _ => Err(ApiError::invalid(
             field,
-            format!("{field} must be a decimal id between 1 and 2^128-2, as a string; got {text:?}."),
+            format!(
+                "{field} must be a decimal id between 1 and 2^128-2, as a string; got {text:?}."
+            ),
         )),
     }
 }
@@ -68,7 +70,8 @@ fn unprocessable(code: &str, detail: &str) -> ApiError {
 /// A ledger refusal of a transfer as an answer: conflicts for ids reused with other fields,
 /// 422 for every business rule.
 fn transfer_refused(code: CreateTransferResult) -> ApiError {
-    let status = if code.is_exists() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
+    let status =
+        if code.is_exists() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
     ApiError::new(status, code.code(), code.message())
 }
 
@@ -142,8 +145,12 @@ fn account_flags(names: &[String]) -> ApiResult<AccountFlags> {
     let mut flags = AccountFlags::empty();
     for name in names {
         match name.as_str() {
-            "debits_must_not_exceed_credits" => flags.set(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, true),
-            "credits_must_not_exceed_debits" => flags.set(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS, true),
+            "debits_must_not_exceed_credits" => {
+                flags.set(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, true)
+            }
+            "credits_must_not_exceed_debits" => {
+                flags.set(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS, true)
+            }
             "history" => flags.set(AccountFlags::HISTORY, true),
             other => {
                 return Err(ApiError::invalid(
@@ -177,7 +184,10 @@ pub async fn create_account(
     let owner = match (&req.owner_id, p.role) {
         (Some(o), _) => parse_u128("owner_id", o)?,
         (None, Role::Admin) => {
-            return Err(ApiError::invalid("owner_id", "owner_id is required (0 for house accounts)."))
+            return Err(ApiError::invalid(
+                "owner_id",
+                "owner_id is required (0 for house accounts).",
+            ))
         }
         (None, _) => p.owner_id.expect("bound key"),
     };
@@ -191,7 +201,10 @@ pub async fn create_account(
     let account = Account {
         id: id_or_new("id", &req.id)?,
         owner_id: owner,
-        user_data_64: req.user_data_64.as_deref().map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
+        user_data_64: req
+            .user_data_64
+            .as_deref()
+            .map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
         asset: asset.id,
         code: req.code.unwrap_or(1),
         flags: account_flags(&req.flags)?,
@@ -201,7 +214,9 @@ pub async fn create_account(
     let status = match result.code {
         CreateAccountResult::Ok => StatusCode::CREATED,
         CreateAccountResult::Exists => StatusCode::OK,
-        code if code.is_exists() => return Err(ApiError::new(StatusCode::CONFLICT, code.code(), code.message())),
+        code if code.is_exists() => {
+            return Err(ApiError::new(StatusCode::CONFLICT, code.code(), code.message()))
+        }
         code => return Err(unprocessable(code.code(), code.message())),
     };
     let id = account.id;
@@ -275,14 +290,18 @@ pub async fn list_accounts(
     }
     let after = q.cursor.as_deref().map_or(Ok(0), |c| parse_u64("cursor", c))? as usize;
     let (ids, more) = s.directory.owner_accounts(owner, after, limit as usize);
-    let ids: Vec<u128> =
-        ids.into_iter().filter(|id| p.sees_account(*id, owner)).collect();
+    let ids: Vec<u128> = ids.into_iter().filter(|id| p.sees_account(*id, owner)).collect();
     let next = more.then(|| (after + limit as usize).to_string());
     let accounts = s
         .engine
-        .read_async(move |sm| ids.iter().filter_map(|id| sm.account(*id).copied()).collect::<Vec<_>>())
+        .read_async(move |sm| {
+            ids.iter().filter_map(|id| sm.account(*id).copied()).collect::<Vec<_>>()
+        })
         .await?;
-    Ok(Json(Page { data: accounts.iter().map(|a| account_view(&s, a)).collect(), next_cursor: next }))
+    Ok(Json(Page {
+        data: accounts.iter().map(|a| account_view(&s, a)).collect(),
+        next_cursor: next,
+    }))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -424,8 +443,14 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
         debit_account_id: debit,
         credit_account_id: credit,
         amount: amount("amount", &req.amount, asset.scale)?,
-        user_data_128: req.user_data_128.as_deref().map_or(Ok(0), |u| parse_u128("user_data_128", u))?,
-        user_data_64: req.user_data_64.as_deref().map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
+        user_data_128: req
+            .user_data_128
+            .as_deref()
+            .map_or(Ok(0), |u| parse_u128("user_data_128", u))?,
+        user_data_64: req
+            .user_data_64
+            .as_deref()
+            .map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
         user_data_32: req.user_data_32.unwrap_or(0),
         timeout_s: req.timeout_s.unwrap_or(0),
         asset: asset.id,
@@ -451,9 +476,14 @@ async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
             {
                 // The amount that moved may differ from the one asked: answer what is stored.
                 let id = t.id;
-                stored = s.engine.read_async(move |sm| sm.transfer(id).copied()).await?.unwrap_or(stored);
+                stored = s
+                    .engine
+                    .read_async(move |sm| sm.transfer(id).copied())
+                    .await?
+                    .unwrap_or(stored);
             }
-            let status = stored.flags.contains(TransferFlags::PENDING).then_some(PendingStatus::Pending);
+            let status =
+                stored.flags.contains(TransferFlags::PENDING).then_some(PendingStatus::Pending);
             Ok((StatusCode::CREATED, Json(transfer_view(s, &stored, status))).into_response())
         }
         CreateTransferResult::Exists => {
@@ -484,7 +514,10 @@ pub async fn create_transfer(
 ) -> ApiResult<Response> {
     p.require_writer()?;
     if req.flags.iter().any(|f| f == "linked") {
-        return Err(ApiError::invalid("flags", "linked joins a transfer to the next one in a batch."));
+        return Err(ApiError::invalid(
+            "flags",
+            "linked joins a transfer to the next one in a batch.",
+        ));
     }
     let t = build_transfer(&s, &p, &req)?;
     submit_one(&s, t).await
@@ -551,16 +584,28 @@ impl TakeField for Option<String> {
 }
 
 /// The pending transfer named in the path, if the caller may see it.
-async fn pending_for(s: &AppState, p: &Principal, id: u128) -> ApiResult<(Transfer, AccountInfo, AccountInfo)> {
+async fn pending_for(
+    s: &AppState,
+    p: &Principal,
+    id: u128,
+) -> ApiResult<(Transfer, AccountInfo, AccountInfo)> {
     let pending = s.engine.read_async(move |sm| sm.transfer(id).copied()).await?;
     let pending = pending.ok_or_else(|| ApiError::not_found("transfer"))?;
     let [d, c] = s.directory.accounts([pending.debit_account_id, pending.credit_account_id]);
-    let (d, c) = (d.ok_or_else(|| ApiError::not_found("transfer"))?, c.ok_or_else(|| ApiError::not_found("transfer"))?);
-    if !p.sees_account(pending.debit_account_id, d.owner) && !p.sees_account(pending.credit_account_id, c.owner) {
+    let (d, c) = (
+        d.ok_or_else(|| ApiError::not_found("transfer"))?,
+        c.ok_or_else(|| ApiError::not_found("transfer"))?,
+    );
+    if !p.sees_account(pending.debit_account_id, d.owner)
+        && !p.sees_account(pending.credit_account_id, c.owner)
+    {
         return Err(ApiError::not_found("transfer"));
     }
     if !pending.flags.contains(TransferFlags::PENDING) {
-        return Err(unprocessable("pending_transfer_not_pending", CreateTransferResult::PendingTransferNotPending.message()));
+        return Err(unprocessable(
+            "pending_transfer_not_pending",
+            CreateTransferResult::PendingTransferNotPending.message(),
+        ));
     }
     Ok((pending, d, c))
 }
@@ -614,8 +659,12 @@ pub async fn void_pending(
     let (pending, _, c) = pending_for(&s, &p, pending_id).await?;
     // Only the payee (or an admin) releases a hold: a payer cannot cancel what it authorised;
     // holds with a timeout also expire by themselves.
-    if p.role != Role::Admin && !(p.role == Role::Merchant && p.owns(pending.credit_account_id, c.owner)) {
-        return Err(ApiError::forbidden("Only the payee's merchant key (or an admin) may void a hold."));
+    if p.role != Role::Admin
+        && !(p.role == Role::Merchant && p.owns(pending.credit_account_id, c.owner))
+    {
+        return Err(ApiError::forbidden(
+            "Only the payee's merchant key (or an admin) may void a hold.",
+        ));
     }
     let t = Transfer {
         id: id_or_new("id", &req.id)?,
@@ -627,8 +676,13 @@ pub async fn void_pending(
 }
 
 /// A committed transfer, if the caller may see either side.
-async fn visible_transfer(s: &AppState, p: &Principal, id: u128) -> ApiResult<(Transfer, Option<PendingStatus>)> {
-    let (t, status) = s.engine.read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id))).await?;
+async fn visible_transfer(
+    s: &AppState,
+    p: &Principal,
+    id: u128,
+) -> ApiResult<(Transfer, Option<PendingStatus>)> {
+    let (t, status) =
+        s.engine.read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id))).await?;
     let t = t.ok_or_else(|| ApiError::not_found("transfer"))?;
     let [d, c] = s.directory.accounts([t.debit_account_id, t.credit_account_id]);
     let sees = |id, info: Option<AccountInfo>| info.is_some_and(|i| p.sees_account(id, i.owner));
@@ -683,7 +737,11 @@ pub async fn get_receipt(
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??
         .ok_or_else(|| ApiError::not_found("transfer"))?;
     if text {
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], receipt.proof.to_text()).into_response());
+        return Ok((
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            receipt.proof.to_text(),
+        )
+            .into_response());
     }
     let doc = crate::receipt::receipt_json(&receipt)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "log_failed", e))?;
@@ -700,16 +758,19 @@ pub async fn get_checkpoint(
     Extension(_p): Extension<Principal>,
 ) -> ApiResult<Response> {
     let engine = s.engine.clone();
-    let note = tokio::task::spawn_blocking(move || engine.checkpoint())
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))??;
+    let note = tokio::task::spawn_blocking(move || engine.checkpoint()).await.map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })??;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
 }
 
 #[utoipa::path(get, path = "/v1/log/key", tag = "transparency log",
     responses((status = 200, content_type = "text/plain", body = String, description = "The log's verifier key (name+keyid+base64)")))]
 pub async fn get_log_key(State(s): State<AppState>) -> ApiResult<Response> {
-    let key = s.verifier_key.clone().ok_or_else(|| ApiError::from(farthing_store::EngineError::LogOff))?;
+    let key = s
+        .verifier_key
+        .clone()
+        .ok_or_else(|| ApiError::from(farthing_store::EngineError::LogOff))?;
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{key}\n")).into_response())
 }
 
@@ -740,7 +801,11 @@ pub async fn get_consistency(
             farthing_store::EngineError::Log(m) => ApiError::bad_request("invalid_range", m),
             e => e.into(),
         })?;
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], farthing_tlog::proof::encode_hashes(&proof)).into_response())
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        farthing_tlog::proof::encode_hashes(&proof),
+    )
+        .into_response())
 }
 
 // ----- keys -----
@@ -755,10 +820,14 @@ pub async fn create_key(
 ) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
     p.require_admin()?;
     let owner_id = req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?;
-    let accounts = req.accounts.iter().map(|a| parse_id("accounts", a)).collect::<ApiResult<Vec<_>>>()?;
+    let accounts =
+        req.accounts.iter().map(|a| parse_id("accounts", a)).collect::<ApiResult<Vec<_>>>()?;
     for a in &accounts {
         if s.directory.account(*a).map(|i| i.owner) != owner_id {
-            return Err(ApiError::invalid("accounts", format!("Account {a} is not one of the owner's.")));
+            return Err(ApiError::invalid(
+                "accounts",
+                format!("Account {a} is not one of the owner's."),
+            ));
         }
     }
     let new = NewKey {

@@ -164,8 +164,7 @@ pub fn hex(bytes: &[u8]) -> String {
 /// The public prefix of a well-formed key.
 pub fn key_prefix(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("fk_")?;
-    if key.len() < KEY_CHARS_MIN || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-    {
+    if key.len() < KEY_CHARS_MIN || !rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
         return None;
     }
     Some(&rest[..KEY_PREFIX_CHARS])
@@ -228,7 +227,9 @@ impl Keys {
                 }
                 k.to_string()
             }
-            None => format!("fk_{}{}", random_text(KEY_PREFIX_CHARS), random_text(KEY_SECRET_CHARS)),
+            None => {
+                format!("fk_{}{}", random_text(KEY_PREFIX_CHARS), random_text(KEY_SECRET_CHARS))
+            }
         };
         let prefix = key_prefix(&key).expect("well formed").to_string();
         if self.by_prefix.read().unwrap().contains_key(&prefix) {
@@ -280,15 +281,13 @@ impl Keys {
 
     /// Checks the request's `Authorization: Bearer <key>` and the key's rate limit.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, ApiError> {
-        let value = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::unauthorized("Send your API key: Authorization: Bearer <key>."))?;
-        let key = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(|| ApiError::unauthorized("The Authorization header must be Bearer <key>."))?;
+        let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("Send your API key: Authorization: Bearer <key>.")
+        })?;
+        let key =
+            value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(
+                || ApiError::unauthorized("The Authorization header must be Bearer <key>."),
+            )?;
         let invalid = || ApiError::unauthorized("This API key is not valid.");
         let prefix = key_prefix(key).ok_or_else(invalid)?;
         let entry = self.by_prefix.read().unwrap().get(prefix).cloned().ok_or_else(invalid)?;
@@ -332,7 +331,8 @@ impl Entry {
         let capacity = f64::from(burst.max(1));
         let mut b = self.bucket.lock().unwrap();
         let now = Instant::now();
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(rate)).min(capacity);
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * f64::from(rate)).min(capacity);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;

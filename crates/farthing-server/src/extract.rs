@@ -58,7 +58,9 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                 } else {
                     "invalid_field"
                 };
-                let hint = if text.contains("invalid type: integer") || text.contains("invalid type: floating point") {
+                let hint = if text.contains("invalid type: integer")
+                    || text.contains("invalid type: floating point")
+                {
                     " Amounts and ids are strings: \"0.25\", not 0.25."
                 } else {
                     ""

@@ -118,7 +118,11 @@ async fn run(
     let key = value
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= KEY_CHARS_MAX && k.bytes().all(|b| (0x21..0x7f).contains(&b)))
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= KEY_CHARS_MAX
+                && k.bytes().all(|b| (0x21..0x7f).contains(&b))
+        })
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",
@@ -128,7 +132,11 @@ async fn run(
     let (parts, body) = req.into_parts();
     let limit = s.config.batch_body_bytes_max.max(s.config.body_bytes_max);
     let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "The request body is too large.")
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            "The request body is too large.",
+        )
     })?;
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
@@ -187,7 +195,9 @@ async fn run(
     };
     let value = serde_json::to_vec(&record).expect("json");
     // Durable before the answer: a retry after a crash replays rather than re-runs.
-    if let Err(e) = s.meta.write(vec![Write::Put(Table::Idempotency, store_key.into_bytes(), value)]).await {
+    if let Err(e) =
+        s.meta.write(vec![Write::Put(Table::Idempotency, store_key.into_bytes(), value)]).await
+    {
         return Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "storage",

@@ -132,7 +132,11 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "This route does not take that method.")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "This route does not take that method.",
+            )
         })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state);
@@ -171,7 +175,9 @@ async fn readyz(State(s): State<AppState>) -> Response {
         _ if *s.stop.borrow() => (StatusCode::SERVICE_UNAVAILABLE, Some("stopping".to_string())),
         Ok(Ok(())) => (StatusCode::OK, None),
         Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string())),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Some("the engine did not answer in 2 s".into())),
+        Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, Some("the engine did not answer in 2 s".into()))
+        }
     };
     let status_text = if status == StatusCode::OK { "ready" } else { "unavailable" };
     (status, Json(model::Health { status: status_text.into(), detail })).into_response()
@@ -180,16 +186,45 @@ async fn readyz(State(s): State<AppState>) -> Response {
 async fn metrics_text(State(s): State<AppState>) -> Response {
     let stats = s.engine.stats();
     let extra = [
-        ("process_cpu_seconds_total", "CPU seconds used by the server process.", metrics::process_cpu_seconds()),
+        (
+            "process_cpu_seconds_total",
+            "CPU seconds used by the server process.",
+            metrics::process_cpu_seconds(),
+        ),
         ("process_resident_memory_bytes", "Resident memory.", metrics::resident_bytes()),
-        ("farthing_events_committed", "Transfers committed and durable (the event feed's length).", s.hub.committed() as f64),
-        ("farthing_engine_events_durable_total", "Events the engine made durable.", stats.events_durable.load(Ordering::Relaxed) as f64),
-        ("farthing_engine_records_durable_total", "WAL records made durable.", stats.records_durable.load(Ordering::Relaxed) as f64),
-        ("farthing_engine_syncs_total", "WAL fsyncs (group commits).", stats.syncs.load(Ordering::Relaxed) as f64),
-        ("farthing_engine_wal_bytes_total", "WAL bytes written.", stats.wal_bytes_written.load(Ordering::Relaxed) as f64),
-        ("farthing_webhook_deliveries_pending", "Webhook deliveries waiting for an attempt.", webhooks::pending(&s) as f64),
+        (
+            "farthing_events_committed",
+            "Transfers committed and durable (the event feed's length).",
+            s.hub.committed() as f64,
+        ),
+        (
+            "farthing_engine_events_durable_total",
+            "Events the engine made durable.",
+            stats.events_durable.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "farthing_engine_records_durable_total",
+            "WAL records made durable.",
+            stats.records_durable.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "farthing_engine_syncs_total",
+            "WAL fsyncs (group commits).",
+            stats.syncs.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "farthing_engine_wal_bytes_total",
+            "WAL bytes written.",
+            stats.wal_bytes_written.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "farthing_webhook_deliveries_pending",
+            "Webhook deliveries waiting for an attempt.",
+            webhooks::pending(&s) as f64,
+        ),
     ];
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra)).into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render(&extra))
+        .into_response()
 }
 
 /// A running server.
@@ -252,7 +287,8 @@ impl Server {
             .map_err(|e| e.to_string())?;
         hub.start_at(committed);
         let meta = meta::Meta::open(&root.join("server.redb"))?;
-        let keys = auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;
+        let keys =
+            auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;
         let verifier_key = farthing_store::tlog::verifier_key(&root).ok();
         let webhooks = Arc::new(webhooks::Webhooks::load(
             meta.clone(),
@@ -281,9 +317,11 @@ impl Server {
                 rate_limit_per_s: 0,
                 label: "first admin key".into(),
             };
-            let (key, _) = state.keys.create(new, admin_key.as_deref()).await.map_err(|e| {
-                format!("FARTHING_ADMIN_KEY: {}", e.detail)
-            })?;
+            let (key, _) = state
+                .keys
+                .create(new, admin_key.as_deref())
+                .await
+                .map_err(|e| format!("FARTHING_ADMIN_KEY: {}", e.detail))?;
             new_admin_key = Some(key);
         }
         let listener = TcpListener::bind(config.listen)
@@ -358,7 +396,8 @@ async fn serve(
         let watcher = graceful.watcher();
         match &tls {
             None => {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
+                let conn =
+                    builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
                 tokio::spawn(watcher.watch(conn));
             }
             Some(acceptor) => {
@@ -369,7 +408,9 @@ async fn serve(
                     else {
                         return;
                     };
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
                     let _ = watcher.watch(conn).await;
                 });
             }

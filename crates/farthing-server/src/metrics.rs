@@ -75,12 +75,36 @@ impl Metrics {
             self.duration_us_sum.load(Ordering::Relaxed) as f64 / 1e6
         );
         let counters = [
-            ("farthing_transfers_accepted_total", "Transfers the API had applied.", &self.transfers_accepted),
-            ("farthing_transfers_refused_total", "Transfers the ledger refused.", &self.transfers_refused),
-            ("farthing_idempotent_replays_total", "Answers replayed for a repeated Idempotency-Key.", &self.idempotent_replays),
-            ("farthing_webhook_deliveries_succeeded_total", "Webhook deliveries acknowledged.", &self.webhook_deliveries_ok),
-            ("farthing_webhook_attempts_failed_total", "Webhook delivery attempts that failed.", &self.webhook_attempts_failed),
-            ("farthing_webhook_deliveries_failed_total", "Webhook deliveries given up.", &self.webhook_deliveries_failed),
+            (
+                "farthing_transfers_accepted_total",
+                "Transfers the API had applied.",
+                &self.transfers_accepted,
+            ),
+            (
+                "farthing_transfers_refused_total",
+                "Transfers the ledger refused.",
+                &self.transfers_refused,
+            ),
+            (
+                "farthing_idempotent_replays_total",
+                "Answers replayed for a repeated Idempotency-Key.",
+                &self.idempotent_replays,
+            ),
+            (
+                "farthing_webhook_deliveries_succeeded_total",
+                "Webhook deliveries acknowledged.",
+                &self.webhook_deliveries_ok,
+            ),
+            (
+                "farthing_webhook_attempts_failed_total",
+                "Webhook delivery attempts that failed.",
+                &self.webhook_attempts_failed,
+            ),
+            (
+                "farthing_webhook_deliveries_failed_total",
+                "Webhook deliveries given up.",
+                &self.webhook_deliveries_failed,
+            ),
         ];
         for (name, help, value) in counters {
             let _ = writeln!(

@@ -3,7 +3,9 @@
 //! ("0.000125" USD at scale 6); JSON numbers are refused for both.
 
 use farthing_ledger::amount::format_amount;
-use farthing_ledger::{Account, AccountFlags, Asset, AssetKind, PendingStatus, Transfer, TransferFlags};
+use farthing_ledger::{
+    Account, AccountFlags, Asset, AssetKind, PendingStatus, Transfer, TransferFlags,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 

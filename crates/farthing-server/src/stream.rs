@@ -23,8 +23,8 @@ use utoipa::IntoParams;
 
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::ApiQuery;
 use crate::events::{event_type, read_range, Batch};
+use crate::extract::ApiQuery;
 use crate::model::TransferView;
 use crate::state::AppState;
 
@@ -50,7 +50,10 @@ pub async fn events(
     let committed = s.hub.committed();
     let last = headers.get("last-event-id").map(|v| {
         v.to_str().ok().and_then(|t| t.trim().parse::<u64>().ok()).ok_or_else(|| {
-            ApiError::bad_request("invalid_event_id", "Last-Event-ID must be an event id (a decimal number).")
+            ApiError::bad_request(
+                "invalid_event_id",
+                "Last-Event-ID must be an event id (a decimal number).",
+            )
         })
     });
     let start = match (last.transpose()?, q.from) {
@@ -74,7 +77,8 @@ pub async fn events(
         state.metrics.sse_clients.fetch_sub(1, Ordering::Relaxed);
     });
     let stream = ReceiverStream::new(rx).map(Ok::<Event, Infallible>);
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(s.config.events_keepalive_s))))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(s.config.events_keepalive_s))))
 }
 
 /// Sends events from `next` on until the reader goes or the server stops.
@@ -122,7 +126,13 @@ async fn feed(
 }
 
 /// Sends the visible events of `batch` from position `from`; false once the reader is gone.
-async fn send(s: &AppState, p: &Principal, batch: &Batch, from: u64, tx: &mpsc::Sender<Event>) -> bool {
+async fn send(
+    s: &AppState,
+    p: &Principal,
+    batch: &Batch,
+    from: u64,
+    tx: &mpsc::Sender<Event>,
+) -> bool {
     for (i, t) in batch.transfers.iter().enumerate() {
         let index = batch.first + i as u64;
         if index < from {

@@ -205,11 +205,19 @@ async fn dispatch_range(s: &AppState, from: u64, to: u64) -> Result<u64, String>
                 next_attempt_unix_ms: now,
                 payload,
             };
-            writes.push(Write::Put(Table::Deliveries, key.clone(), serde_json::to_vec(&d).expect("json")));
+            writes.push(Write::Put(
+                Table::Deliveries,
+                key.clone(),
+                serde_json::to_vec(&d).expect("json"),
+            ));
             queued.push((now, key));
         }
     }
-    writes.push(Write::Put(Table::Meta, NEXT_DELIVERY.as_bytes().to_vec(), seq.to_be_bytes().to_vec()));
+    writes.push(Write::Put(
+        Table::Meta,
+        NEXT_DELIVERY.as_bytes().to_vec(),
+        seq.to_be_bytes().to_vec(),
+    ));
     writes.push(Write::Put(Table::Meta, CURSOR.as_bytes().to_vec(), end.to_be_bytes().to_vec()));
     s.meta.write(writes).await?;
     if !queued.is_empty() {
@@ -254,7 +262,9 @@ pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
                 drop(permit);
             });
         }
-        let wait = next_due.map_or(Duration::from_secs(3_600), |t| Duration::from_millis(t.saturating_sub(now_ms())));
+        let wait = next_due.map_or(Duration::from_secs(3_600), |t| {
+            Duration::from_millis(t.saturating_sub(now_ms()))
+        });
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = s.webhooks.wake.notified() => {}
@@ -269,8 +279,16 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == d.webhook_id).cloned();
     let Some(hook) = hook.filter(|h| h.enabled) else {
         d.state = "failed".into();
-        d.attempts.push(Attempt { at: utc(now_ms() * 1_000_000), status: None, error: Some("the endpoint was removed".into()), took_ms: 0 });
-        let _ = s.meta.write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))]).await;
+        d.attempts.push(Attempt {
+            at: utc(now_ms() * 1_000_000),
+            status: None,
+            error: Some("the endpoint was removed".into()),
+            took_ms: 0,
+        });
+        let _ = s
+            .meta
+            .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
+            .await;
         return;
     };
     let body = serde_json::to_string(&d.payload).expect("json");
@@ -294,7 +312,12 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
         Ok(r) => (Some(r.status().as_u16()), Some(format!("the endpoint answered {}", r.status()))),
         Err(e) => (None, Some(e.to_string())),
     };
-    d.attempts.push(Attempt { at: utc(now_ms() * 1_000_000), status, error: error.clone(), took_ms });
+    d.attempts.push(Attempt {
+        at: utc(now_ms() * 1_000_000),
+        status,
+        error: error.clone(),
+        took_ms,
+    });
     let cfg = &s.config;
     if error.is_none() {
         d.state = "succeeded".into();
@@ -306,12 +329,21 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     } else {
         s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
         let exp = (d.attempts.len() as u32 - 1).min(30);
-        let backoff = cfg.webhook_retry_base_ms.saturating_mul(1 << exp).min(cfg.webhook_retry_max_ms);
+        let backoff =
+            cfg.webhook_retry_base_ms.saturating_mul(1 << exp).min(cfg.webhook_retry_max_ms);
         d.next_attempt_unix_ms = now_ms() + backoff;
     }
     let pending = d.state == "pending";
     let due = d.next_attempt_unix_ms;
-    if let Err(e) = s.meta.write(vec![Write::Put(Table::Deliveries, key.clone(), serde_json::to_vec(&d).expect("json"))]).await {
+    if let Err(e) = s
+        .meta
+        .write(vec![Write::Put(
+            Table::Deliveries,
+            key.clone(),
+            serde_json::to_vec(&d).expect("json"),
+        )])
+        .await
+    {
         eprintln!("farthing: webhook delivery record not saved: {e}");
     }
     if pending {
@@ -329,7 +361,12 @@ fn random_token(bytes: usize) -> Vec<u8> {
 fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
     let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == id).cloned();
     match hook {
-        Some(h) if p.role == Role::Admin || p.role == Role::Merchant && h.owner_id.is_some() && h.owner_id == p.owner_id => Ok(h),
+        Some(h)
+            if p.role == Role::Admin
+                || p.role == Role::Merchant && h.owner_id.is_some() && h.owner_id == p.owner_id =>
+        {
+            Ok(h)
+        }
         _ => Err(ApiError::not_found("webhook")),
     }
 }
@@ -348,7 +385,9 @@ pub async fn create_webhook(
             let own = p.owner_id.expect("bound key");
             if let Some(o) = req.owner_id.as_deref() {
                 if parse_id("owner_id", o)? != own {
-                    return Err(ApiError::forbidden("A merchant key registers webhooks for its own owner only."));
+                    return Err(ApiError::forbidden(
+                        "A merchant key registers webhooks for its own owner only.",
+                    ));
                 }
             }
             Some(own)
@@ -372,12 +411,19 @@ pub async fn create_webhook(
         enabled: true,
     };
     save(&s, &hook).await?;
-    Ok((StatusCode::CREATED, Json(CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() }),
+    ))
 }
 
 async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
     s.meta
-        .write(vec![Write::Put(Table::Webhooks, hook.id.as_bytes().to_vec(), serde_json::to_vec(hook).expect("json"))])
+        .write(vec![Write::Put(
+            Table::Webhooks,
+            hook.id.as_bytes().to_vec(),
+            serde_json::to_vec(hook).expect("json"),
+        )])
         .await
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
     let mut hooks = s.webhooks.hooks.lock().unwrap();
@@ -396,7 +442,9 @@ pub async fn list_webhooks(
         return Err(ApiError::forbidden("Only merchant and admin keys have webhooks."));
     }
     let hooks = s.webhooks.hooks.lock().unwrap().clone();
-    Ok(Json(hooks.iter().filter(|h| visible_hook(&s, &p, &h.id).is_ok()).map(Webhook::view).collect()))
+    Ok(Json(
+        hooks.iter().filter(|h| visible_hook(&s, &p, &h.id).is_ok()).map(Webhook::view).collect(),
+    ))
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",

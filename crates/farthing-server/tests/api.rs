@@ -34,7 +34,8 @@ async fn a_payment_end_to_end_with_a_receipt_that_verifies() {
     let page = payer.get("/v1/accounts/1001/transfers?limit=1").await.unwrap();
     assert_eq!(page["data"].as_array().unwrap().len(), 1);
     let cursor = page["next_cursor"].as_str().unwrap();
-    let next = payer.get(&format!("/v1/accounts/1001/transfers?limit=1&cursor={cursor}")).await.unwrap();
+    let next =
+        payer.get(&format!("/v1/accounts/1001/transfers?limit=1&cursor={cursor}")).await.unwrap();
     assert_eq!(next["data"][0]["id"], "77");
     let balances = payer.get("/v1/accounts/1001/balances").await.unwrap();
     assert_eq!(balances["data"].as_array().unwrap().len(), 2);
@@ -57,7 +58,10 @@ async fn a_payment_end_to_end_with_a_receipt_that_verifies() {
     assert_eq!(payer.account("1001").await.unwrap()["balance"], "99.999900");
     // Ledger refusals carry the ledger's code.
     let err = payer
-        .create_transfer(&json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "1000"}), None)
+        .create_transfer(
+            &json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "1000"}),
+            None,
+        )
         .await
         .unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(422), Some("exceeds_credits")));
@@ -88,7 +92,8 @@ async fn fingerprint(admin: &Client) -> Value {
     let mut state = json!({});
     for id in ["1", "1001", "1002", "2001"] {
         state[id] = admin.account(id).await.unwrap();
-        state[format!("{id}/transfers")] = admin.get(&format!("/v1/accounts/{id}/transfers")).await.unwrap();
+        state[format!("{id}/transfers")] =
+            admin.get(&format!("/v1/accounts/{id}/transfers")).await.unwrap();
     }
     state["assets"] = admin.get("/v1/assets").await.unwrap();
     state["keys"] = admin.get("/v1/api-keys").await.unwrap();
@@ -105,9 +110,14 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", server.url);
     let payment = r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5"}"#;
-    let big = format!(r#"{{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5","user_data_64":"{}"}}"#, "1".repeat(100_000));
+    let big = format!(
+        r#"{{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5","user_data_64":"{}"}}"#,
+        "1".repeat(100_000)
+    );
     let items: Vec<String> = (0..8_191)
-        .map(|_| r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.01"}"#.to_string())
+        .map(|_| {
+            r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.01"}"#.to_string()
+        })
         .collect();
     let too_many = format!(r#"{{"transfers":[{}]}}"#, items.join(","));
     let huge_batch = format!(r#"{{"transfers":[],"pad":"{}"}}"#, "x".repeat(5 << 20));
@@ -148,7 +158,8 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         let response = request.send().await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{what}");
         assert_eq!(
-            response.headers()["content-type"], "application/problem+json",
+            response.headers()["content-type"],
+            "application/problem+json",
             "{what}: content type"
         );
         let problem: Value = response.json().await.unwrap();
@@ -163,7 +174,12 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     // Queries and headers.
     let gets: Vec<(&str, &str, u16, &str)> = vec![
         ("a page size of 0", "/v1/accounts/1001/transfers?limit=0", 400, "limit_out_of_range"),
-        ("a page size over the limit", "/v1/accounts/1001/transfers?limit=100000", 400, "limit_out_of_range"),
+        (
+            "a page size over the limit",
+            "/v1/accounts/1001/transfers?limit=100000",
+            400,
+            "limit_out_of_range",
+        ),
         ("a malformed id", "/v1/accounts/abc", 400, "invalid_field"),
         ("an unknown account", "/v1/accounts/424242", 404, "not_found"),
         ("an unknown route", "/v1/nothing", 404, "not_found"),
@@ -179,7 +195,12 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     let no_key = http.get(url("/v1/accounts/1001")).send().await.unwrap();
     assert_eq!(no_key.status(), 401);
     assert_eq!(no_key.headers()["www-authenticate"], "Bearer");
-    let wrong = http.get(url("/v1/accounts/1001")).bearer_auth("fk_testadmin000000000000000000000000001").send().await.unwrap();
+    let wrong = http
+        .get(url("/v1/accounts/1001"))
+        .bearer_auth("fk_testadmin000000000000000000000000001")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), 401);
     let long_key = "k".repeat(300);
     let bad_idem = http
@@ -215,13 +236,23 @@ async fn idempotency_keys_replay_refuse_and_survive_a_restart() {
     // The same key with another request is refused, and nothing runs.
     let other = json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "9"});
     let reused = payer.post_raw("/v1/transfers", &other, Some("order-1")).await.unwrap();
-    assert_eq!((reused.status, reused.body["code"].as_str()), (422, Some("idempotency_key_reused")));
+    assert_eq!(
+        (reused.status, reused.body["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
     assert_eq!(payer.account("1001").await.unwrap()["balance"], "98.750000");
     // Refusals are replayed too: the answer to a key does not change.
     let broke = json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "5000"});
     let refused = payer.post_raw("/v1/transfers", &broke, Some("order-2")).await.unwrap();
     assert_eq!(refused.status, 422);
-    admin.post("/v1/transfers", &json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "10000"}), None).await.unwrap();
+    admin
+        .post(
+            "/v1/transfers",
+            &json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "10000"}),
+            None,
+        )
+        .await
+        .unwrap();
     let still = payer.post_raw("/v1/transfers", &broke, Some("order-2")).await.unwrap();
     assert_eq!((still.status, still.body.clone()), (422, refused.body.clone()));
     // Keys are scoped to the API key that sent them.
@@ -265,19 +296,52 @@ async fn who_may_do_what_roles_by_endpoints() {
     type Body = fn(usize) -> Value;
     let none: Body = |_| Value::Null;
     let rows: Vec<(&str, String, Body, [u16; 5])> = vec![
-        ("POST", "/v1/assets".into(), |i| json!({"code": format!("EUR{i}"), "scale": 2}), [201, 403, 403, 403, 403]),
+        (
+            "POST",
+            "/v1/assets".into(),
+            |i| json!({"code": format!("EUR{i}"), "scale": 2}),
+            [201, 403, 403, 403, 403],
+        ),
         ("GET", "/v1/assets".into(), none, [200; 5]),
         ("GET", "/v1/assets/USD".into(), none, [200; 5]),
-        ("POST", "/v1/accounts".into(), |i| { let owner = ["0", "2001", "1001", "1001", "1001"][i]; json!({"owner_id": owner, "asset": "USD"}) }, [201, 201, 201, 403, 403]),
-        ("POST", "/v1/accounts".into(), |_| json!({"owner_id": "7777", "asset": "USD"}), [201, 403, 403, 403, 403]),
+        (
+            "POST",
+            "/v1/accounts".into(),
+            |i| {
+                let owner = ["0", "2001", "1001", "1001", "1001"][i];
+                json!({"owner_id": owner, "asset": "USD"})
+            },
+            [201, 201, 201, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/accounts".into(),
+            |_| json!({"owner_id": "7777", "asset": "USD"}),
+            [201, 403, 403, 403, 403],
+        ),
         ("GET", "/v1/accounts/1001".into(), none, [200, 404, 200, 200, 200]),
         ("GET", "/v1/accounts/2001".into(), none, [200, 200, 404, 200, 404]),
         ("GET", "/v1/accounts?owner_id=1001".into(), none, [200, 403, 200, 200, 200]),
         ("GET", "/v1/accounts/1001/transfers".into(), none, [200, 404, 200, 200, 200]),
         ("GET", "/v1/accounts/1001/balances".into(), none, [200, 404, 200, 200, 200]),
-        ("POST", "/v1/transfers".into(), |_| json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "0.01"}), [201, 422, 201, 403, 403]),
-        ("POST", "/v1/transfers".into(), |_| json!({"debit_account_id": "2001", "credit_account_id": "1001", "amount": "0.01"}), [201, 201, 422, 403, 403]),
-        ("POST", "/v1/transfers/batch".into(), |_| json!({"transfers": [{"debit_account_id": "1001", "credit_account_id": "2001", "amount": "0.01"}]}), [200, 422, 200, 403, 403]),
+        (
+            "POST",
+            "/v1/transfers".into(),
+            |_| json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "0.01"}),
+            [201, 422, 201, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/transfers".into(),
+            |_| json!({"debit_account_id": "2001", "credit_account_id": "1001", "amount": "0.01"}),
+            [201, 201, 422, 403, 403],
+        ),
+        (
+            "POST",
+            "/v1/transfers/batch".into(),
+            |_| json!({"transfers": [{"debit_account_id": "1001", "credit_account_id": "2001", "amount": "0.01"}]}),
+            [200, 422, 200, 403, 403],
+        ),
         ("GET", "/v1/transfers/500".into(), none, [200; 5]),
         ("GET", "/v1/transfers/500/receipt".into(), none, [200; 5]),
         ("GET", "/v1/transfers/9001".into(), none, [200, 404, 200, 200, 200]),
@@ -288,7 +352,12 @@ async fn who_may_do_what_roles_by_endpoints() {
         ("GET", "/v1/log/key".into(), none, [200; 5]),
         ("POST", "/v1/api-keys".into(), |_| json!({"role": "auditor"}), [201, 403, 403, 403, 403]),
         ("GET", "/v1/api-keys".into(), none, [200, 403, 403, 403, 403]),
-        ("POST", "/v1/webhooks".into(), |_| json!({"url": "http://127.0.0.1:9/hook"}), [201, 201, 403, 403, 403]),
+        (
+            "POST",
+            "/v1/webhooks".into(),
+            |_| json!({"url": "http://127.0.0.1:9/hook"}),
+            [201, 201, 403, 403, 403],
+        ),
         ("GET", "/v1/webhooks".into(), none, [200, 200, 403, 403, 403]),
         ("GET", "/v1/events?from=0".into(), none, [200; 5]),
     ];
@@ -308,7 +377,10 @@ async fn who_may_do_what_roles_by_endpoints() {
                 _ => client.post_raw(&path, &body(i), None).await.unwrap().status,
             };
             if status != expected[i] {
-                failures.push(format!("{method} {path} as {}: {status}, expected {}", ROLES[i], expected[i]));
+                failures.push(format!(
+                    "{method} {path} as {}: {status}, expected {}",
+                    ROLES[i], expected[i]
+                ));
             }
         }
         // A payer of another owner sees none of payer 1001's or merchant 2001's things.
@@ -373,7 +445,13 @@ async fn health_metrics_and_the_openapi_document() {
     let doc: Value = get("/openapi.json").await.unwrap().json().await.unwrap();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
-    for p in ["/v1/transfers", "/v1/transfers/batch", "/v1/events", "/v1/transfers/{id}/receipt", "/v1/webhooks"] {
+    for p in [
+        "/v1/transfers",
+        "/v1/transfers/batch",
+        "/v1/events",
+        "/v1/transfers/{id}/receipt",
+        "/v1/webhooks",
+    ] {
         assert!(paths.contains_key(p), "{p} missing from the OpenAPI document");
     }
     server.shutdown().await.unwrap();

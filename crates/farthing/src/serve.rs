@@ -39,7 +39,11 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "farthing: listening on {}", server.url);
         let _ = writeln!(out, "  data directory: {}", config.data_dir.display());
-        let _ = writeln!(out, "  API: {}/v1 — guide in docs/API.md, schema at {}/openapi.json", server.url, server.url);
+        let _ = writeln!(
+            out,
+            "  API: {}/v1 — guide in docs/API.md, schema at {}/openapi.json",
+            server.url, server.url
+        );
         if let Some(key) = &server.new_admin_key {
             let _ = writeln!(out, "  first start: admin API key (shown once; keep it safe):");
             let _ = writeln!(out, "    {key}");

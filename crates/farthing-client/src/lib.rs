@@ -77,6 +77,12 @@ impl Client {
         Self { http, base: base_url.trim_end_matches('/').to_string(), key: key.to_string() }
     }
 
+    /// A client over a `reqwest::Client` built by the caller (its own TLS roots, proxy,
+    /// timeouts).
+    pub fn with_http(http: reqwest::Client, base_url: &str, key: &str) -> Self {
+        Self { http, base: base_url.trim_end_matches('/').to_string(), key: key.to_string() }
+    }
+
     /// The same server with another key.
     pub fn with_key(&self, key: &str) -> Self {
         Self { http: self.http.clone(), base: self.base.clone(), key: key.to_string() }

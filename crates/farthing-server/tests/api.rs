@@ -456,3 +456,54 @@ async fn health_metrics_and_the_openapi_document() {
     }
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_when_a_certificate_is_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.tls_cert = Some(cert_path);
+    cfg.tls_key = Some(key_path);
+    let server = farthing_server::Server::start(cfg, Some(ADMIN_KEY.into())).await.unwrap();
+    assert!(server.url.starts_with("https://"));
+    let url = server.url.replace("127.0.0.1", "localhost");
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let client = Client::with_http(http, &url, ADMIN_KEY);
+    client.create_asset("USD", 2).await.expect("a request over TLS");
+    assert_eq!(client.get("/v1/assets").await.unwrap()[0]["code"], "USD");
+    // Plain HTTP to the TLS port gets nowhere; an unknown certificate is refused.
+    let plain = Client::new(&url.replace("https://", "http://"), ADMIN_KEY);
+    assert!(plain.get("/v1/assets").await.is_err());
+    let untrusting = Client::new(&url, ADMIN_KEY);
+    assert!(untrusting.get("/v1/assets").await.is_err());
+    server.shutdown().await.unwrap();
+}
+
+#[test]
+fn configuration_from_a_file_then_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("farthing.toml");
+    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\npage_size_max = 50\nrate_limit_per_s = 7\n").unwrap();
+    let c = farthing_server::Config::load(Some(&file)).unwrap();
+    assert_eq!((c.listen.port(), c.page_size_max, c.rate_limit_per_s), (9999, 50, 7));
+    assert_eq!(c.body_bytes_max, 64 << 10, "defaults fill what the file leaves out");
+    // SAFETY: this test is the only one in its process that reads or writes this variable.
+    unsafe { std::env::set_var("FARTHING_PAGE_SIZE_MAX", "20") };
+    let c = farthing_server::Config::load(Some(&file)).unwrap();
+    unsafe { std::env::remove_var("FARTHING_PAGE_SIZE_MAX") };
+    assert_eq!((c.listen.port(), c.page_size_max), (9999, 20));
+    std::fs::write(&file, "page_size = 50\n").unwrap();
+    let err = farthing_server::Config::load(Some(&file)).unwrap_err();
+    assert!(err.contains("page_size"), "{err}");
+    assert!(farthing_server::Config::load(Some(&dir.path().join("missing.toml"))).is_err());
+    let mut bad = farthing_server::Config::default();
+    bad.idempotency_ttl_h = 1;
+    assert!(bad.validate().unwrap_err().contains("idempotency_ttl_h"));
+}

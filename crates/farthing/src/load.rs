@@ -277,7 +277,10 @@ async fn connect(host_port: &str, key: &str) -> Result<Connection, String> {
 async fn setup(args: &LoadArgs, host_port: &str) -> Result<Arc<Vec<String>>, String> {
     let mut first = connect(host_port, &args.key).await?;
     let asset = json!({"code": ASSET_CODE, "scale": ASSET_SCALE}).to_string();
-    let (status, body) = first.post_json("/v1/assets", asset.into()).await?;
+    let (status, body) = first
+        .post_json("/v1/assets", asset.into())
+        .await
+        .map_err(|e| format!("creating asset {ASSET_CODE}: {e}"))?;
     if status != 200 && status != 201 {
         let body = String::from_utf8_lossy(&body);
         let hint = match status {
@@ -382,25 +385,28 @@ impl Driver {
                     break;
                 }
             };
+            // How many transfers the server refused, or why the whole request failed.
             let refused = if status != expected {
-                None
+                Err(status.to_string())
             } else if self.batch_size == 1 {
-                Some(0)
+                Ok(0)
             } else {
-                serde_json::from_slice::<BatchAnswer>(&body).ok().map(|a| a.failed.len())
+                serde_json::from_slice::<BatchAnswer>(&body)
+                    .map(|a| a.failed.len())
+                    .map_err(|e| format!("{status} with an unreadable answer ({e})"))
             };
             let counted = done >= self.start && done < self.end;
             match refused {
-                Some(0) => {
+                Ok(0) => {
                     if counted {
                         tally.requests += 1;
                         tally.transfers += self.batch_size as u64;
                     }
                 }
-                Some(n) => {
+                Ok(n) => {
                     if counted {
                         tally.requests += 1;
-                        tally.transfers += (self.batch_size - n) as u64;
+                        tally.transfers += self.batch_size.saturating_sub(n) as u64;
                         tally.transfers_failed += n as u64;
                         tally.errors += 1;
                     }
@@ -409,14 +415,14 @@ impl Driver {
                         tally.first_error = Some(format!("{n} transfers refused: {}", clip(&body)));
                     }
                 }
-                None => {
+                Err(why) => {
                     if counted {
                         tally.requests += 1;
                         tally.errors += 1;
                     }
                     if tally.first_error.is_none() {
                         let body = String::from_utf8_lossy(&body);
-                        tally.first_error = Some(format!("{status}: {}", clip(&body)));
+                        tally.first_error = Some(format!("{why}: {}", clip(&body)));
                     }
                 }
             }

@@ -124,9 +124,7 @@ fn filter(p: &PageArgs) -> Result<AccountFilter, String> {
 }
 
 /// Flag names as `farthing` and the ledger spell them.
-pub fn flag_names<F: Copy + Into<u16>>(named: &[(&str, F)], bits: u16) -> Vec<String> {
-    named.iter().filter(|(_, f)| bits & (*f).into() != 0).map(|(n, _)| n.to_string()).collect()
-}
+pub use farthing_server::receipt::flag_names;
 
 fn not_found(id: u128) -> Value {
     json!({ "id": id.to_string(), "error": "not_found" })

@@ -7,7 +7,6 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use clap::{Args, Subcommand};
 use farthing_ledger::leaf::decode_leaf;
-use farthing_ledger::{Transfer, TransferFlags};
 use farthing_store::audit::{audit, AUDIT_PROGRESS_LEAVES};
 use farthing_store::tlog::verifier_key;
 use farthing_store::{Engine, EngineConfig};
@@ -15,12 +14,11 @@ use farthing_tlog::checkpoint::Checkpoint;
 use farthing_tlog::cosignature::CosignerKey;
 use farthing_tlog::note::{NoteError, NoteVerifier};
 use farthing_tlog::proof::{encode_hashes, parse_hashes, TlogProof};
-use farthing_tlog::{leaf_hash, verify_consistency};
+use farthing_tlog::verify_consistency;
 use serde_json::{json, Value};
 
-use crate::query::flag_names;
-
-pub const RECEIPT_JSON_FORMAT: &str = "farthing-receipt/v1";
+pub use farthing_server::receipt::{checkpoint_body, transfer_json, RECEIPT_JSON_FORMAT};
+use farthing_server::receipt::receipt_json;
 
 #[derive(Subcommand)]
 pub enum LogCommand {
@@ -157,74 +155,12 @@ pub fn run_receipt(args: &ReceiptArgs) -> Result<(), String> {
         .map_err(|e| e.to_string())?
         .ok_or_else(|| format!("no committed transfer has id {}", args.id))?;
     if args.json {
-        let cp = checkpoint_body(&receipt.proof.checkpoint)?;
-        let leaf = receipt.proof.extra.clone().unwrap_or_default();
-        let doc = json!({
-            "format": RECEIPT_JSON_FORMAT,
-            "log": cp.origin,
-            "index": receipt.proof.index,
-            "tree_size": cp.size,
-            "root": STANDARD.encode(cp.root),
-            "leaf": STANDARD.encode(&leaf),
-            "leaf_hash": STANDARD.encode(leaf_hash(&leaf)),
-            "inclusion_proof": receipt.proof.proof.iter().map(|h| STANDARD.encode(h)).collect::<Vec<_>>(),
-            "checkpoint": receipt.proof.checkpoint,
-            "transfer": transfer_json(&receipt.transfer),
-        });
+        let doc = receipt_json(&receipt)?;
         println!("{}", serde_json::to_string_pretty(&doc).expect("json"));
     } else {
         print!("{}", receipt.proof.to_text());
     }
     Ok(())
-}
-
-/// The checkpoint inside a signed note, unverified (for display; verifying opens it again).
-fn checkpoint_body(note: &str) -> Result<Checkpoint, String> {
-    let body = note.split_once("\n\n").map(|(b, _)| format!("{b}\n")).unwrap_or_default();
-    Checkpoint::parse(&body).map_err(|e| e.to_string())
-}
-
-/// A transfer as a leaf records it: amounts in minor units (a leaf carries no asset scale).
-pub fn transfer_json(t: &Transfer) -> Value {
-    json!({
-        "id": t.id.to_string(),
-        "debit_account_id": t.debit_account_id.to_string(),
-        "credit_account_id": t.credit_account_id.to_string(),
-        "amount_minor": t.amount.to_string(),
-        "asset": t.asset,
-        "pending_id": t.pending_id.to_string(),
-        "user_data_128": t.user_data_128.to_string(),
-        "user_data_64": t.user_data_64.to_string(),
-        "user_data_32": t.user_data_32,
-        "code": t.code,
-        "flags": flag_names(TransferFlags::NAMED, t.flags.0),
-        "timeout_s": t.timeout_s,
-        "timestamp": t.timestamp.to_string(),
-        "time_utc": utc(t.timestamp),
-    })
-}
-
-/// Nanoseconds since the epoch as an RFC 3339 UTC time (to the microsecond).
-pub fn utc(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (proleptic Gregorian, era-based).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        ns % 1_000_000_000 / 1_000
-    )
 }
 
 /// A verifier key given as text, or the path of a file holding it.

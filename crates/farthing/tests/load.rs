@@ -10,11 +10,22 @@ use serde_json::Value;
 const ADMIN_KEY: &str = "fk_loadtestadmin0000000000000000000";
 const LISTENING: &str = "farthing: listening on ";
 
-/// The server, and its stdout (kept open: the server prints as it stops).
+/// The server, and its stdout (kept open: the server prints as it stops). Killed if a
+/// test fails before stopping it.
 struct Server {
     child: Child,
     stdout: BufReader<ChildStdout>,
     url: String,
+    stopped: bool,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
 
 fn start_server(data_dir: &std::path::Path) -> Server {
@@ -27,17 +38,17 @@ fn start_server(data_dir: &std::path::Path) -> Server {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("spawn farthing serve");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut server = Server { child, stdout, url: String::new(), stopped: false };
     let mut line = String::new();
     loop {
         line.clear();
-        if stdout.read_line(&mut line).unwrap() == 0 {
-            let status = child.wait().unwrap();
-            panic!("farthing serve exited with {status} before listening");
+        if server.stdout.read_line(&mut line).unwrap() == 0 {
+            panic!("farthing serve exited before listening");
         }
         if let Some(url) = line.trim().strip_prefix(LISTENING) {
-            let url = url.to_string();
-            return Server { child, stdout, url };
+            server.url = url.to_string();
+            return server;
         }
     }
 }
@@ -49,6 +60,7 @@ fn stop_server(mut server: Server) {
     let mut rest = String::new();
     server.stdout.read_to_string(&mut rest).unwrap();
     let status = server.child.wait().unwrap();
+    server.stopped = true;
     assert!(status.success(), "farthing serve exited with {status}; it printed {rest:?}");
 }
 

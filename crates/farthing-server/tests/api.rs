@@ -490,7 +490,11 @@ async fn tls_when_a_certificate_is_configured() {
 fn configuration_from_a_file_then_the_environment() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("farthing.toml");
-    std::fs::write(&file, "listen = \"127.0.0.1:9999\"\npage_size_max = 50\nrate_limit_per_s = 7\n").unwrap();
+    std::fs::write(
+        &file,
+        "listen = \"127.0.0.1:9999\"\npage_size_max = 50\nrate_limit_per_s = 7\n",
+    )
+    .unwrap();
     let c = farthing_server::Config::load(Some(&file)).unwrap();
     assert_eq!((c.listen.port(), c.page_size_max, c.rate_limit_per_s), (9999, 50, 7));
     assert_eq!(c.body_bytes_max, 64 << 10, "defaults fill what the file leaves out");

@@ -48,12 +48,19 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             let _ = writeln!(out, "  first start: admin API key (shown once; keep it safe):");
             let _ = writeln!(out, "    {key}");
         }
+        if let (None, Some(_)) = (&server.new_admin_key, std::env::var_os("FARTHING_ADMIN_KEY")) {
+            let _ = writeln!(
+                out,
+                "  note: FARTHING_ADMIN_KEY is read at the first start only; ignored"
+            );
+        }
+        let _ = writeln!(out, "farthing: ready");
         let _ = out.flush();
         drop(out);
         wait_for_signal().await;
-        println!("farthing: stopping (finishing requests in flight)");
+        say("farthing: stopping (finishing requests in flight)");
         server.shutdown().await?;
-        println!("farthing: stopped");
+        say("farthing: stopped");
         Ok(())
     })
 }
@@ -65,4 +72,9 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// Prints a line, ignoring a closed stdout (the server must stop cleanly whoever listens).
+fn say(line: &str) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

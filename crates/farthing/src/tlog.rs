@@ -17,8 +17,8 @@ use farthing_tlog::proof::{encode_hashes, parse_hashes, TlogProof};
 use farthing_tlog::verify_consistency;
 use serde_json::{json, Value};
 
-pub use farthing_server::receipt::{checkpoint_body, transfer_json, RECEIPT_JSON_FORMAT};
 use farthing_server::receipt::receipt_json;
+pub use farthing_server::receipt::{checkpoint_body, transfer_json, RECEIPT_JSON_FORMAT};
 
 #[derive(Subcommand)]
 pub enum LogCommand {

@@ -1,0 +1,134 @@
+//! `farthing serve` as a user runs it: the binary, its first start, and a stop in the middle
+//! of traffic that loses nothing it acknowledged.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use farthing_client::Client;
+use serde_json::json;
+
+const KEY: &str = "fk_servetestadmin00000000000000000000";
+
+/// Starts the server on a free port; returns it, its URL and the lines it printed first.
+fn start(dir: &std::path::Path, admin_key: Option<&str>) -> (Running, String, Vec<String>) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_farthing"));
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .env_remove("FARTHING_ADMIN_KEY")
+        .stdout(Stdio::piped());
+    if let Some(k) = admin_key {
+        command.env("FARTHING_ADMIN_KEY", k);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut printed = Vec::new();
+    let url = loop {
+        let line = lines.next().expect("the server printed its address").unwrap();
+        printed.push(line.clone());
+        if let Some(url) = line.strip_prefix("farthing: listening on ") {
+            break url.to_string();
+        }
+    };
+    // The rest of the banner, then keep draining stdout so the server never blocks on it.
+    loop {
+        let line = lines.next().expect("the banner ends with ready").unwrap();
+        if line == "farthing: ready" {
+            break;
+        }
+        printed.push(line);
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (Running(Some(child)), url, printed)
+}
+
+/// The server process; killed if a test fails before stopping it.
+struct Running(Option<Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn stop(mut running: Running) {
+    let mut child = running.0.take().unwrap();
+    // SAFETY: kill(2) with a pid we own.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "the server exits cleanly on SIGTERM: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_start_prints_an_admin_key_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, printed) = start(dir.path(), None);
+    let key = printed.last().unwrap().trim().to_string();
+    assert!(printed.iter().any(|l| l.contains("shown once")), "{printed:?}");
+    assert!(key.starts_with("fk_"), "{printed:?}");
+    let admin = Client::new(&url, &key);
+    admin.create_asset("USD", 2).await.expect("the printed key works");
+    stop(child);
+    // The second start prints no key, and the first one still works.
+    let (child, url, printed) = start(dir.path(), None);
+    assert!(!printed.iter().any(|l| l.contains("fk_")), "{printed:?}");
+    assert_eq!(Client::new(&url, &key).get("/v1/assets").await.unwrap()[0]["code"], "USD");
+    stop(child);
+    assert!(std::fs::metadata(dir.path().join("server.redb")).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_under_load_loses_nothing_acknowledged() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, url, _) = start(dir.path(), Some(KEY));
+    let admin = Client::new(&url, KEY);
+    admin.create_asset("USD", 6).await.unwrap();
+    for id in ["1", "2"] {
+        admin.create_account(&json!({"id": id, "owner_id": id, "asset": "USD"})).await.unwrap();
+    }
+    let mut tasks = Vec::new();
+    for task in 0..32u64 {
+        let client = admin.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                let id = (task << 32 | n) + 1;
+                let body = json!({"id": id.to_string(), "debit_account_id": "1",
+                                  "credit_account_id": "2", "amount": "0.000001"});
+                match client.post_raw("/v1/transfers", &body, None).await {
+                    Ok(a) if a.status == 201 => acknowledged.push(id),
+                    _ => break,
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let waiter = std::thread::spawn(move || stop(child));
+    let mut acknowledged = Vec::new();
+    for t in tasks {
+        acknowledged.extend(t.await.unwrap());
+    }
+    waiter.join().unwrap();
+    assert!(acknowledged.len() > 50, "traffic flowed before the stop: {}", acknowledged.len());
+    let (child, url, _) = start(dir.path(), None);
+    let admin = Client::new(&url, KEY);
+    let credited =
+        admin.account("2").await.unwrap()["credits_posted"].as_str().unwrap().to_string();
+    let credited_minor: u64 = credited.replace('.', "").parse().unwrap();
+    assert!(
+        credited_minor >= acknowledged.len() as u64,
+        "{credited_minor} < {}",
+        acknowledged.len()
+    );
+    for id in acknowledged.iter().step_by(7) {
+        admin
+            .transfer(&id.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("acknowledged {id} lost: {e}"));
+    }
+    stop(child);
+}

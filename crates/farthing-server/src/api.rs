@@ -40,7 +40,7 @@ fn parse_u64(field: &str, text: &str) -> ApiResult<u64> {
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a decimal u64 string.")))
 }
 
-fn parse_u128(field: &str, text: &str) -> ApiResult<u128> {
+pub fn parse_u128(field: &str, text: &str) -> ApiResult<u128> {
     text.parse::<u128>()
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a decimal u128 string.")))
 }
@@ -260,7 +260,7 @@ pub struct ListAccounts {
     pub cursor: Option<String>,
 }
 
-fn page_limit(s: &AppState, limit: Option<u32>) -> ApiResult<u32> {
+pub fn page_limit(s: &AppState, limit: Option<u32>) -> ApiResult<u32> {
     let limit = limit.unwrap_or(100);
     if limit == 0 || limit > s.config.page_size_max {
         return Err(ApiError::bad_request(
@@ -318,6 +318,7 @@ pub struct HistoryQuery {
 fn query_error(e: QueryError) -> ApiError {
     let status = match e {
         QueryError::AccountNotFound => StatusCode::NOT_FOUND,
+        QueryError::HistoryNotEnabled => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_REQUEST,
     };
     ApiError::new(status, e.code(), e.message())
@@ -390,11 +391,13 @@ fn transfer_view(s: &AppState, t: &Transfer, status: Option<PendingStatus>) -> T
 
 const TRANSFER_FLAGS_ALLOWED: &str = "linked, balancing_debit or balancing_credit";
 
-/// A transfer request as a ledger transfer, once the caller may make it.
+/// A transfer request as a ledger transfer, once the caller may make it. The debit account
+/// is checked here (it is what authorizes the payment); everything else, the credit account
+/// included, is the ledger's to judge (in a batch, per transfer).
 fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResult<Transfer> {
     let debit = parse_id("debit_account_id", &req.debit_account_id)?;
     let credit = parse_id("credit_account_id", &req.credit_account_id)?;
-    let [debit_info, credit_info] = s.directory.accounts([debit, credit]);
+    let debit_info = s.directory.account(debit);
     let debit_info = match debit_info {
         Some(info) if p.sees_account(debit, info.owner) => info,
         _ => {
@@ -408,13 +411,6 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
     if !p.may_debit(debit, debit_info.owner) {
         return Err(ApiError::forbidden("This key may not move money out of that account.")
             .field("/debit_account_id"));
-    }
-    if credit_info.is_none() {
-        return Err(unprocessable(
-            "credit_account_not_found",
-            CreateTransferResult::CreditAccountNotFound.message(),
-        )
-        .field("/credit_account_id"));
     }
     let asset = match &req.asset {
         Some(code) => s.directory.asset_by_code(code)?,
@@ -470,11 +466,12 @@ async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
             s.metrics.transfers_accepted.fetch_add(1, Relaxed);
             let mut stored = t;
             stored.timestamp = result.timestamp;
-            if t.flags.contains(TransferFlags::BALANCING_DEBIT)
+            if t.pending_id != 0
+                || t.flags.contains(TransferFlags::BALANCING_DEBIT)
                 || t.flags.contains(TransferFlags::BALANCING_CREDIT)
-                || t.flags.contains(TransferFlags::POST_PENDING)
             {
-                // The amount that moved may differ from the one asked: answer what is stored.
+                // The ledger completes posts and voids from the pending transfer, and the
+                // amount that moved may differ from the one asked: answer what is stored.
                 let id = t.id;
                 stored = s
                     .engine
@@ -817,7 +814,7 @@ pub async fn create_key(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     ApiJson(req): ApiJson<CreateKey>,
-) -> ApiResult<(StatusCode, Json<CreatedKey>)> {
+) -> ApiResult<Response> {
     p.require_admin()?;
     let owner_id = req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?;
     let accounts =
@@ -838,7 +835,12 @@ pub async fn create_key(
         label: req.label.unwrap_or_default(),
     };
     let (key, record) = s.keys.create(new, None).await?;
-    Ok((StatusCode::CREATED, Json(CreatedKey { key, record: KeyView::new(&record) })))
+    let mut response =
+        (StatusCode::CREATED, Json(CreatedKey { key, record: KeyView::new(&record) }))
+            .into_response();
+    // The key is shown once: an idempotent replay must not show it again.
+    response.extensions_mut().insert(crate::idempotency::NoReplay);
+    Ok(response)
 }
 
 #[utoipa::path(get, path = "/v1/api-keys", tag = "keys",

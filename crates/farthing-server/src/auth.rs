@@ -113,7 +113,7 @@ impl Principal {
         match self.writes() {
             true => Ok(()),
             false => Err(ApiError::forbidden(format!(
-                "A {} key cannot change anything.",
+                "Keys of role {} cannot change anything.",
                 self.role.name()
             ))),
         }
@@ -204,13 +204,13 @@ impl Keys {
         if new.role.needs_owner() && new.owner_id.is_none() {
             return Err(ApiError::invalid(
                 "owner_id",
-                format!("A {} key must be bound to an owner.", new.role.name()),
+                format!("Keys of role {} must be bound to an owner.", new.role.name()),
             ));
         }
         if !new.role.needs_owner() && (new.owner_id.is_some() || !new.accounts.is_empty()) {
             return Err(ApiError::invalid(
                 "owner_id",
-                format!("A {} key sees every account: it takes no owner.", new.role.name()),
+                format!("Keys of role {} see every account: they take no owner.", new.role.name()),
             ));
         }
         let key = match chosen {

@@ -4,8 +4,11 @@
 //! the key answers 409. Keys are scoped to the API key that sent them and kept at least
 //! `idempotency_ttl_h` hours, across restarts: the record is durable before the answer.
 //!
-//! What is recorded: every answer except 5xx, 429 and 409-in-progress (those did not run
-//! to a decision, so a retry should run again). Beneath this, the ledger's own ids make a
+//! What is recorded: answers of requests that ran to a decision — 2xx, and the ledger's
+//! refusals (409, 422). Requests refused before they ran (400, 401, 403, 404, 413, 415,
+//! 429) and failures (5xx) are not: a retry runs again. Answers that show a secret once
+//! (a new API key, a webhook's signing secret) are never stored. Requests are compared as
+//! JSON (key order and spacing do not matter). Beneath this, the ledger's own ids make a
 //! retried transfer safe even without a key.
 
 use std::collections::HashSet;
@@ -27,6 +30,10 @@ use crate::state::AppState;
 
 /// Longest `Idempotency-Key` accepted.
 const KEY_CHARS_MAX: usize = 255;
+
+/// Put on a response that must not be stored for replay (it shows a secret once).
+#[derive(Clone, Copy, Debug)]
+pub struct NoReplay;
 
 #[derive(Serialize, Deserialize)]
 struct Record {
@@ -143,9 +150,23 @@ async fn run(
     h.update([0]);
     h.update(parts.uri.path_and_query().map_or("", |pq| pq.as_str()));
     h.update([0]);
-    h.update(&bytes);
+    match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(doc) => h.update(canonical(&doc).as_bytes()),
+        Err(_) => h.update(&bytes),
+    }
     let fingerprint = hex(&h.finalize());
     let store_key = format!("{}:{key}", p.prefix);
+    // Claim the key before looking: two racing requests cannot both find it free.
+    if !s.idempotency.in_flight.lock().unwrap().insert(store_key.clone()) {
+        let mut e = ApiError::new(
+            StatusCode::CONFLICT,
+            "idempotency_key_in_use",
+            "A request with this Idempotency-Key is still running; retry when it has answered.",
+        );
+        e.retry_after_s = Some(1);
+        return Err(e);
+    }
+    let _guard = InFlight { set: &s.idempotency.in_flight, key: store_key.clone() };
     let stored = s
         .meta
         .get(Table::Idempotency, store_key.as_bytes())
@@ -161,19 +182,12 @@ async fn run(
         s.metrics.idempotent_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(replay(record));
     }
-    if !s.idempotency.in_flight.lock().unwrap().insert(store_key.clone()) {
-        let mut e = ApiError::new(
-            StatusCode::CONFLICT,
-            "idempotency_key_in_use",
-            "A request with this Idempotency-Key is still running; retry when it has answered.",
-        );
-        e.retry_after_s = Some(1);
-        return Err(e);
-    }
-    let _guard = InFlight { set: &s.idempotency.in_flight, key: store_key.clone() };
     let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
     let status = response.status();
-    if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
+    let decided = status.is_success()
+        || status == StatusCode::CONFLICT
+        || status == StatusCode::UNPROCESSABLE_ENTITY;
+    if !decided || response.extensions().get::<NoReplay>().is_some() {
         return Ok(response);
     }
     let (mut parts, body) = response.into_parts();
@@ -206,4 +220,24 @@ async fn run(
     }
     parts.headers.insert("idempotent-replayed", HeaderValue::from_static("false"));
     Ok(Response::from_parts(parts, Body::from(body)))
+}
+
+/// JSON with object keys sorted, no spacing: two requests that mean the same are equal.
+fn canonical(doc: &serde_json::Value) -> String {
+    use serde_json::Value;
+    match doc {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            let fields: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&map[*k])))
+                .collect();
+            format!("{{{}}}", fields.join(","))
+        }
+        Value::Array(items) => {
+            format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(","))
+        }
+        other => other.to_string(),
+    }
 }

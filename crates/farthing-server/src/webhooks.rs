@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -26,7 +27,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use utoipa::{IntoParams, ToSchema};
 
-use crate::api::parse_id;
+use crate::api::{page_limit, parse_u128};
 use crate::auth::{now_unix_s, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::events::{event_type, read_range};
@@ -310,7 +311,7 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     let (status, error) = match result {
         Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
         Ok(r) => (Some(r.status().as_u16()), Some(format!("the endpoint answered {}", r.status()))),
-        Err(e) => (None, Some(e.to_string())),
+        Err(e) => (None, Some(error_chain(&e))),
     };
     d.attempts.push(Attempt {
         at: utc(now_ms() * 1_000_000),
@@ -352,6 +353,18 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     }
 }
 
+/// An error and its causes ("error sending request: ... : Connection refused").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 // ----- the API -----
 
 fn random_token(bytes: usize) -> Vec<u8> {
@@ -378,13 +391,13 @@ pub async fn create_webhook(
     State(s): State<AppState>,
     Extension(p): Extension<Principal>,
     ApiJson(req): ApiJson<CreateWebhook>,
-) -> ApiResult<(StatusCode, Json<CreatedWebhook>)> {
+) -> ApiResult<axum::response::Response> {
     let owner_id = match p.role {
-        Role::Admin => req.owner_id.as_deref().map(|o| parse_id("owner_id", o)).transpose()?,
+        Role::Admin => req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?,
         Role::Merchant => {
             let own = p.owner_id.expect("bound key");
             if let Some(o) = req.owner_id.as_deref() {
-                if parse_id("owner_id", o)? != own {
+                if parse_u128("owner_id", o)? != own {
                     return Err(ApiError::forbidden(
                         "A merchant key registers webhooks for its own owner only.",
                     ));
@@ -411,10 +424,11 @@ pub async fn create_webhook(
         enabled: true,
     };
     save(&s, &hook).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() }),
-    ))
+    let created = CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() };
+    let mut response = (StatusCode::CREATED, Json(created)).into_response();
+    // The secret is shown once: an idempotent replay must not show it again.
+    response.extensions_mut().insert(crate::idempotency::NoReplay);
+    Ok(response)
 }
 
 async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
@@ -480,7 +494,7 @@ pub async fn list_deliveries(
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Vec<Delivery>>> {
     let hook = visible_hook(&s, &p, &id)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, s.config.page_size_max) as usize;
+    let limit = page_limit(&s, q.limit)? as usize;
     let rows = s
         .meta
         .scan(Table::Deliveries, format!("{}/", hook.id).as_bytes())

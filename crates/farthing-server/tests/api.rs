@@ -73,6 +73,16 @@ async fn a_payment_end_to_end_with_a_receipt_that_verifies() {
     assert_eq!(posted["amount"], "1.000000");
     assert_eq!(payer.transfer("88").await.unwrap()["status"], "posted");
     assert_eq!(payer.account("1001").await.unwrap()["balance"], "98.999900");
+    // A void answers the transfer as stored (the ledger fills it in from the hold).
+    pay_pending(&payer, "89", "3").await;
+    let voided = admin.post("/v1/transfers/89/void", &json!({"id": "90"}), None).await.unwrap();
+    assert_eq!(
+        (voided["amount"].as_str(), voided["asset"].as_str()),
+        (Some("3.000000"), Some("USD"))
+    );
+    assert_eq!(voided["debit_account_id"], "1001");
+    assert_eq!(voided["pending_id"], "89");
+    assert_eq!(payer.transfer("89").await.unwrap()["status"], "voided");
     server.shutdown().await.unwrap();
 }
 
@@ -255,6 +265,35 @@ async fn idempotency_keys_replay_refuse_and_survive_a_restart() {
         .unwrap();
     let still = payer.post_raw("/v1/transfers", &broke, Some("order-2")).await.unwrap();
     assert_eq!((still.status, still.body.clone()), (422, refused.body.clone()));
+    // The same request written differently (key order, spacing) is the same request.
+    let reordered =
+        r#"{ "amount": "1.25", "credit_account_id": "2001", "debit_account_id": "1001" }"#;
+    let http = reqwest::Client::new();
+    let replayed = http
+        .post(format!("{}/v1/transfers", server.url))
+        .bearer_auth(payer.key())
+        .header("content-type", "application/json")
+        .header("idempotency-key", "order-1")
+        .body(reordered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+    // Answers that show a secret once are never stored: a new key is not replayed, and the
+    // server keeps no key in clear, anywhere.
+    let made: Vec<String> = {
+        let mut made = Vec::new();
+        for _ in 0..2 {
+            let a = admin
+                .post_raw("/v1/api-keys", &json!({"role": "auditor"}), Some("key-1"))
+                .await
+                .unwrap();
+            assert_eq!(a.status, 201);
+            made.push(a.body["key"].as_str().unwrap().to_string());
+        }
+        made
+    };
+    assert_ne!(made[0], made[1]);
     // Keys are scoped to the API key that sent them.
     let payer2 = key(&admin, "payer", Some("1001")).await;
     let fresh = payer2.post_raw("/v1/transfers", &other, Some("order-1")).await.unwrap();
@@ -263,6 +302,14 @@ async fn idempotency_keys_replay_refuse_and_survive_a_restart() {
     assert_eq!(balance, "10089.750000");
     // ...and kept across a restart.
     server.shutdown().await.unwrap();
+    let stored = std::fs::read(dir.path().join("server.redb")).unwrap();
+    for key in made.iter().map(String::as_str).chain([ADMIN_KEY, payer.key()]) {
+        let secret = &key.as_bytes()[15..];
+        assert!(
+            !stored.windows(secret.len()).any(|w| w == secret),
+            "a key's secret is stored in clear"
+        );
+    }
     let (server, admin) = start(config(dir.path())).await;
     let payer = admin.with_key(payer.key());
     let after = payer.post_raw("/v1/transfers", &body, Some("order-1")).await.unwrap();

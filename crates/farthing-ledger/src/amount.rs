@@ -69,14 +69,25 @@ pub fn parse_amount(text: &str, scale: u8) -> Result<u128, AmountError> {
 
 /// Formats minor units at a scale, always with exactly `scale` decimals.
 pub fn format_amount(minor: u128, scale: u8) -> String {
-    let digits = minor.to_string();
-    let scale = scale as usize;
-    if scale == 0 {
-        return digits;
+    Amount { minor, scale }.to_string()
+}
+
+/// Minor units at a scale, displayed as [`format_amount`] does, without allocating.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Amount {
+    pub minor: u128,
+    pub scale: u8,
+}
+
+impl fmt::Display for Amount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.scale == 0 {
+            return write!(f, "{}", self.minor);
+        }
+        let unit = 10u128.pow(u32::from(self.scale.min(crate::types::ASSET_SCALE_MAX)));
+        let width = self.scale as usize;
+        write!(f, "{}.{:0width$}", self.minor / unit, self.minor % unit)
     }
-    let padded = format!("{digits:0>width$}", width = scale + 1);
-    let (whole, fraction) = padded.split_at(padded.len() - scale);
-    format!("{whole}.{fraction}")
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use farthing_ledger::{
     CreateTransferResult, PendingStatus, QueryError, Transfer, TransferFlags,
 };
 use serde::Deserialize;
+use std::sync::Arc;
 use utoipa::IntoParams;
 
 use crate::auth::{NewKey, Principal, Role};
@@ -83,7 +84,7 @@ fn transfer_refused(code: CreateTransferResult) -> ApiError {
     security(("bearer" = [])))]
 pub async fn create_asset(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateAsset>,
 ) -> ApiResult<Response> {
     p.require_admin()?;
@@ -119,7 +120,7 @@ pub async fn create_asset(
     responses((status = 200, body = Vec<AssetView>)), security(("bearer" = [])))]
 pub async fn list_assets(
     State(s): State<AppState>,
-    Extension(_p): Extension<Principal>,
+    Extension(_p): Extension<Arc<Principal>>,
 ) -> ApiResult<Json<Vec<AssetView>>> {
     let assets = s.engine.read_async(|sm| sm.assets()).await?;
     Ok(Json(assets.iter().map(AssetView::new).collect()))
@@ -131,7 +132,7 @@ pub async fn list_assets(
     security(("bearer" = [])))]
 pub async fn get_asset(
     State(s): State<AppState>,
-    Extension(_p): Extension<Principal>,
+    Extension(_p): Extension<Arc<Principal>>,
     Path(code): Path<String>,
 ) -> ApiResult<Json<AssetView>> {
     let info = s.directory.asset_by_code(&code).map_err(|_| ApiError::not_found("asset"))?;
@@ -177,7 +178,7 @@ fn account_view(s: &AppState, a: &Account) -> AccountView {
     security(("bearer" = [])))]
 pub async fn create_account(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateAccount>,
 ) -> ApiResult<Response> {
     p.require_writer()?;
@@ -241,7 +242,7 @@ fn visible_account(s: &AppState, p: &Principal, id: u128) -> ApiResult<AccountIn
     security(("bearer" = [])))]
 pub async fn get_account(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<AccountView>> {
     let id = parse_id("id", &id)?;
@@ -276,7 +277,7 @@ pub fn page_limit(s: &AppState, limit: Option<u32>) -> ApiResult<u32> {
     responses((status = 200, body = Page<AccountView>)), security(("bearer" = [])))]
 pub async fn list_accounts(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiQuery(q): ApiQuery<ListAccounts>,
 ) -> ApiResult<Json<Page<AccountView>>> {
     let limit = page_limit(&s, q.limit)?;
@@ -339,7 +340,7 @@ fn history_filter(s: &AppState, id: u128, q: &HistoryQuery) -> ApiResult<Account
     security(("bearer" = [])))]
 pub async fn account_transfers(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<TransferView>>> {
@@ -357,7 +358,7 @@ pub async fn account_transfers(
     security(("bearer" = [])))]
 pub async fn account_balances(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<BalanceView>>> {
@@ -506,7 +507,7 @@ async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
     security(("bearer" = [])))]
 pub async fn create_transfer(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateTransfer>,
 ) -> ApiResult<Response> {
     p.require_writer()?;
@@ -526,7 +527,7 @@ pub async fn create_transfer(
     security(("bearer" = [])))]
 pub async fn create_transfer_batch(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateTransferBatch>,
 ) -> ApiResult<Json<BatchResult>> {
     p.require_writer()?;
@@ -613,7 +614,7 @@ async fn pending_for(
     security(("bearer" = [])))]
 pub async fn post_pending(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     body: Option<ApiJson<PostPending>>,
 ) -> ApiResult<Response> {
@@ -646,7 +647,7 @@ pub async fn post_pending(
     security(("bearer" = [])))]
 pub async fn void_pending(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     body: Option<ApiJson<VoidPending>>,
 ) -> ApiResult<Response> {
@@ -695,7 +696,7 @@ async fn visible_transfer(
     security(("bearer" = [])))]
 pub async fn get_transfer(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TransferView>> {
     let id = parse_id("id", &id)?;
@@ -717,7 +718,7 @@ pub struct ReceiptQuery {
     security(("bearer" = [])))]
 pub async fn get_receipt(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<ReceiptQuery>,
 ) -> ApiResult<Response> {
@@ -752,7 +753,7 @@ pub async fn get_receipt(
     security(("bearer" = [])))]
 pub async fn get_checkpoint(
     State(s): State<AppState>,
-    Extension(_p): Extension<Principal>,
+    Extension(_p): Extension<Arc<Principal>>,
 ) -> ApiResult<Response> {
     let engine = s.engine.clone();
     let note = tokio::task::spawn_blocking(move || engine.checkpoint()).await.map_err(|e| {
@@ -784,7 +785,7 @@ pub struct ConsistencyQuery {
     security(("bearer" = [])))]
 pub async fn get_consistency(
     State(s): State<AppState>,
-    Extension(_p): Extension<Principal>,
+    Extension(_p): Extension<Arc<Principal>>,
     ApiQuery(q): ApiQuery<ConsistencyQuery>,
 ) -> ApiResult<Response> {
     if q.old == 0 || q.old > q.new {
@@ -812,7 +813,7 @@ pub async fn get_consistency(
     security(("bearer" = [])))]
 pub async fn create_key(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateKey>,
 ) -> ApiResult<Response> {
     p.require_admin()?;
@@ -847,7 +848,7 @@ pub async fn create_key(
     responses((status = 200, body = Vec<KeyView>)), security(("bearer" = [])))]
 pub async fn list_keys(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
 ) -> ApiResult<Json<Vec<KeyView>>> {
     p.require_admin()?;
     Ok(Json(s.keys.list().iter().map(KeyView::new).collect()))
@@ -859,7 +860,7 @@ pub async fn list_keys(
     security(("bearer" = [])))]
 pub async fn revoke_key(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(prefix): Path<String>,
 ) -> ApiResult<Json<KeyView>> {
     p.require_admin()?;

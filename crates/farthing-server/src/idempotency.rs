@@ -15,11 +15,10 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use axum::body::{to_bytes, Body};
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Extension;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -96,20 +95,15 @@ fn replay(record: Record) -> Response {
     response
 }
 
-/// The middleware, on every POST under `/v1` (after authentication).
-pub async fn layer(
-    State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// On every POST under `/v1`, once the caller is known.
+pub async fn layer(s: &AppState, p: &Principal, req: Request, next: Next) -> Response {
     if req.method() != Method::POST {
         return next.run(req).await;
     }
     let Some(value) = req.headers().get("idempotency-key").cloned() else {
         return next.run(req).await;
     };
-    match run(&s, &p, value, req, next).await {
+    match run(s, p, value, req, next).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }

@@ -110,7 +110,6 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .layer(DefaultBodyLimit::max(state.config.batch_body_bytes_max));
     let authed = authed
         .merge(batch)
-        .route_layer(middleware::from_fn_with_state(state.clone(), idempotency::layer))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let (authed, mut openapi) = authed.split_for_parts();
     let (public, public_doc) =
@@ -143,11 +142,12 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (app, openapi)
 }
 
+/// Every `/v1` route but the log's key: the caller's key, then its `Idempotency-Key`.
 async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     match s.keys.authenticate(req.headers()) {
         Ok(p) => {
-            req.extensions_mut().insert(p);
-            next.run(req).await
+            req.extensions_mut().insert(p.clone());
+            idempotency::layer(&s, &p, req, next).await
         }
         Err(e) => e.into_response(),
     }
@@ -156,12 +156,10 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
 async fn observe(State(s): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let route = req.extensions().get::<MatchedPath>().cloned();
     let response = next.run(req).await;
-    s.metrics.observe(method.as_str(), &route, response.status().as_u16(), started.elapsed());
+    let route = route.as_ref().map_or("unmatched", |m| m.as_str());
+    s.metrics.observe(&method, route, response.status().as_u16(), started.elapsed());
     response
 }
 

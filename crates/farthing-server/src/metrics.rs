@@ -12,7 +12,8 @@ const BUCKETS_S: [f64; 12] =
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(String, String, u16), u64>>,
+    /// Per route, (method, status, count): looked up without allocating.
+    requests: Mutex<HashMap<String, Vec<(axum::http::Method, u16, u64)>>>,
     buckets: [AtomicU64; BUCKETS_S.len()],
     duration_us_sum: AtomicU64,
     duration_count: AtomicU64,
@@ -26,13 +27,19 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, took: Duration) {
-        *self
-            .requests
-            .lock()
-            .unwrap()
-            .entry((method.to_string(), route.to_string(), status))
-            .or_default() += 1;
+    pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
+        {
+            let mut requests = self.requests.lock().unwrap();
+            match requests.get_mut(route) {
+                Some(rows) => match rows.iter_mut().find(|r| r.0 == method && r.1 == status) {
+                    Some(row) => row.2 += 1,
+                    None => rows.push((method.clone(), status, 1)),
+                },
+                None => {
+                    requests.insert(route.to_string(), vec![(method.clone(), status, 1)]);
+                }
+            }
+        }
         let s = took.as_secs_f64();
         for (i, bound) in BUCKETS_S.iter().enumerate() {
             if s <= *bound {
@@ -48,10 +55,14 @@ impl Metrics {
         let mut out = String::new();
         out.push_str("# HELP farthing_http_requests_total HTTP requests answered.\n");
         out.push_str("# TYPE farthing_http_requests_total counter\n");
-        let mut rows: Vec<_> =
-            self.requests.lock().unwrap().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        let mut rows: Vec<(String, String, u16, u64)> = Vec::new();
+        for (route, counts) in self.requests.lock().unwrap().iter() {
+            for (method, status, n) in counts {
+                rows.push((method.to_string(), route.clone(), *status, *n));
+            }
+        }
         rows.sort();
-        for ((method, route, status), n) in rows {
+        for (method, route, status, n) in rows {
             let _ = writeln!(
                 out,
                 "farthing_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"

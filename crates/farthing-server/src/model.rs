@@ -2,14 +2,14 @@
 //! strings: ids are decimal `u128`, amounts are decimal in the asset's major units
 //! ("0.000125" USD at scale 6); JSON numbers are refused for both.
 
-use farthing_ledger::amount::format_amount;
+use farthing_ledger::amount::{format_amount, Amount};
 use farthing_ledger::{
     Account, AccountFlags, Asset, AssetKind, PendingStatus, Transfer, TransferFlags,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::receipt::{flag_names, utc};
+use crate::receipt::{flag_names, utc, Utc};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -204,48 +204,95 @@ pub struct VoidPending {
     pub id: Option<String>,
 }
 
+/// A transfer as the API answers it. Serialized without allocating per field: numbers are
+/// written as decimal strings straight into the answer.
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TransferView {
-    pub id: String,
-    pub debit_account_id: String,
-    pub credit_account_id: String,
-    pub amount: String,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub id: u128,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub debit_account_id: u128,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub credit_account_id: u128,
+    /// Decimal, in the asset's units.
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub amount: Amount,
     pub asset: String,
-    pub flags: Vec<String>,
+    #[serde(serialize_with = "transfer_flags")]
+    #[schema(value_type = Vec<String>)]
+    pub flags: TransferFlags,
     /// For a post or void: the pending transfer.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pending_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "opt_text")]
+    #[schema(value_type = Option<String>)]
+    pub pending_id: Option<u128>,
     /// For a pending transfer: pending, posted, voided or expired.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<&'static str>,
     pub timeout_s: u32,
     pub code: u16,
-    pub user_data_128: String,
-    pub user_data_64: String,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub user_data_128: u128,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub user_data_64: u64,
     pub user_data_32: u32,
     /// Engine time, nanoseconds since the epoch (also the transfer's order).
-    pub timestamp: String,
-    pub created_at: String,
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub timestamp: u64,
+    /// The same time, RFC 3339 UTC.
+    #[serde(serialize_with = "as_text")]
+    #[schema(value_type = String)]
+    pub created_at: Utc,
+}
+
+fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(v)
+}
+
+fn opt_text<S: serde::Serializer>(v: &Option<u128>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(v) => s.collect_str(v),
+        None => s.serialize_none(),
+    }
+}
+
+fn transfer_flags<S: serde::Serializer>(flags: &TransferFlags, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(TransferFlags::NAMED.iter().filter(|(_, f)| flags.contains(*f)).map(|(n, _)| n))
+}
+
+fn pending_status_name(s: PendingStatus) -> &'static str {
+    match s {
+        PendingStatus::Pending => "pending",
+        PendingStatus::Posted => "posted",
+        PendingStatus::Voided => "voided",
+        PendingStatus::Expired => "expired",
+    }
 }
 
 impl TransferView {
     pub fn new(t: &Transfer, asset: &str, scale: u8, status: Option<PendingStatus>) -> Self {
         Self {
-            id: t.id.to_string(),
-            debit_account_id: t.debit_account_id.to_string(),
-            credit_account_id: t.credit_account_id.to_string(),
-            amount: format_amount(t.amount, scale),
+            id: t.id,
+            debit_account_id: t.debit_account_id,
+            credit_account_id: t.credit_account_id,
+            amount: Amount { minor: t.amount, scale },
             asset: asset.to_string(),
-            flags: flag_names(TransferFlags::NAMED, t.flags.0),
-            pending_id: (t.pending_id != 0).then(|| t.pending_id.to_string()),
-            status: status.map(|s| format!("{s:?}").to_lowercase()),
+            flags: t.flags,
+            pending_id: (t.pending_id != 0).then_some(t.pending_id),
+            status: status.map(pending_status_name),
             timeout_s: t.timeout_s,
             code: t.code,
-            user_data_128: t.user_data_128.to_string(),
-            user_data_64: t.user_data_64.to_string(),
+            user_data_128: t.user_data_128,
+            user_data_64: t.user_data_64,
             user_data_32: t.user_data_32,
-            timestamp: t.timestamp.to_string(),
-            created_at: utc(t.timestamp),
+            timestamp: t.timestamp,
+            created_at: Utc(t.timestamp),
         }
     }
 }

@@ -5,6 +5,8 @@
 //! read back from the ledger, then the live feed; `?from=N` starts at N. Without either,
 //! the stream starts with the next commit.
 
+use std::sync::Arc;
+
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -43,7 +45,7 @@ pub struct EventsQuery {
     security(("bearer" = [])))]
 pub async fn events(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {

@@ -389,7 +389,7 @@ fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
     security(("bearer" = [])))]
 pub async fn create_webhook(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateWebhook>,
 ) -> ApiResult<axum::response::Response> {
     let owner_id = match p.role {
@@ -450,7 +450,7 @@ async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
     responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
 pub async fn list_webhooks(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
 ) -> ApiResult<Json<Vec<WebhookView>>> {
     if !matches!(p.role, Role::Admin | Role::Merchant) {
         return Err(ApiError::forbidden("Only merchant and admin keys have webhooks."));
@@ -467,7 +467,7 @@ pub async fn list_webhooks(
     security(("bearer" = [])))]
 pub async fn delete_webhook(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
 ) -> ApiResult<Json<WebhookView>> {
     let mut hook = visible_hook(&s, &p, &id)?;
@@ -489,7 +489,7 @@ pub struct DeliveriesQuery {
     security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(s): State<AppState>,
-    Extension(p): Extension<Principal>,
+    Extension(p): Extension<Arc<Principal>>,
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Vec<Delivery>>> {

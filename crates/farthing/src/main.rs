@@ -15,6 +15,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+/// The server allocates small objects on many threads at once (requests, answers, events);
+/// the system allocator's arena locks showed up as contention under load.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "farthing", version, about = "Farthing: a secure micropayment engine")]
 struct Cli {

@@ -8,6 +8,7 @@ mod loadgen;
 mod query;
 mod serve;
 mod tlog;
+mod webhooks_listen;
 mod witness;
 
 use std::path::PathBuf;
@@ -33,6 +34,11 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load an API server over HTTP: requests/s, transfers/s, latency percentiles.
     Load(load::LoadArgs),
+    /// Webhook tools: a local endpoint that prints and checks deliveries.
+    Webhooks {
+        #[command(subcommand)]
+        what: WebhooksWhat,
+    },
     /// Measure Farthing end to end.
     Bench {
         #[command(subcommand)]
@@ -77,6 +83,12 @@ enum Command {
 }
 
 #[derive(Subcommand)]
+enum WebhooksWhat {
+    /// Receive webhooks on a local port, print them, and check their signatures.
+    Listen(webhooks_listen::ListenArgs),
+}
+
+#[derive(Subcommand)]
 enum BenchWhat {
     /// Durable transfers through the engine: throughput, batch latency, memory, disk.
     Ledger(bench::LedgerArgs),
@@ -94,6 +106,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::Webhooks { what: WebhooksWhat::Listen(args) } => webhooks_listen::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),

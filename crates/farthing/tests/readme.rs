@@ -1,0 +1,84 @@
+//! The README's first-payment walk-through, run as written (with this server's address, key
+//! and a free port) against a fresh server: a payment made with curl arrives on the event
+//! stream and at a webhook, and its receipt verifies offline.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const KEY: &str = "fk_readmetestadmin0000000000000000000";
+
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn walkthrough() -> String {
+    let readme = include_str!("../../../README.md");
+    let start = readme.find("<!-- walkthrough:start -->").expect("the walk-through's start");
+    let end = readme.find("<!-- walkthrough:end -->").expect("the walk-through's end");
+    let block = &readme[start..end];
+    let body = block.split_once("```sh\n").expect("a sh block").1;
+    body.rsplit_once("```").expect("the block's end").0.to_string()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn the_readme_walkthrough_works_as_written() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        panic!("curl is needed (the README's walk-through uses it); .ci/run installs it");
+    }
+    let work = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_farthing");
+    let mut server = Command::new(bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(work.path().join("farthing-data"))
+        .env("FARTHING_ADMIN_KEY", KEY)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let server = Running(server);
+    let url = loop {
+        let line = lines.next().expect("the server's banner").unwrap();
+        if let Some(url) = line.strip_prefix("farthing: listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let script: String = walkthrough()
+        .lines()
+        .map(|line| match line.starts_with("export FARTHING_KEY=") {
+            true => format!("export FARTHING_KEY={KEY}"),
+            false => line.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("http://127.0.0.1:8080", &url)
+        .replace("127.0.0.1:9000", &format!("127.0.0.1:{}", free_port()))
+        .replace("cargo run -q --release --", bin);
+    let out = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", &script])
+        .current_dir(work.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "the walk-through failed:\n{stdout}\n{stderr}");
+    let events = std::fs::read_to_string(work.path().join("events.txt")).unwrap();
+    let webhooks = std::fs::read_to_string(work.path().join("webhooks.txt")).unwrap();
+    assert!(events.contains(r#""id":"42""#), "the payment on the event stream: {events}");
+    assert!(events.contains("event: transfer.created"), "{events}");
+    assert!(webhooks.contains("signature verified"), "a checked webhook: {webhooks}");
+    assert!(webhooks.contains(r#""id":"42""#), "{webhooks}");
+    assert!(!webhooks.contains("REFUSED"), "{webhooks}");
+    assert!(stdout.contains(r#""available":"4.999000""#), "the wallet after paying: {stdout}");
+    assert!(stdout.contains("OK"), "the receipt verified: {stdout}");
+    drop(server);
+}

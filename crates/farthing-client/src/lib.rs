@@ -30,25 +30,44 @@ use serde_json::Value;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The API answered with a problem (RFC 9457).
-    #[error("{status} {code}: {detail}")]
-    Api { status: u16, code: String, detail: String, field: Option<String>, body: Value },
+    #[error("{0}")]
+    Api(Box<Problem>),
     #[error("transport: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("unexpected answer: {0}")]
     Unexpected(String),
 }
 
+/// An RFC 9457 problem the API answered with.
+#[derive(Debug)]
+pub struct Problem {
+    pub status: u16,
+    /// Stable and machine-readable: `exceeds_credits`, `invalid_field`...
+    pub code: String,
+    pub detail: String,
+    /// The field at fault (a JSON pointer), for validation failures.
+    pub field: Option<String>,
+    /// The whole problem document.
+    pub body: Value,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.detail)
+    }
+}
+
 impl Error {
     /// The problem's code, for API errors.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Self::Api { code, .. } => Some(code),
+            Self::Api(p) => Some(&p.code),
             _ => None,
         }
     }
     pub fn status(&self) -> Option<u16> {
         match self {
-            Self::Api { status, .. } => Some(*status),
+            Self::Api(p) => Some(p.status),
             _ => None,
         }
     }
@@ -119,13 +138,13 @@ impl Client {
             return Ok(answer);
         }
         let text = |k: &str| answer.body[k].as_str().map(str::to_string);
-        Err(Error::Api {
+        Err(Error::Api(Box::new(Problem {
             status: answer.status,
             code: text("code").unwrap_or_else(|| "unknown".into()),
             detail: text("detail").unwrap_or_else(|| answer.body.to_string()),
             field: text("field"),
             body: answer.body,
-        })
+        })))
     }
 
     /// POSTs JSON; returns the whole answer, whatever its status.

@@ -42,7 +42,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let inner = e.into_inner();
         let pointer = match path.as_str() {
             "." | "" => None,
-            p => Some(format!("/{}", p.replace('.', "/").replace('[', "/").replace(']', ""))),
+            p => Some(format!("/{}", p.replace(['.', '['], "/").replace(']', ""))),
         };
         use serde_json::error::Category;
         let (code, detail) = match inner.classify() {

@@ -11,6 +11,9 @@ use std::sync::{Arc, RwLock};
 
 use redb::{Database, TableDefinition};
 
+/// Rows of a table: (key, value).
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
 type Def = TableDefinition<'static, &'static [u8], &'static [u8]>;
 
 /// The tables. Keys and values are bytes; values are JSON documents.
@@ -109,7 +112,7 @@ impl Meta {
     }
 
     /// Every row of a table whose key starts with `prefix`, in key order.
-    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Rows, String> {
         let db = self.db.read().unwrap();
         let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
@@ -125,12 +128,7 @@ impl Meta {
     }
 
     /// Up to `limit` rows with keys from `start` on, in key order.
-    pub fn range(
-        &self,
-        table: Table,
-        start: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, String> {
+    pub fn range(&self, table: Table, start: &[u8], limit: usize) -> Result<Rows, String> {
         let db = self.db.read().unwrap();
         let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;

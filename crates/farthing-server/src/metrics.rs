@@ -10,10 +10,13 @@ use std::time::Duration;
 const BUCKETS_S: [f64; 12] =
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
+/// Requests with one method and status on a route.
+type RouteCount = (axum::http::Method, u16, u64);
+
 #[derive(Default)]
 pub struct Metrics {
     /// Per route, (method, status, count): looked up without allocating.
-    requests: Mutex<HashMap<String, Vec<(axum::http::Method, u16, u64)>>>,
+    requests: Mutex<HashMap<String, Vec<RouteCount>>>,
     buckets: [AtomicU64; BUCKETS_S.len()],
     duration_us_sum: AtomicU64,
     duration_count: AtomicU64,

@@ -111,6 +111,9 @@ async fn fingerprint(admin: &Client) -> Value {
     state
 }
 
+/// What, path, content type, body, status, code, field.
+type Case<'a> = (&'a str, &'a str, Option<&'a str>, String, u16, &'a str, Option<&'a str>);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_problem_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -133,7 +136,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     let huge_batch = format!(r#"{{"transfers":[],"pad":"{}"}}"#, "x".repeat(5 << 20));
     let json_ct = "application/json";
     // (what, path, content type, body, status, code, field)
-    let cases: Vec<(&str, &str, Option<&str>, String, u16, &str, Option<&str>)> = vec![
+    let cases: Vec<Case> = vec![
         ("malformed JSON", "/v1/transfers", Some(json_ct), r#"{"debit_account_id": "1001","#.into(), 400, "malformed_json", None),
         ("a number for an amount", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":0.5}"#.into(), 400, "invalid_field", Some("/amount")),
         ("a number for an id", "/v1/transfers", Some(json_ct), r#"{"id":5,"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5"}"#.into(), 400, "invalid_field", Some("/id")),
@@ -554,7 +557,6 @@ fn configuration_from_a_file_then_the_environment() {
     let err = farthing_server::Config::load(Some(&file)).unwrap_err();
     assert!(err.contains("page_size"), "{err}");
     assert!(farthing_server::Config::load(Some(&dir.path().join("missing.toml"))).is_err());
-    let mut bad = farthing_server::Config::default();
-    bad.idempotency_ttl_h = 1;
+    let bad = farthing_server::Config { idempotency_ttl_h: 1, ..Default::default() };
     assert!(bad.validate().unwrap_err().contains("idempotency_ttl_h"));
 }

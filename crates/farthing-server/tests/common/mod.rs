@@ -12,14 +12,15 @@ use serde_json::{json, Value};
 pub const ADMIN_KEY: &str = "fk_testadmin000000000000000000000000000";
 
 pub fn config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.data_dir = dir.to_path_buf();
-    c.listen = "127.0.0.1:0".parse().unwrap();
-    c.transfers_capacity = 10_000;
-    c.accounts_capacity = 1_000;
-    c.webhook_retry_base_ms = 50;
-    c.webhook_retry_max_ms = 200;
-    c
+    Config {
+        data_dir: dir.to_path_buf(),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        transfers_capacity: 10_000,
+        accounts_capacity: 1_000,
+        webhook_retry_base_ms: 50,
+        webhook_retry_max_ms: 200,
+        ..Config::default()
+    }
 }
 
 pub async fn start(config: Config) -> (Server, Client) {

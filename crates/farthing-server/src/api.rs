@@ -1,7 +1,7 @@
 //! The REST API under `/v1`: handlers, with their OpenAPI descriptions next to them (the
 //! router and `/openapi.json` are built from the same list, so they cannot drift).
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -17,7 +17,7 @@ use utoipa::IntoParams;
 
 use crate::auth::{NewKey, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::model::*;
 use crate::state::{AccountInfo, AppState};
 
@@ -46,7 +46,43 @@ pub fn parse_u128(field: &str, text: &str) -> ApiResult<u128> {
         .map_err(|_| ApiError::invalid(field, format!("{field} must be a decimal u128 string.")))
 }
 
+tokio::task_local! {
+    /// Set while a request with an `Idempotency-Key` runs: the ids the server chooses for
+    /// it follow from the key, so a retry after a crash (or a lost record) names the same
+    /// transfers, and the ledger applies them once.
+    pub static ID_SEED: IdSeed;
+}
+
+/// Ids derived from a request's idempotency key, in the order the request asks for them.
+pub struct IdSeed {
+    base: [u8; 32],
+    next: std::cell::Cell<u64>,
+}
+
+impl IdSeed {
+    pub fn new(base: [u8; 32]) -> Self {
+        Self { base, next: std::cell::Cell::new(0) }
+    }
+
+    fn id(&self) -> u128 {
+        use sha2::{Digest, Sha256};
+        loop {
+            let n = self.next.replace(self.next.get() + 1);
+            let mut h = Sha256::new();
+            h.update(self.base);
+            h.update(n.to_le_bytes());
+            let id = u128::from_le_bytes(h.finalize()[..16].try_into().expect("16 bytes"));
+            if id != 0 && id != u128::MAX {
+                return id;
+            }
+        }
+    }
+}
+
 fn new_id() -> u128 {
+    if let Ok(id) = ID_SEED.try_with(IdSeed::id) {
+        return id;
+    }
     loop {
         let id: u128 = rand::random();
         if id != 0 && id != u128::MAX {
@@ -88,6 +124,8 @@ pub async fn create_asset(
     ApiJson(req): ApiJson<CreateAsset>,
 ) -> ApiResult<Response> {
     p.require_admin()?;
+    // Asset ids are allocated one creation at a time.
+    let _one_at_a_time = s.asset_lock.lock().await;
     let kind = match req.kind.as_deref() {
         None => AssetKind::Fiat,
         Some(k) => AssetKind::parse(k).ok_or_else(|| {
@@ -133,7 +171,7 @@ pub async fn list_assets(
 pub async fn get_asset(
     State(s): State<AppState>,
     Extension(_p): Extension<Arc<Principal>>,
-    Path(code): Path<String>,
+    ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<AssetView>> {
     let info = s.directory.asset_by_code(&code).map_err(|_| ApiError::not_found("asset"))?;
     let asset = s.engine.read_async(move |sm| sm.asset(info.id).copied()).await?;
@@ -208,7 +246,15 @@ pub async fn create_account(
             .map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
         asset: asset.id,
         code: req.code.unwrap_or(1),
-        flags: account_flags(&req.flags)?,
+        flags: {
+            let mut flags = account_flags(&req.flags)?;
+            // Only an admin makes accounts that may go below zero (house accounts, issuance):
+            // an account a payer or merchant makes can only spend what it was paid.
+            if p.role != Role::Admin {
+                flags.set(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS, true);
+            }
+            flags
+        },
         ..Account::default()
     };
     let result = s.engine.create_accounts_async(vec![account]).await?[0];
@@ -216,7 +262,15 @@ pub async fn create_account(
         CreateAccountResult::Ok => StatusCode::CREATED,
         CreateAccountResult::Exists => StatusCode::OK,
         code if code.is_exists() => {
-            return Err(ApiError::new(StatusCode::CONFLICT, code.code(), code.message()))
+            // Which field differs would describe an account the caller may not see.
+            let visible = s
+                .directory
+                .account(account.id)
+                .is_some_and(|i| p.sees_account(account.id, i.owner));
+            return Err(match visible {
+                true => ApiError::new(StatusCode::CONFLICT, code.code(), code.message()),
+                false => id_in_use(),
+            });
         }
         code => return Err(unprocessable(code.code(), code.message())),
     };
@@ -243,7 +297,7 @@ fn visible_account(s: &AppState, p: &Principal, id: u128) -> ApiResult<AccountIn
 pub async fn get_account(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<AccountView>> {
     let id = parse_id("id", &id)?;
     visible_account(&s, &p, id)?;
@@ -341,7 +395,7 @@ fn history_filter(s: &AppState, id: u128, q: &HistoryQuery) -> ApiResult<Account
 pub async fn account_transfers(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<TransferView>>> {
     let id = parse_id("id", &id)?;
@@ -359,7 +413,7 @@ pub async fn account_transfers(
 pub async fn account_balances(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<HistoryQuery>,
 ) -> ApiResult<Json<Page<BalanceView>>> {
     let id = parse_id("id", &id)?;
@@ -413,6 +467,13 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
         return Err(ApiError::forbidden("This key may not move money out of that account.")
             .field("/debit_account_id"));
     }
+    if p.role != Role::Admin && !debit_info.bounded {
+        return Err(ApiError::forbidden(
+            "This account may go below zero (it has no debits_must_not_exceed_credits flag): \
+             only an admin key may pay from it.",
+        )
+        .field("/debit_account_id"));
+    }
     let asset = match &req.asset {
         Some(code) => s.directory.asset_by_code(code)?,
         None => s.directory.asset(debit_info.asset).ok_or_else(|| ApiError::not_found("asset"))?,
@@ -422,7 +483,16 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
         match name.as_str() {
             "linked" => flags.set(TransferFlags::LINKED, true),
             "balancing_debit" => flags.set(TransferFlags::BALANCING_DEBIT, true),
-            "balancing_credit" => flags.set(TransferFlags::BALANCING_CREDIT, true),
+            "balancing_credit" => {
+                // The amount that moves would tell the caller how much the credit account
+                // may still take: only for the caller's own (or an admin).
+                let own = s.directory.account(credit).is_some_and(|c| p.role == Role::Admin || p.owns(credit, c.owner));
+                if !own {
+                    return Err(ApiError::forbidden("balancing_credit needs a credit account of this key's own.")
+                        .field("/flags"));
+                }
+                flags.set(TransferFlags::BALANCING_CREDIT, true)
+            }
             other => {
                 return Err(ApiError::invalid(
                     "flags",
@@ -459,7 +529,12 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
 
 /// Submits one transfer and answers as the API does: 201 applied, 200 it existed
 /// (identical), else the ledger's code.
-async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
+/// A conflict on an id whose owner the caller may not see: no detail.
+fn id_in_use() -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "id_in_use", "This id is taken; choose another.")
+}
+
+async fn submit_one(s: &AppState, p: &Principal, t: Transfer) -> ApiResult<Response> {
     let result = s.engine.create_transfers_async(vec![t]).await?[0];
     use std::sync::atomic::Ordering::Relaxed;
     match result.code {
@@ -493,6 +568,14 @@ async fn submit_one(s: &AppState, t: Transfer) -> ApiResult<Response> {
             let stored = stored.ok_or_else(|| ApiError::not_found("transfer"))?;
             Ok((StatusCode::OK, Json(transfer_view(s, &stored, status))).into_response())
         }
+        code if code.is_exists() && !p.role.sees_all() => {
+            // Which field differs would describe a transfer the caller may not see.
+            let id = t.id;
+            if visible_transfer(s, p, id).await.is_ok() {
+                return Err(transfer_refused(code));
+            }
+            Err(id_in_use())
+        }
         code => {
             s.metrics.transfers_refused.fetch_add(1, Relaxed);
             Err(transfer_refused(code))
@@ -518,7 +601,7 @@ pub async fn create_transfer(
         ));
     }
     let t = build_transfer(&s, &p, &req)?;
-    submit_one(&s, t).await
+    submit_one(&s, &p, t).await
 }
 
 #[utoipa::path(post, path = "/v1/transfers/batch", tag = "transfers", request_body = CreateTransferBatch,
@@ -558,6 +641,13 @@ pub async fn create_transfer_batch(
         match r.code {
             CreateTransferResult::Ok => accepted += 1,
             CreateTransferResult::Exists => existing += 1,
+            // Which field differs could describe another's transfer: bound keys get no detail.
+            code if code.is_exists() && !p.role.sees_all() => failed.push(BatchFailure {
+                index: i,
+                id: ids[i].clone(),
+                code: "id_in_use".into(),
+                detail: "This id is taken; choose another.".into(),
+            }),
             code => failed.push(BatchFailure {
                 index: i,
                 id: ids[i].clone(),
@@ -615,22 +705,29 @@ async fn pending_for(
 pub async fn post_pending(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Option<ApiJson<PostPending>>,
 ) -> ApiResult<Response> {
     p.require_writer()?;
     let req = body.map(|b| b.0).unwrap_or_default();
     let pending_id = parse_id("id", &id)?;
     let (pending, d, c) = pending_for(&s, &p, pending_id).await?;
-    // Either side may complete a hold: the payer pays it, the payee captures it.
-    let allowed = p.role == Role::Admin
-        || p.owns(pending.debit_account_id, d.owner)
+    // Either side may complete a hold: the payee captures it (all or part: the rest goes
+    // back to the payer), the payer pays it (in full only, else posting a millionth would
+    // release the hold, which only the payee may do).
+    let payee = p.role == Role::Admin
         || p.role == Role::Merchant && p.owns(pending.credit_account_id, c.owner);
-    if !allowed {
+    if !payee && !p.owns(pending.debit_account_id, d.owner) {
         return Err(ApiError::forbidden("This key may not post that pending transfer."));
     }
     let (_, scale) = s.directory.asset_text(pending.asset);
     let amount = req.amount.as_deref().map_or(Ok(u128::MAX), |a| amount("amount", a, scale))?;
+    if !payee && amount != u128::MAX && amount != pending.amount {
+        return Err(ApiError::forbidden(
+            "The payer posts a hold in full; only the payee's merchant key captures part of it.",
+        )
+        .field("/amount"));
+    }
     let t = Transfer {
         id: id_or_new("id", &req.id)?,
         pending_id,
@@ -638,7 +735,7 @@ pub async fn post_pending(
         flags: TransferFlags::POST_PENDING,
         ..Transfer::default()
     };
-    submit_one(&s, t).await
+    submit_one(&s, &p, t).await
 }
 
 #[utoipa::path(post, path = "/v1/transfers/{id}/void", tag = "transfers", request_body = VoidPending,
@@ -648,7 +745,7 @@ pub async fn post_pending(
 pub async fn void_pending(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     body: Option<ApiJson<VoidPending>>,
 ) -> ApiResult<Response> {
     p.require_writer()?;
@@ -670,7 +767,7 @@ pub async fn void_pending(
         flags: TransferFlags::VOID_PENDING,
         ..Transfer::default()
     };
-    submit_one(&s, t).await
+    submit_one(&s, &p, t).await
 }
 
 /// A committed transfer, if the caller may see either side.
@@ -697,7 +794,7 @@ async fn visible_transfer(
 pub async fn get_transfer(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<TransferView>> {
     let id = parse_id("id", &id)?;
     let (t, status) = visible_transfer(&s, &p, id).await?;
@@ -719,7 +816,7 @@ pub struct ReceiptQuery {
 pub async fn get_receipt(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<ReceiptQuery>,
 ) -> ApiResult<Response> {
     let id = parse_id("id", &id)?;
@@ -861,11 +958,14 @@ pub async fn list_keys(
 pub async fn revoke_key(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(prefix): Path<String>,
+    ApiPath(prefix): ApiPath<String>,
 ) -> ApiResult<Json<KeyView>> {
     p.require_admin()?;
     if prefix == p.prefix {
         return Err(ApiError::bad_request("revoke_self", "A key cannot revoke itself."));
     }
-    Ok(Json(KeyView::new(&s.keys.revoke(&prefix).await?)))
+    let revoked = s.keys.revoke(&prefix).await?;
+    // What the key set up stops with it: its webhooks (its event streams end by themselves).
+    crate::webhooks::disable_created_by(&s, &prefix).await?;
+    Ok(Json(KeyView::new(&revoked)))
 }

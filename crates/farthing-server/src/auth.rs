@@ -193,9 +193,19 @@ impl Keys {
         Ok(Self { meta, by_prefix: RwLock::new(by_prefix), default_rate, burst })
     }
 
-    /// Is there an admin key yet? (None: this is the first start.)
+    /// Is there an admin key that works? (None: this is the first start, or every admin
+    /// key was revoked: a new one is made and printed.)
     pub fn has_admin(&self) -> bool {
-        self.by_prefix.read().unwrap().values().any(|e| e.record.role == Role::Admin)
+        self.by_prefix
+            .read()
+            .unwrap()
+            .values()
+            .any(|e| e.record.role == Role::Admin && !e.record.revoked)
+    }
+
+    /// Is this key known and not revoked?
+    pub fn is_active(&self, prefix: &str) -> bool {
+        self.by_prefix.read().unwrap().get(prefix).is_some_and(|e| !e.record.revoked)
     }
 
     /// Makes a key (or adopts `chosen`, which must be well formed and unused); returns the
@@ -271,6 +281,16 @@ impl Keys {
     pub async fn revoke(&self, prefix: &str) -> Result<KeyRecord, ApiError> {
         let entry = self.by_prefix.read().unwrap().get(prefix).cloned();
         let mut record = entry.ok_or_else(|| ApiError::not_found("key"))?.record.clone();
+        let other_admins = self.by_prefix.read().unwrap().values().any(|e| {
+            e.record.role == Role::Admin && !e.record.revoked && e.record.prefix != prefix
+        });
+        if record.role == Role::Admin && !other_admins {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "last_admin",
+                "This is the last working admin key: make another before revoking it.",
+            ));
+        }
         record.revoked = true;
         self.save(&record).await?;
         Ok(record)

@@ -43,8 +43,14 @@ pub struct Config {
     pub webhook_attempts_max: u32,
     /// How long one delivery attempt may take.
     pub webhook_timeout_ms: u64,
+    /// May webhooks go to loopback, private, link-local or other internal addresses?
+    /// Unset: only when the server itself listens on a loopback address (a developer's
+    /// machine); a server reachable from outside must not be steered at its own network.
+    pub webhook_private_addresses: Option<bool>,
     /// SSE keep-alive comment interval.
     pub events_keepalive_s: u64,
+    /// Event streams one key may hold open at once.
+    pub events_streams_per_key_max: usize,
     /// The engine signs a checkpoint at least this often when the log grew.
     pub checkpoint_interval_ms: u64,
     /// Worker threads of the server's runtime (0: one per core).
@@ -73,7 +79,9 @@ impl Default for Config {
             webhook_retry_max_ms: 3_600_000,
             webhook_attempts_max: 12,
             webhook_timeout_ms: 10_000,
+            webhook_private_addresses: None,
             events_keepalive_s: 15,
+            events_streams_per_key_max: 8,
             checkpoint_interval_ms: 1_000,
             worker_threads: 0,
             transfers_capacity: 1_000_000,
@@ -98,7 +106,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 21] = [
+    const FIELDS: [&'static str; 23] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -116,11 +124,18 @@ impl Config {
         "webhook_attempts_max",
         "webhook_timeout_ms",
         "events_keepalive_s",
+        "events_streams_per_key_max",
+        "webhook_private_addresses",
         "checkpoint_interval_ms",
         "worker_threads",
         "transfers_capacity",
         "accounts_capacity",
     ];
+
+    /// Whether webhooks may reach internal addresses (see `webhook_private_addresses`).
+    pub fn webhooks_may_reach_private(&self) -> bool {
+        self.webhook_private_addresses.unwrap_or_else(|| self.listen.ip().is_loopback())
+    }
 
     /// Refuses settings that cannot work, with the setting's name.
     pub fn validate(&self) -> Result<(), String> {
@@ -145,8 +160,20 @@ impl Config {
         if self.idempotency_ttl_h < 24 {
             return Err("idempotency_ttl_h must be at least 24".into());
         }
-        if self.webhook_attempts_max == 0 {
-            return Err("webhook_attempts_max must be at least 1".into());
+        for (name, value) in [
+            ("webhook_attempts_max", u64::from(self.webhook_attempts_max)),
+            ("webhook_retry_base_ms", self.webhook_retry_base_ms),
+            ("webhook_timeout_ms", self.webhook_timeout_ms),
+            ("events_keepalive_s", self.events_keepalive_s),
+            ("events_streams_per_key_max", self.events_streams_per_key_max as u64),
+            ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+        ] {
+            if value == 0 {
+                return Err(format!("{name} must be at least 1"));
+            }
+        }
+        if self.webhook_retry_max_ms < self.webhook_retry_base_ms {
+            return Err("webhook_retry_max_ms must be at least webhook_retry_base_ms".into());
         }
         Ok(())
     }

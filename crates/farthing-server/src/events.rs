@@ -25,8 +25,9 @@ pub struct Hub {
     count: watch::Sender<u64>,
 }
 
-/// Batches a live reader may fall behind by before it reads from the ledger instead.
-const LIVE_BATCHES_MAX: usize = 1_024;
+/// Batches a live reader may fall behind by before it reads from the ledger instead
+/// (bounds the memory a slow reader pins: batches hold up to 8,190 transfers).
+const LIVE_BATCHES_MAX: usize = 64;
 /// Transfers read from the ledger at a time when catching up.
 pub const CATCH_UP_CHUNK: u64 = 1_024;
 
@@ -45,12 +46,14 @@ impl Hub {
 
     fn publish(&self, first: u64, transfers: &[Transfer]) {
         let end = first + transfers.len() as u64;
+        // The count first: a reader that subscribes after the check below still sees it,
+        // and reads the batch from the ledger.
+        self.committed.store(end, Ordering::Release);
+        self.count.send_replace(end);
         // Copy only for live readers; the others read the ledger when woken.
         if self.live.receiver_count() > 0 {
             let _ = self.live.send(Batch { first, transfers: transfers.into() });
         }
-        self.committed.store(end, Ordering::Release);
-        self.count.send_replace(end);
     }
 
     /// Sets the count of transfers already committed when the engine opened.

@@ -176,7 +176,14 @@ async fn run(
         s.metrics.idempotent_replays.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return Ok(replay(record));
     }
-    let response = next.run(Request::from_parts(parts, Body::from(bytes))).await;
+    let mut seed = Sha256::new();
+    seed.update(s.id_secret);
+    seed.update(store_key.as_bytes());
+    seed.update([0]);
+    seed.update(parts.uri.path().as_bytes());
+    let seed = crate::api::IdSeed::new(seed.finalize().into());
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let response = crate::api::ID_SEED.scope(seed, next.run(request)).await;
     let status = response.status();
     let decided = status.is_success()
         || status == StatusCode::CONFLICT

@@ -147,7 +147,17 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     match s.keys.authenticate(req.headers()) {
         Ok(p) => {
             req.extensions_mut().insert(p.clone());
-            idempotency::layer(&s, &p, req, next).await
+            if req.method() != axum::http::Method::POST {
+                return next.run(req).await;
+            }
+            // A change runs to its end even if the caller hangs up: the ledger, the
+            // directory of accounts and the idempotency record never disagree because a
+            // connection dropped half-way.
+            let run = tokio::spawn(async move { idempotency::layer(&s, &p, req, next).await });
+            run.await.unwrap_or_else(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                    .into_response()
+            })
         }
         Err(e) => e.into_response(),
     }
@@ -285,12 +295,14 @@ impl Server {
             .map_err(|e| e.to_string())?;
         hub.start_at(committed);
         let meta = meta::Meta::open(&root.join("server.redb"))?;
+        let meta_for_secret = meta.clone();
         let keys =
             auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;
         let verifier_key = farthing_store::tlog::verifier_key(&root).ok();
         let webhooks = Arc::new(webhooks::Webhooks::load(
             meta.clone(),
             Duration::from_millis(config.webhook_timeout_ms),
+            config.webhooks_may_reach_private(),
         )?);
         let (stop, _) = watch::channel(false);
         let state = AppState(Arc::new(Shared {
@@ -304,6 +316,9 @@ impl Server {
             metrics: metrics::Metrics::default(),
             webhooks,
             verifier_key,
+            id_secret: meta::secret(&meta_for_secret).await?,
+            streams: Default::default(),
+            asset_lock: Default::default(),
             stop,
         }));
         let mut new_admin_key = None;

@@ -195,3 +195,14 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
     }
     txn.commit().map_err(|e| e.to_string())
 }
+
+/// The data directory's server secret (32 random bytes, made at first start).
+pub async fn secret(meta: &Meta) -> Result<[u8; 32], String> {
+    const NAME: &[u8] = b"server_secret";
+    if let Some(v) = meta.get(Table::Meta, NAME)? {
+        return v.try_into().map_err(|_| "server.redb: the server secret is damaged".to_string());
+    }
+    let secret: [u8; 32] = rand::random();
+    meta.write(vec![Write::Put(Table::Meta, NAME.to_vec(), secret.to_vec())]).await?;
+    Ok(secret)
+}

@@ -31,6 +31,19 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
+        use axum::http::Method;
+        // Methods are labels: anything unusual counts as one, so callers cannot grow the set.
+        let standard = [
+            Method::GET,
+            Method::POST,
+            Method::DELETE,
+            Method::PUT,
+            Method::PATCH,
+            Method::HEAD,
+            Method::OPTIONS,
+        ];
+        let other = Method::from_bytes(b"OTHER").expect("a method");
+        let method = if standard.contains(method) { method } else { &other };
         {
             let mut requests = self.requests.lock().unwrap();
             match requests.get_mut(route) {

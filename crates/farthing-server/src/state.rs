@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use farthing_ledger::{Account, Asset};
+use farthing_ledger::{Account, AccountFlags, Asset};
 use farthing_store::EngineHandle;
 
 use crate::auth::Keys;
@@ -39,6 +39,12 @@ pub struct Shared {
     pub webhooks: Arc<Webhooks>,
     /// The transparency log's verifier key, if the log is on.
     pub verifier_key: Option<String>,
+    /// Secret of this data directory, for ids derived from idempotency keys.
+    pub id_secret: [u8; 32],
+    /// Event streams open, per key prefix.
+    pub streams: std::sync::Mutex<HashMap<String, usize>>,
+    /// Held while an asset is created: ids are allocated one at a time.
+    pub asset_lock: tokio::sync::Mutex<()>,
     /// Set once the server begins to stop (streams end, background tasks return).
     pub stop: tokio::sync::watch::Sender<bool>,
 }
@@ -56,6 +62,9 @@ pub struct AssetInfo {
 pub struct AccountInfo {
     pub owner: u128,
     pub asset: u32,
+    /// The account can never be debited past its credits (`debits_must_not_exceed_credits`,
+    /// fixed at creation): the only kind a non-admin key may pay from.
+    pub bounded: bool,
 }
 
 #[derive(Default)]
@@ -95,7 +104,17 @@ impl Directory {
 
     pub fn add_account(&self, a: &Account) {
         let mut d = self.inner.write().unwrap();
-        if d.accounts.insert(a.id, AccountInfo { owner: a.owner_id, asset: a.asset }).is_none() {
+        if d.accounts
+            .insert(
+                a.id,
+                AccountInfo {
+                    owner: a.owner_id,
+                    asset: a.asset,
+                    bounded: a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+                },
+            )
+            .is_none()
+        {
             d.by_owner.entry(a.owner_id).or_default().push(a.id);
         }
     }

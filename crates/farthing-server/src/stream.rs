@@ -59,7 +59,9 @@ pub async fn events(
         })
     });
     let start = match (last.transpose()?, q.from) {
-        (Some(id), _) => id + 1,
+        (Some(id), _) => id.checked_add(1).ok_or_else(|| {
+            ApiError::bad_request("invalid_event_id", "Last-Event-ID is beyond any event.")
+        })?,
         (None, Some(from)) => from,
         (None, None) => committed,
     };
@@ -69,6 +71,18 @@ pub async fn events(
             format!("No event {start} yet: {committed} have been committed."),
         ));
     }
+    let Some(slot) = StreamSlot::take(&s, &p.prefix) else {
+        let mut e = ApiError::new(
+            axum::http::StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!(
+                "This key has {} event streams open already; close one.",
+                s.config.events_streams_per_key_max
+            ),
+        );
+        e.retry_after_s = Some(1);
+        return Err(e);
+    };
     let (tx, rx) = mpsc::channel::<Event>(256);
     // Subscribe before reading back, so nothing falls between the two.
     let live = s.hub.subscribe();
@@ -77,6 +91,7 @@ pub async fn events(
         state.metrics.sse_clients.fetch_add(1, Ordering::Relaxed);
         feed(&state, &p, start, live, &tx).await;
         state.metrics.sse_clients.fetch_sub(1, Ordering::Relaxed);
+        drop(slot);
     });
     let stream = ReceiverStream::new(rx).map(Ok::<Event, Infallible>);
     Ok(Sse::new(stream)
@@ -92,15 +107,17 @@ async fn feed(
     tx: &mpsc::Sender<Event>,
 ) {
     let mut stop = s.stop_signal();
+    // A revoked key's stream ends within a second, even on a quiet ledger.
+    let mut check = tokio::time::interval(Duration::from_secs(1));
     loop {
-        if *stop.borrow() {
+        if *stop.borrow() || !s.keys.is_active(&p.prefix) {
             return;
         }
         // Catch up from the ledger while behind the durable count.
         let committed = s.hub.committed();
         if next < committed {
             let Ok(batch) = read_range(&s.engine, next, committed).await else { return };
-            if !send(s, p, &batch, next, tx).await {
+            if !send(s, p, &batch, next, tx, &mut stop).await {
                 return;
             }
             next = batch.first + batch.transfers.len() as u64;
@@ -113,7 +130,7 @@ async fn feed(
                     if batch.first > next || end <= next {
                         continue; // a gap (read back above) or already sent
                     }
-                    if !send(s, p, &batch, next, tx).await {
+                    if !send(s, p, &batch, next, tx, &mut stop).await {
                         return;
                     }
                     next = end;
@@ -121,19 +138,22 @@ async fn feed(
                 Err(RecvError::Lagged(_)) => continue,
                 Err(RecvError::Closed) => return,
             },
+            _ = check.tick() => continue,
             _ = stop.changed() => return,
             _ = tx.closed() => return,
         }
     }
 }
 
-/// Sends the visible events of `batch` from position `from`; false once the reader is gone.
+/// Sends the visible events of `batch` from position `from`; false once the reader is gone
+/// or the server stops.
 async fn send(
     s: &AppState,
     p: &Principal,
     batch: &Batch,
     from: u64,
     tx: &mpsc::Sender<Event>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
     for (i, t) in batch.transfers.iter().enumerate() {
         let index = batch.first + i as u64;
@@ -151,9 +171,40 @@ async fn send(
         let (code, scale) = s.directory.asset_text(t.asset);
         let data = serde_json::to_string(&TransferView::new(t, &code, scale, None)).expect("json");
         let event = Event::default().id(index.to_string()).event(event_type(t)).data(data);
-        if tx.send(event).await.is_err() {
-            return false;
+        tokio::select! {
+            sent = tx.send(event) => if sent.is_err() { return false },
+            _ = stop.changed() => return false,
         }
     }
     true
+}
+
+/// One of a key's open streams; counted while it lives.
+struct StreamSlot {
+    state: AppState,
+    prefix: String,
+}
+
+impl StreamSlot {
+    fn take(s: &AppState, prefix: &str) -> Option<Self> {
+        let mut open = s.streams.lock().unwrap();
+        let n = open.entry(prefix.to_string()).or_default();
+        if *n >= s.config.events_streams_per_key_max {
+            return None;
+        }
+        *n += 1;
+        Some(Self { state: s.clone(), prefix: prefix.to_string() })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.state.streams.lock().unwrap();
+        if let Some(n) = open.get_mut(&self.prefix) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.prefix);
+            }
+        }
+    }
 }

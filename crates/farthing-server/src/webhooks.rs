@@ -14,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
@@ -31,7 +31,7 @@ use crate::api::{page_limit, parse_u128};
 use crate::auth::{now_unix_s, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::events::{event_type, read_range};
-use crate::extract::{ApiJson, ApiQuery};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::meta::{Meta, Table, Write};
 use crate::model::{CreateWebhook, CreatedWebhook, TransferView, WebhookView};
 use crate::receipt::utc;
@@ -104,16 +104,88 @@ fn delivery_key(webhook_id: &str, seq: u64) -> Vec<u8> {
     k
 }
 
-/// The Standard Webhooks signature header value for a message.
-pub fn sign(secret: &str, id: &str, timestamp_s: u64, body: &str) -> String {
-    let key = STANDARD.decode(secret.trim_start_matches("whsec_")).unwrap_or_default();
+/// The Standard Webhooks signature header value for a message. `secret` is `whsec_` and
+/// base64 (as the server makes them); anything else is refused rather than used as an
+/// empty key.
+pub fn sign(secret: &str, id: &str, timestamp_s: u64, body: &str) -> Result<String, String> {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b| STANDARD.decode(b).ok())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| "a webhook secret is whsec_ followed by base64".to_string())?;
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("any key length");
     mac.update(format!("{id}.{timestamp_s}.{body}").as_bytes());
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
+}
+
+/// Addresses a webhook must not reach from a server others can reach: loopback, private,
+/// link-local (cloud metadata), carrier-grade NAT, multicast, unspecified, documentation.
+pub fn is_internal(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            a.is_loopback()
+                || a.is_private()
+                || a.is_link_local()
+                || a.is_unspecified()
+                || a.is_broadcast()
+                || a.is_multicast()
+                || a.is_documentation()
+                || o[0] == 0
+                || o[0] == 100 && o[1] & 0xc0 == 64
+        }
+        IpAddr::V6(a) => {
+            let first = a.segments()[0];
+            a.is_loopback()
+                || a.is_unspecified()
+                || a.is_multicast()
+                || first & 0xfe00 == 0xfc00
+                || first & 0xffc0 == 0xfe80
+                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+        }
+    }
+}
+
+/// A resolver that drops internal addresses, so a name cannot be pointed (or re-pointed,
+/// after registration) at the server's own network.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
+            let public: Vec<std::net::SocketAddr> =
+                found.filter(|a| !is_internal(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!(
+                    "{} resolves to internal addresses only: refused",
+                    name.as_str()
+                )
+                .into());
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// Is the URL's host an internal address written out (names are checked when resolved)?
+fn internal_literal(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => is_internal(a.into()),
+        Some(url::Host::Ipv6(a)) => is_internal(a.into()),
+        Some(url::Host::Domain(d)) => {
+            d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
+        }
+        None => true,
+    }
 }
 
 /// Endpoints, and the queue of deliveries waiting for their next attempt.
 pub struct Webhooks {
+    /// May deliveries go to internal addresses (config `webhook_private_addresses`)?
+    private: bool,
     hooks: Mutex<Vec<Webhook>>,
     /// (due unix ms, delivery key) of every pending delivery.
     queue: Mutex<BTreeSet<(u64, Vec<u8>)>>,
@@ -122,7 +194,7 @@ pub struct Webhooks {
 }
 
 impl Webhooks {
-    pub fn load(meta: Meta, timeout: Duration) -> Result<Self, String> {
+    pub fn load(meta: Meta, timeout: Duration, private: bool) -> Result<Self, String> {
         let mut hooks = Vec::new();
         for (_, v) in meta.scan(Table::Webhooks, b"")? {
             hooks.push(serde_json::from_slice::<Webhook>(&v).map_err(|e| e.to_string())?);
@@ -135,16 +207,19 @@ impl Webhooks {
                 queue.insert((d.next_attempt_unix_ms, k));
             }
         }
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| e.to_string())?;
-        Ok(Self { hooks: Mutex::new(hooks), queue: Mutex::new(queue), wake: Notify::new(), client })
-    }
-
-    fn enabled(&self) -> Vec<Webhook> {
-        self.hooks.lock().unwrap().iter().filter(|h| h.enabled).cloned().collect()
+        let mut client =
+            reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+        if !private {
+            client = client.dns_resolver(Arc::new(PublicOnly));
+        }
+        let client = client.build().map_err(|e| e.to_string())?;
+        Ok(Self {
+            private,
+            hooks: Mutex::new(hooks),
+            queue: Mutex::new(queue),
+            wake: Notify::new(),
+            client,
+        })
     }
 }
 
@@ -159,9 +234,16 @@ pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
     };
     let mut committed = s.hub.watch();
     loop {
-        let end = s.hub.committed();
+        // The hooks and the end of the range are read together, under the hooks' lock: a
+        // hook registered after this sees only events from its `from_event`, which is at
+        // least `end` (see `create_webhook`).
+        let (end, hooks) = {
+            let all = s.webhooks.hooks.lock().unwrap();
+            let hooks: Vec<Webhook> = all.iter().filter(|h| h.enabled).cloned().collect();
+            (s.hub.committed(), hooks)
+        };
         if cursor < end {
-            match dispatch_range(&s, cursor, end).await {
+            match dispatch_range(&s, &hooks, cursor, end).await {
                 Ok(next) => cursor = next,
                 Err(e) => {
                     eprintln!("farthing: webhook dispatch: {e}; retrying");
@@ -177,10 +259,14 @@ pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
     }
 }
 
-async fn dispatch_range(s: &AppState, from: u64, to: u64) -> Result<u64, String> {
+async fn dispatch_range(
+    s: &AppState,
+    hooks: &[Webhook],
+    from: u64,
+    to: u64,
+) -> Result<u64, String> {
     let batch = read_range(&s.engine, from, to).await.map_err(|e| e.to_string())?;
     let end = batch.first + batch.transfers.len() as u64;
-    let hooks = s.webhooks.enabled();
     let mut seq = s.meta.counter(NEXT_DELIVERY)?;
     let mut writes = Vec::new();
     let mut queued = Vec::new();
@@ -293,6 +379,21 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
         return;
     };
     let body = serde_json::to_string(&d.payload).expect("json");
+    if !s.webhooks.private && reqwest::Url::parse(&hook.url).map_or(true, |u| internal_literal(&u))
+    {
+        d.state = "failed".into();
+        d.attempts.push(Attempt {
+            at: utc(now_ms() * 1_000_000),
+            status: None,
+            error: Some("the endpoint's address is internal: refused".into()),
+            took_ms: 0,
+        });
+        let _ = s
+            .meta
+            .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
+            .await;
+        return;
+    }
     let ts = now_unix_s();
     let started = std::time::Instant::now();
     let result = s
@@ -303,7 +404,7 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
         .header("user-agent", "farthing-webhooks/1")
         .header("webhook-id", &d.event_id)
         .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sign(&hook.secret, &d.event_id, ts, &body))
+        .header("webhook-signature", sign(&hook.secret, &d.event_id, ts, &body).unwrap_or_default())
         .body(body)
         .send()
         .await;
@@ -394,6 +495,12 @@ pub async fn create_webhook(
 ) -> ApiResult<axum::response::Response> {
     let owner_id = match p.role {
         Role::Admin => req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?,
+        Role::Merchant if !p.accounts.is_empty() => {
+            return Err(ApiError::forbidden(
+                "This key is limited to some of its owner's accounts; webhooks carry all of \
+                 the owner's events: register them with an unlimited merchant key.",
+            ))
+        }
         Role::Merchant => {
             let own = p.owner_id.expect("bound key");
             if let Some(o) = req.owner_id.as_deref() {
@@ -411,8 +518,15 @@ pub async fn create_webhook(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::invalid("url", "url must be an absolute http or https URL."))?;
+    if !s.webhooks.private && internal_literal(&url) {
+        return Err(ApiError::invalid(
+            "url",
+            "url points at an internal address (loopback, private, link-local): refused on a \
+             server that listens beyond loopback (setting webhook_private_addresses).",
+        ));
+    }
     let id = format!("wh_{}", crate::auth::hex(&random_token(8)));
-    let hook = Webhook {
+    let mut hook = Webhook {
         id: id.clone(),
         url: url.to_string(),
         secret: format!("whsec_{}", STANDARD.encode(random_token(24))),
@@ -420,15 +534,43 @@ pub async fn create_webhook(
         created_by: p.prefix.clone(),
         description: req.description.unwrap_or_default(),
         created_unix_s: now_unix_s(),
-        from_event: s.hub.committed(),
+        from_event: 0,
         enabled: true,
     };
-    save(&s, &hook).await?;
+    // Listed before it is stored, with its first event read under the same lock as the
+    // dispatcher reads the list and the range: no event falls between the two.
+    {
+        let mut hooks = s.webhooks.hooks.lock().unwrap();
+        hook.from_event = s.hub.committed();
+        hooks.push(hook.clone());
+    }
+    if let Err(e) = save(&s, &hook).await {
+        s.webhooks.hooks.lock().unwrap().retain(|h| h.id != hook.id);
+        return Err(e);
+    }
     let created = CreatedWebhook { secret: hook.secret.clone(), webhook: hook.view() };
     let mut response = (StatusCode::CREATED, Json(created)).into_response();
     // The secret is shown once: an idempotent replay must not show it again.
     response.extensions_mut().insert(crate::idempotency::NoReplay);
     Ok(response)
+}
+
+/// Disables every webhook a (revoked) key registered.
+pub async fn disable_created_by(s: &AppState, prefix: &str) -> ApiResult<()> {
+    let hooks: Vec<Webhook> = s
+        .webhooks
+        .hooks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|h| h.created_by == prefix && h.enabled)
+        .cloned()
+        .collect();
+    for mut hook in hooks {
+        hook.enabled = false;
+        save(s, &hook).await?;
+    }
+    Ok(())
 }
 
 async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
@@ -468,7 +610,7 @@ pub async fn list_webhooks(
 pub async fn delete_webhook(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<WebhookView>> {
     let mut hook = visible_hook(&s, &p, &id)?;
     hook.enabled = false;
@@ -490,7 +632,7 @@ pub struct DeliveriesQuery {
 pub async fn list_deliveries(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
 ) -> ApiResult<Json<Vec<Delivery>>> {
     let hook = visible_hook(&s, &p, &id)?;

@@ -69,7 +69,14 @@ async fn a_payment_end_to_end_with_a_receipt_that_verifies() {
     let hold = pay_pending(&payer, "88", "2.5").await;
     assert_eq!(hold["status"], "pending");
     assert_eq!(payer.account("1001").await.unwrap()["available"], "97.499900");
-    let posted = payer.post("/v1/transfers/88/post", &json!({"amount": "1"}), None).await.unwrap();
+    // The payer may pay a hold only in full (posting a millionth would release the rest);
+    // the payee's merchant key captures part of it.
+    let part =
+        payer.post("/v1/transfers/88/post", &json!({"amount": "1"}), None).await.unwrap_err();
+    assert_eq!((part.status(), part.code()), (Some(403), Some("forbidden")));
+    let merchant = common::key(&admin, "merchant", Some("2001")).await;
+    let posted =
+        merchant.post("/v1/transfers/88/post", &json!({"amount": "1"}), None).await.unwrap();
     assert_eq!(posted["amount"], "1.000000");
     assert_eq!(payer.transfer("88").await.unwrap()["status"], "posted");
     assert_eq!(payer.account("1001").await.unwrap()["balance"], "98.999900");

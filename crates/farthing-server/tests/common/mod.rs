@@ -38,7 +38,7 @@ pub async fn seed(admin: &Client) {
     for (id, owner, flags) in [
         ("1001", "1001", json!(["debits_must_not_exceed_credits", "history"])),
         ("1002", "1002", json!(["debits_must_not_exceed_credits"])),
-        ("2001", "2001", json!([])),
+        ("2001", "2001", json!(["debits_must_not_exceed_credits"])),
     ] {
         admin
             .create_account(&json!({"id": id, "owner_id": owner, "asset": "USD", "flags": flags}))

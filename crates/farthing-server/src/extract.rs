@@ -34,16 +34,37 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
-/// Parses a JSON document into `T`, naming the field at fault.
+/// Parses a JSON object into `T`, naming the field at fault (a JSON pointer).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every request body is an object: serde would also fill a struct from an array, in
+    // field order, which no client means.
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "The body must be a JSON object: { ... }.",
+        ));
+    }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
+        use serde_path_to_error::Segment;
+        let mut pointer = String::new();
+        for segment in e.path().iter() {
+            match segment {
+                Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+                Segment::Map { key } => pointer.push_str(&format!("/{key}")),
+                Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
+                Segment::Unknown => {}
+            }
+        }
         let inner = e.into_inner();
-        let pointer = match path.as_str() {
-            "." | "" => None,
-            p => Some(format!("/{}", p.replace(['.', '['], "/").replace(']', ""))),
-        };
+        // A missing field is named only in the message: point at it.
+        let text = inner.to_string();
+        if let Some(name) = text.strip_prefix("missing field `").and_then(|t| t.split('`').next()) {
+            pointer.push('/');
+            pointer.push_str(name);
+        }
+        let pointer = (!pointer.is_empty()).then_some(pointer);
         use serde_json::error::Category;
         let (code, detail) = match inner.classify() {
             Category::Syntax | Category::Eof | Category::Io => {

@@ -155,6 +155,9 @@ async fn send(
     tx: &mpsc::Sender<Event>,
     stop: &mut tokio::sync::watch::Receiver<bool>,
 ) -> bool {
+    if !s.keys.is_active(&p.prefix) {
+        return false; // revoked since the stream began
+    }
     for (i, t) in batch.transfers.iter().enumerate() {
         let index = batch.first + i as u64;
         if index < from {

@@ -148,7 +148,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         ("a number for an amount", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":0.5}"#.into(), 400, "invalid_field", Some("/amount")),
         ("a number for an id", "/v1/transfers", Some(json_ct), r#"{"id":5,"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5"}"#.into(), 400, "invalid_field", Some("/id")),
         ("an unknown field", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5","memo":"hi"}"#.into(), 400, "unknown_field", None),
-        ("a missing field", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","amount":"0.5"}"#.into(), 400, "missing_field", None),
+        ("a missing field", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","amount":"0.5"}"#.into(), 400, "missing_field", Some("/credit_account_id")),
         ("too many decimals", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.0000001"}"#.into(), 400, "invalid_field", Some("/amount")),
         ("a negative amount", "/v1/transfers", Some(json_ct), r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"-1"}"#.into(), 400, "invalid_field", Some("/amount")),
         ("a zero id", "/v1/transfers", Some(json_ct), r#"{"id":"0","debit_account_id":"1001","credit_account_id":"2001","amount":"1"}"#.into(), 400, "invalid_field", Some("/id")),
@@ -168,7 +168,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         ("an unknown role", "/v1/api-keys", Some(json_ct), r#"{"role":"owner"}"#.into(), 400, "invalid_field", Some("/role")),
         ("a payer key without owner", "/v1/api-keys", Some(json_ct), r#"{"role":"payer"}"#.into(), 400, "invalid_field", Some("/owner_id")),
         ("a webhook URL that is not http", "/v1/webhooks", Some(json_ct), r#"{"url":"ftp://example.com/x"}"#.into(), 400, "invalid_field", Some("/url")),
-        ("a JSON array", "/v1/transfers", Some(json_ct), "[]".into(), 400, "invalid_field", None),
+        ("a JSON array", "/v1/transfers", Some(json_ct), "[]".into(), 400, "invalid_body", None),
     ];
     for (what, path, content_type, body, status, code, field) in cases {
         let mut request = http.post(url(path)).bearer_auth(ADMIN_KEY).body(body);

@@ -1,0 +1,260 @@
+//! Regression tests for holes found in review: each was reproduced against an earlier build.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_keys_cannot_create_money() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    // An account a payer makes is a wallet: it cannot go below zero, whatever it asks for.
+    let made = payer.create_account(&json!({"id": "5555", "asset": "USD"})).await.unwrap();
+    assert_eq!(made["flags"], json!(["debits_must_not_exceed_credits"]));
+    let err = payer
+        .create_transfer(
+            &json!({"debit_account_id": "5555", "credit_account_id": "2001", "amount": "1000000"}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("exceeds_credits"));
+    // An admin's unbounded account of the payer's owner is not the payer's to spend.
+    admin.create_account(&json!({"id": "5556", "owner_id": "1001", "asset": "USD"})).await.unwrap();
+    let err = payer
+        .create_transfer(
+            &json!({"debit_account_id": "5556", "credit_account_id": "2001", "amount": "1"}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(403), Some("forbidden")));
+    assert_eq!(admin.account("2001").await.unwrap()["balance"], "0.000000");
+    // balancing_credit would tell how much another's account may still take.
+    let err = payer
+        .create_transfer(
+            &json!({"debit_account_id": "1001", "credit_account_id": "1", "amount": "999",
+                    "flags": ["balancing_credit"]}),
+            None,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_are_released_only_by_the_payee() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    payer
+        .create_transfer(
+            &json!({"id": "70", "debit_account_id": "1001", "credit_account_id": "2001",
+                                  "amount": "10", "pending": true}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        payer.post_raw("/v1/transfers/70/void", &json!({}), None).await.unwrap().status,
+        403
+    );
+    let tiny = payer
+        .post_raw("/v1/transfers/70/post", &json!({"amount": "0.000001"}), None)
+        .await
+        .unwrap();
+    assert_eq!(tiny.status, 403);
+    assert_eq!(payer.account("1001").await.unwrap()["debits_pending"], "10.000000");
+    // In full, the payer may.
+    let paid = payer.post_raw("/v1/transfers/70/post", &json!({}), None).await.unwrap();
+    assert_eq!((paid.status, paid.body["amount"].as_str()), (201, Some("10.000000")));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_others_own_reveal_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let other = key(&admin, "payer", Some("1002")).await;
+    // Transfer 9001 (house to 1001) exists; 1002's key reuses its id.
+    let err = other
+        .create_transfer(&json!({"id": "9001", "debit_account_id": "1002", "credit_account_id": "2001", "amount": "1"}), None)
+        .await
+        .unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(409), Some("id_in_use")));
+    let err = other.create_account(&json!({"id": "1001", "asset": "USD"})).await.unwrap_err();
+    assert_eq!((err.status(), err.code()), (Some(409), Some("id_in_use")));
+    let batch = other
+        .create_transfers(&[json!({"id": "9001", "debit_account_id": "1002", "credit_account_id": "2001", "amount": "1"})])
+        .await
+        .unwrap();
+    assert_eq!(batch["failed"][0]["code"], "id_in_use");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_a_key_ends_its_streams_and_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let made = admin.create_key(&json!({"role": "merchant", "owner_id": "2001"})).await.unwrap();
+    let merchant = admin.with_key(made["key"].as_str().unwrap());
+    let (url, received, _) = receiver(0).await;
+    let hook = merchant.create_webhook(&url, None).await.unwrap();
+    let mut stream = merchant.events(None).await.unwrap();
+    pay(&admin, "80", "1001", "2001", "1").await;
+    assert!(stream.next_within(Duration::from_secs(5)).await.unwrap().is_some());
+    assert!(eventually(5, || received.0.lock().unwrap().len() == 1).await);
+    let prefix = made["prefix"].as_str().unwrap();
+    assert_eq!(admin.delete_raw(&format!("/v1/api-keys/{prefix}")).await.unwrap().status, 200);
+    pay(&admin, "81", "1001", "2001", "1").await;
+    assert!(
+        stream.next_within(Duration::from_secs(3)).await.map_or(true, |e| e.is_none()),
+        "a revoked key's stream carried an event"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(received.0.lock().unwrap().len(), 1, "a revoked key's webhook got an event");
+    let hooks = admin.get("/v1/webhooks").await.unwrap();
+    let h = hooks.as_array().unwrap().iter().find(|h| h["id"] == hook["id"]).unwrap().clone();
+    assert_eq!(h["enabled"], false);
+    // The last working admin key cannot be revoked (nobody could make keys after).
+    let me = admin.get("/v1/api-keys").await.unwrap();
+    let admin_prefix =
+        me.as_array().unwrap().iter().find(|k| k["role"] == "admin").unwrap()["prefix"].clone();
+    let second = admin.create_key(&json!({"role": "admin"})).await.unwrap();
+    let second = admin.with_key(second["key"].as_str().unwrap());
+    let last = second
+        .delete_raw(&format!("/v1/api-keys/{}", admin_prefix.as_str().unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(last.status, 200, "one of two admins may go");
+    let refused = admin.delete_raw("/v1/api-keys/whatever").await.unwrap();
+    assert_eq!(refused.status, 401, "the revoked admin key is refused");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merchant_keys_limited_to_accounts_get_no_webhooks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let made = admin
+        .create_key(&json!({"role": "merchant", "owner_id": "2001", "accounts": ["2001"]}))
+        .await
+        .unwrap();
+    let limited = admin.with_key(made["key"].as_str().unwrap());
+    let err = limited.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_cannot_reach_internal_addresses_from_an_exposed_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.webhook_private_addresses = Some(false);
+    let (server, admin) = start(cfg).await;
+    seed(&admin).await;
+    for url in [
+        "http://127.0.0.1:6379/",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.5/",
+        "http://[::1]/",
+        "http://localhost:8080/",
+        "http://[::ffff:127.0.0.1]/",
+    ] {
+        let err = admin.create_webhook(url, None).await.unwrap_err();
+        assert_eq!((err.status(), err.code()), (Some(400), Some("invalid_field")), "{url}");
+    }
+    // A name is checked when it is resolved, at every attempt.
+    let hook = admin.create_webhook("http://localtest.invalid:9/", None).await.unwrap();
+    pay(&admin, "90", "1001", "2001", "1").await;
+    let id = hook["id"].as_str().unwrap();
+    let mut attempted = false;
+    for _ in 0..100 {
+        let log = admin.deliveries(id).await.unwrap();
+        if log[0]["attempts"].as_array().is_some_and(|a| !a.is_empty()) {
+            attempted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(attempted);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_names_the_same_transfer_even_without_its_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let body = json!({"debit_account_id": "1001", "credit_account_id": "2001", "amount": "1"});
+    let first = admin.post_raw("/v1/transfers", &body, Some("pay-1")).await.unwrap();
+    assert_eq!(first.status, 201);
+    // Lose the record (as a crash between the commit and the record would): the retry
+    // names the same transfer, which the ledger applies once.
+    server
+        .state
+        .meta
+        .write(vec![farthing_server::meta::Write::Delete(
+            farthing_server::meta::Table::Idempotency,
+            format!("{}:pay-1", &ADMIN_KEY[3..15]).into_bytes(),
+        )])
+        .await
+        .unwrap();
+    let retry = admin.post_raw("/v1/transfers", &body, Some("pay-1")).await.unwrap();
+    assert_eq!(retry.headers["idempotent-replayed"], "false", "the record was gone");
+    assert_eq!((retry.status, &retry.body["id"]), (200, &first.body["id"]));
+    assert_eq!(admin.account("2001").await.unwrap()["balance"], "1.000000");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_problems_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let http = reqwest::Client::new();
+    let last = http
+        .get(format!("{}/v1/events", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("last-event-id", u64::MAX.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(last.status(), 400);
+    for path in ["/v1/accounts/%FF", "/v1/assets/%FF%FE", "/v1/transfers/%C3%28/receipt"] {
+        let r =
+            http.get(format!("{}{path}", server.url)).bearer_auth(ADMIN_KEY).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/problem+json", "{path}");
+    }
+    // A JSON array is not an object, even where its items would fill the fields in order.
+    let r = http
+        .post(format!("{}/v1/assets", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("content-type", "application/json")
+        .body(r#"["TST", 2]"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(admin.get("/v1/assets").await.unwrap().as_array().unwrap().len(), 1);
+    // Odd methods do not grow the metrics.
+    for i in 0..5 {
+        let m = reqwest::Method::from_bytes(format!("XMETHOD{i}").as_bytes()).unwrap();
+        let _ = http.request(m, format!("{}/v1/assets", server.url)).send().await.unwrap();
+    }
+    let metrics =
+        http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    assert!(!metrics.contains("XMETHOD"));
+    server.shutdown().await.unwrap();
+}

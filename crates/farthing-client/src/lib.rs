@@ -137,14 +137,19 @@ impl Client {
         if answer.status < 400 {
             return Ok(answer);
         }
+        Err(Self::refusal(answer))
+    }
+
+    /// An answer that is not a success, as an error (a problem if it is one).
+    fn refusal(answer: Answer) -> Error {
         let text = |k: &str| answer.body[k].as_str().map(str::to_string);
-        Err(Error::Api(Box::new(Problem {
+        Error::Api(Box::new(Problem {
             status: answer.status,
             code: text("code").unwrap_or_else(|| "unknown".into()),
             detail: text("detail").unwrap_or_else(|| answer.body.to_string()),
             field: text("field"),
             body: answer.body,
-        })))
+        }))
     }
 
     /// POSTs JSON; returns the whole answer, whatever its status.
@@ -188,7 +193,7 @@ impl Client {
     pub async fn get_text(&self, path: &str) -> Result<String, Error> {
         let response = self.http.get(self.url(path)).bearer_auth(&self.key).send().await?;
         if !response.status().is_success() {
-            return Err(Self::check(Self::answer(response).await?).unwrap_err());
+            return Err(Self::refusal(Self::answer(response).await?));
         }
         Ok(response.text().await?)
     }
@@ -262,7 +267,7 @@ impl Client {
         }
         let response = request.send().await?;
         if !response.status().is_success() {
-            return Err(Self::check(Self::answer(response).await?).unwrap_err());
+            return Err(Self::refusal(Self::answer(response).await?));
         }
         Ok(Events { stream: Box::pin(response.bytes_stream()), buffer: Vec::new() })
     }

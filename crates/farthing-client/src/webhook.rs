@@ -21,9 +21,7 @@ pub fn verify(
     if ts.abs_diff(now_s) > tolerance_s {
         return Err(format!("webhook-timestamp {ts} is more than {tolerance_s} s from now"));
     }
-    let key = STANDARD
-        .decode(secret.trim_start_matches("whsec_"))
-        .map_err(|_| "the secret is not whsec_<base64>".to_string())?;
+    let key = check_secret(secret)?;
     for candidate in signatures.split_whitespace() {
         let Some(sig) = candidate.strip_prefix("v1,") else { continue };
         let Ok(sig) = STANDARD.decode(sig) else { continue };
@@ -38,4 +36,16 @@ pub fn verify(
         }
     }
     Err("no signature matches".into())
+}
+
+/// The key inside a `whsec_<base64>` secret; anything else (an empty key included) is
+/// refused rather than used.
+pub fn check_secret(secret: &str) -> Result<Vec<u8>, String> {
+    secret
+        .strip_prefix("whsec_")
+        .and_then(|b| STANDARD.decode(b).ok())
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            "a webhook secret is whsec_ followed by base64, as POST /v1/webhooks shows it".into()
+        })
 }

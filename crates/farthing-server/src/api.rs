@@ -115,6 +115,7 @@ fn transfer_refused(code: CreateTransferResult) -> ApiError {
 // ----- assets -----
 
 #[utoipa::path(post, path = "/v1/assets", tag = "assets", request_body = CreateAsset,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request (answers that show a secret once are not stored)")),
     responses((status = 201, body = AssetView), (status = 200, description = "It existed, identical", body = AssetView),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -173,7 +174,13 @@ pub async fn get_asset(
     Extension(_p): Extension<Arc<Principal>>,
     ApiPath(code): ApiPath<String>,
 ) -> ApiResult<Json<AssetView>> {
-    let info = s.directory.asset_by_code(&code).map_err(|_| ApiError::not_found("asset"))?;
+    let info = s.directory.asset_by_code(&code).map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("No asset has the code {code:?} (codes are upper case: USD, EUR-CBDC)."),
+        )
+    })?;
     let asset = s.engine.read_async(move |sm| sm.asset(info.id).copied()).await?;
     Ok(Json(AssetView::new(&asset.ok_or_else(|| ApiError::not_found("asset"))?)))
 }
@@ -211,6 +218,7 @@ fn account_view(s: &AppState, a: &Account) -> AccountView {
 }
 
 #[utoipa::path(post, path = "/v1/accounts", tag = "accounts", request_body = CreateAccount,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request (answers that show a secret once are not stored)")),
     responses((status = 201, body = AccountView), (status = 200, description = "It existed, identical", body = AccountView),
               (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
@@ -458,7 +466,7 @@ fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResul
         _ => {
             return Err(unprocessable(
                 "debit_account_not_found",
-                CreateTransferResult::DebitAccountNotFound.message(),
+                "No account with this id that this key may see.",
             )
             .field("/debit_account_id"))
         }
@@ -906,6 +914,7 @@ pub async fn get_consistency(
 // ----- keys -----
 
 #[utoipa::path(post, path = "/v1/api-keys", tag = "keys", request_body = CreateKey,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request (answers that show a secret once are not stored)")),
     responses((status = 201, body = CreatedKey), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_key(

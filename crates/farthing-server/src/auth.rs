@@ -280,7 +280,16 @@ impl Keys {
     /// Revokes a key at once; it cannot be used again.
     pub async fn revoke(&self, prefix: &str) -> Result<KeyRecord, ApiError> {
         let entry = self.by_prefix.read().unwrap().get(prefix).cloned();
-        let mut record = entry.ok_or_else(|| ApiError::not_found("key"))?.record.clone();
+        let mut record = entry
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "No key has this prefix (the 12 characters after fk_ of the key).",
+                )
+            })?
+            .record
+            .clone();
         let other_admins = self.by_prefix.read().unwrap().values().any(|e| {
             e.record.role == Role::Admin && !e.record.revoked && e.record.prefix != prefix
         });

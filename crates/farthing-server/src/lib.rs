@@ -273,6 +273,11 @@ impl Server {
     /// start), and starts serving. `admin_key`: the key to adopt at first start.
     pub async fn start(config: Config, admin_key: Option<String>) -> Result<Self, String> {
         config.validate()?;
+        // The port first: a start that cannot serve creates nothing (and shows no key that
+        // would then be lost).
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let root = config.data_dir.clone();
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let tls = tls_acceptor(&config)?;
@@ -337,9 +342,6 @@ impl Server {
                 .map_err(|e| format!("FARTHING_ADMIN_KEY: {}", e.detail))?;
             new_admin_key = Some(key);
         }
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (app, _) = router(state.clone());
@@ -381,6 +383,28 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Makes a new admin key for a data directory no server is using (the recovery when every
+/// admin key is lost); returns the key, to be shown once.
+pub async fn make_admin_key(data_dir: &std::path::Path, label: &str) -> Result<String, String> {
+    let path = data_dir.join("server.redb");
+    if !path.exists() {
+        return Err(format!("{} does not exist: start the server once first", path.display()));
+    }
+    let meta = meta::Meta::open(&path)
+        .map_err(|e| format!("{e} (is a server running on it? stop it first)"))?;
+    let keys = auth::Keys::load(meta.clone(), 0, 1)?;
+    let new = auth::NewKey {
+        role: auth::Role::Admin,
+        owner_id: None,
+        accounts: Vec::new(),
+        rate_limit_per_s: 0,
+        label: label.to_string(),
+    };
+    let made = keys.create(new, None).await.map_err(|e| e.detail);
+    meta.close();
+    Ok(made?.0)
 }
 
 /// Accepts connections until told to stop, then drains them.

@@ -204,8 +204,9 @@ pub struct VoidPending {
     pub id: Option<String>,
 }
 
-/// A transfer as the API answers it. Serialized without allocating per field: numbers are
-/// written as decimal strings straight into the answer.
+/// A transfer. Ids, amounts and timestamps are decimal strings.
+// Serialized without a string per field: numbers are written as decimal text straight
+// into the answer (it is the hot path's answer).
 #[derive(Clone, Debug, Serialize, ToSchema)]
 pub struct TransferView {
     #[serde(serialize_with = "as_text")]

@@ -88,7 +88,7 @@ pub struct Delivery {
     /// pending, succeeded or failed (attempts ran out).
     pub state: String,
     pub attempts: Vec<Attempt>,
-    /// When the next attempt is due (pending deliveries).
+    /// When the next attempt is due (pending deliveries; 0 once done).
     pub next_attempt_unix_ms: u64,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
@@ -423,9 +423,11 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     let cfg = &s.config;
     if error.is_none() {
         d.state = "succeeded".into();
+        d.next_attempt_unix_ms = 0;
         s.metrics.webhook_deliveries_ok.fetch_add(1, Ordering::Relaxed);
     } else if d.attempts.len() as u32 >= cfg.webhook_attempts_max {
         d.state = "failed".into();
+        d.next_attempt_unix_ms = 0;
         s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
         s.metrics.webhook_deliveries_failed.fetch_add(1, Ordering::Relaxed);
     } else {
@@ -486,6 +488,7 @@ fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
 }
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first answer for a repeated request (answers that show a secret once are not stored)")),
     responses((status = 201, body = CreatedWebhook), (status = "4XX", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn create_webhook(
@@ -569,6 +572,7 @@ pub async fn disable_created_by(s: &AppState, prefix: &str) -> ApiResult<()> {
     for mut hook in hooks {
         hook.enabled = false;
         save(s, &hook).await?;
+        cancel_pending(s, &hook.id).await?;
     }
     Ok(())
 }
@@ -615,7 +619,29 @@ pub async fn delete_webhook(
     let mut hook = visible_hook(&s, &p, &id)?;
     hook.enabled = false;
     save(&s, &hook).await?;
+    cancel_pending(&s, &hook.id).await?;
     Ok(Json(hook.view()))
+}
+
+/// Marks a removed endpoint's waiting deliveries failed at once (rather than at their next
+/// attempt, which may be an hour away).
+async fn cancel_pending(s: &AppState, webhook_id: &str) -> ApiResult<()> {
+    let storage = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e);
+    let prefix = format!("{webhook_id}/");
+    s.webhooks.queue.lock().unwrap().retain(|(_, k)| !k.starts_with(prefix.as_bytes()));
+    let mut writes = Vec::new();
+    for (key, value) in s.meta.scan(Table::Deliveries, prefix.as_bytes()).map_err(storage)? {
+        let Ok(mut d) = serde_json::from_slice::<Delivery>(&value) else { continue };
+        if d.state == "pending" {
+            d.state = "failed".into();
+            d.next_attempt_unix_ms = 0;
+            writes.push(Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json")));
+        }
+    }
+    if !writes.is_empty() {
+        s.meta.write(writes).await.map_err(storage)?;
+    }
+    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -34,6 +34,9 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Load an API server over HTTP: requests/s, transfers/s, latency percentiles.
     Load(load::LoadArgs),
+    /// Make a new admin API key for a data directory no server is running on (when the
+    /// admin key was lost).
+    AdminKey(serve::AdminKeyArgs),
     /// Webhook tools: a local endpoint that prints and checks deliveries.
     Webhooks {
         #[command(subcommand)]
@@ -104,8 +107,15 @@ pub enum Distribution {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Load(_) | Command::Webhooks { .. }) {
+        // A command whose output is cut short (`| head`) ends quietly, as Unix tools do.
+        // Not for the network commands: there a closed socket must be an error, not death.
+        // SAFETY: setting a signal's disposition to the default, before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
+        Command::AdminKey(args) => serve::run_admin_key(&args),
         Command::Webhooks { what: WebhooksWhat::Listen(args) } => webhooks_listen::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),

@@ -78,3 +78,25 @@ async fn wait_for_signal() {
 fn say(line: &str) {
     let _ = writeln!(std::io::stdout(), "{line}");
 }
+
+#[derive(Args)]
+pub struct AdminKeyArgs {
+    /// The server's data directory (no server may be running on it).
+    #[arg(long, default_value = "./farthing-data")]
+    data_dir: PathBuf,
+    /// A label to list the key under.
+    #[arg(long, default_value = "made offline")]
+    label: String,
+}
+
+/// `farthing admin-key`: a new admin key, made offline (when every admin key was lost).
+pub fn run_admin_key(args: &AdminKeyArgs) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let key = runtime.block_on(farthing_server::make_admin_key(&args.data_dir, &args.label))?;
+    say("new admin API key (shown once; keep it safe):");
+    say(&format!("  {key}"));
+    Ok(())
+}

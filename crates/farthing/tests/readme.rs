@@ -62,15 +62,20 @@ fn the_readme_walkthrough_works_as_written() {
         .join("\n")
         .replace("http://127.0.0.1:8080", &url)
         .replace("127.0.0.1:9000", &format!("127.0.0.1:{}", free_port()))
-        .replace("cargo run -q --release --", bin);
-    let out = Command::new("bash")
-        .args(["-euo", "pipefail", "-c", &script])
+        .replace("./target/release/farthing", bin);
+    // Output to files, not pipes: a background job left running cannot hold the test up,
+    // and the whole walk-through gets two minutes.
+    let (out_path, err_path) = (work.path().join("stdout"), work.path().join("stderr"));
+    let status = Command::new("timeout")
+        .args(["120", "bash", "-euo", "pipefail", "-c", &script])
         .current_dir(work.path())
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .status()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "the walk-through failed:\n{stdout}\n{stderr}");
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    assert!(status.success(), "the walk-through failed ({status}):\n{stdout}\n{stderr}");
     let events = std::fs::read_to_string(work.path().join("events.txt")).unwrap();
     let webhooks = std::fs::read_to_string(work.path().join("webhooks.txt")).unwrap();
     assert!(events.contains(r#""id":"42""#), "the payment on the event stream: {events}");

@@ -132,3 +132,40 @@ async fn a_stop_under_load_loses_nothing_acknowledged() {
     }
     stop(child);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_port_creates_nothing_and_a_lost_admin_key_can_be_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_farthing"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot listen"));
+    assert!(!data.exists(), "a start that cannot serve created the data directory");
+    drop(busy);
+    // The first key is lost: a new one is made offline, with the server stopped.
+    let (child, _, _) = start(&data, None);
+    stop(child);
+    let out = Command::new(env!("CARGO_BIN_EXE_farthing"))
+        .args(["admin-key", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8_lossy(&out.stdout).lines().last().unwrap().trim().to_string();
+    let (child, url, _) = start(&data, None);
+    Client::new(&url, &key).create_asset("USD", 2).await.expect("the new key works");
+    // Not while a server runs on the directory.
+    let out = Command::new(env!("CARGO_BIN_EXE_farthing"))
+        .args(["admin-key", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    stop(child);
+}

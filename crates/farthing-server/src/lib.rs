@@ -151,8 +151,15 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
                 return next.run(req).await;
             }
             // A change runs to its end even if the caller hangs up: the ledger, the
-            // directory of accounts and the idempotency record never disagree because a
-            // connection dropped half-way.
+            // directory of accounts, the server's records and the idempotency record never
+            // disagree because a connection dropped half-way. A transfer without an
+            // Idempotency-Key needs no task of its own (the hot path): once queued, the
+            // engine commits it whether or not anyone waits, and nothing else is written.
+            let plain_transfer = req.uri().path().starts_with("/v1/transfers")
+                && !req.headers().contains_key("idempotency-key");
+            if plain_transfer {
+                return idempotency::layer(&s, &p, req, next).await;
+            }
             let run = tokio::spawn(async move { idempotency::layer(&s, &p, req, next).await });
             run.await.unwrap_or_else(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -137,6 +137,7 @@ struct Entry {
 /// Every key, cached in memory (keys are few and checked on every request).
 pub struct Keys {
     meta: Meta,
+    revoking: tokio::sync::Mutex<()>,
     by_prefix: RwLock<HashMap<String, Arc<Entry>>>,
     default_rate: u32,
     burst: u32,
@@ -190,7 +191,13 @@ impl Keys {
             let record: KeyRecord = serde_json::from_slice(&value).map_err(|e| e.to_string())?;
             by_prefix.insert(record.prefix.clone(), Arc::new(Entry::new(record, burst)));
         }
-        Ok(Self { meta, by_prefix: RwLock::new(by_prefix), default_rate, burst })
+        Ok(Self {
+            meta,
+            revoking: Default::default(),
+            by_prefix: RwLock::new(by_prefix),
+            default_rate,
+            burst,
+        })
     }
 
     /// Is there an admin key that works? (None: this is the first start, or every admin
@@ -279,6 +286,8 @@ impl Keys {
 
     /// Revokes a key at once; it cannot be used again.
     pub async fn revoke(&self, prefix: &str) -> Result<KeyRecord, ApiError> {
+        // One revocation at a time: two admins revoking each other cannot both succeed.
+        let _one_at_a_time = self.revoking.lock().await;
         let entry = self.by_prefix.read().unwrap().get(prefix).cloned();
         let mut record = entry
             .ok_or_else(|| {
@@ -317,10 +326,16 @@ impl Keys {
         let value = headers.get(axum::http::header::AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("Send your API key: Authorization: Bearer <key>.")
         })?;
-        let key =
-            value.to_str().ok().and_then(|v| v.strip_prefix("Bearer ")).map(str::trim).ok_or_else(
-                || ApiError::unauthorized("The Authorization header must be Bearer <key>."),
-            )?;
+        // The scheme's name is case-insensitive (RFC 9110).
+        let key = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, k)| k.trim())
+            .ok_or_else(|| {
+                ApiError::unauthorized("The Authorization header must be Bearer <key>.")
+            })?;
         let invalid = || ApiError::unauthorized("This API key is not valid.");
         let prefix = key_prefix(key).ok_or_else(invalid)?;
         let entry = self.by_prefix.read().unwrap().get(prefix).cloned().ok_or_else(invalid)?;

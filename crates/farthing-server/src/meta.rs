@@ -140,6 +140,28 @@ impl Meta {
         Ok(rows)
     }
 
+    /// The last `limit` rows whose keys start with `prefix`, newest (highest key) first.
+    pub fn scan_rev(&self, table: Table, prefix: &[u8], limit: usize) -> Result<Rows, String> {
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        let mut rows = Vec::new();
+        for row in t.range(prefix..).map_err(|e| e.to_string())?.rev() {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            if !k.value().starts_with(prefix) {
+                if k.value() > prefix {
+                    continue; // past the prefix's range, walking back towards it
+                }
+                break;
+            }
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+            if rows.len() == limit {
+                break;
+            }
+        }
+        Ok(rows)
+    }
+
     pub fn counter(&self, name: &str) -> Result<u64, String> {
         Ok(self
             .get(Table::Meta, name.as_bytes())?

@@ -665,12 +665,9 @@ pub async fn list_deliveries(
     let limit = page_limit(&s, q.limit)? as usize;
     let rows = s
         .meta
-        .scan(Table::Deliveries, format!("{}/", hook.id).as_bytes())
+        .scan_rev(Table::Deliveries, format!("{}/", hook.id).as_bytes(), limit)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
-    let mut out: Vec<Delivery> =
-        rows.iter().rev().take(limit).filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect();
-    out.shrink_to_fit();
-    Ok(Json(out))
+    Ok(Json(rows.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect()))
 }
 
 /// Pending deliveries by endpoint, for `/metrics`.

@@ -248,6 +248,14 @@ async fn malformed_requests_are_problems_not_panics() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(admin.get("/v1/assets").await.unwrap().as_array().unwrap().len(), 1);
+    // The scheme's name is case-insensitive.
+    let lower = http
+        .get(format!("{}/v1/assets", server.url))
+        .header("authorization", format!("bearer {ADMIN_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lower.status(), 200);
     // Odd methods do not grow the metrics.
     for i in 0..5 {
         let m = reqwest::Method::from_bytes(format!("XMETHOD{i}").as_bytes()).unwrap();

@@ -45,7 +45,10 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             server.url, server.url
         );
         if let Some(key) = &server.new_admin_key {
-            let _ = writeln!(out, "  first start: admin API key (shown once; keep it safe):");
+            let _ = writeln!(
+                out,
+                "  no working admin key yet: a new admin API key (shown once; keep it safe):"
+            );
             let _ = writeln!(out, "    {key}");
         }
         if let (None, Some(_)) = (&server.new_admin_key, std::env::var_os("FARTHING_ADMIN_KEY")) {

@@ -422,13 +422,7 @@ async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    // A client gets 30 s to send a request's headers: slow-header clients cannot hold
-    // connections open for nothing.
-    builder
-        .http1()
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -974,7 +974,9 @@ pub async fn revoke_key(
         return Err(ApiError::bad_request("revoke_self", "A key cannot revoke itself."));
     }
     let revoked = s.keys.revoke(&prefix).await?;
-    // What the key set up stops with it: its webhooks (its event streams end by themselves).
-    crate::webhooks::disable_created_by(&s, &prefix).await?;
+    // What a merchant key set up stops with it: its webhooks (its streams end by themselves).
+    if revoked.role == Role::Merchant {
+        crate::webhooks::disable_created_by(&s, &prefix).await?;
+    }
     Ok(Json(KeyView::new(&revoked)))
 }

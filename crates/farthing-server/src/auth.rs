@@ -210,6 +210,15 @@ impl Keys {
             .any(|e| e.record.role == Role::Admin && !e.record.revoked)
     }
 
+    /// Was this a merchant key, since revoked? (Its webhooks stop with it.)
+    pub fn revoked_merchant(&self, prefix: &str) -> bool {
+        self.by_prefix
+            .read()
+            .unwrap()
+            .get(prefix)
+            .is_some_and(|e| e.record.revoked && e.record.role == Role::Merchant)
+    }
+
     /// Is this key known and not revoked?
     pub fn is_active(&self, prefix: &str) -> bool {
         self.by_prefix.read().unwrap().get(prefix).is_some_and(|e| !e.record.revoked)

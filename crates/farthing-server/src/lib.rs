@@ -147,7 +147,7 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
     match s.keys.authenticate(req.headers()) {
         Ok(p) => {
             req.extensions_mut().insert(p.clone());
-            if req.method() != axum::http::Method::POST {
+            if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
                 return next.run(req).await;
             }
             // A change runs to its end even if the caller hangs up: the ledger, the
@@ -155,7 +155,15 @@ async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -
             // disagree because a connection dropped half-way. A transfer without an
             // Idempotency-Key needs no task of its own (the hot path): once queued, the
             // engine commits it whether or not anyone waits, and nothing else is written.
-            let plain_transfer = req.uri().path().starts_with("/v1/transfers")
+            const TRANSFER_ROUTES: [&str; 4] = [
+                "/v1/transfers",
+                "/v1/transfers/batch",
+                "/v1/transfers/{id}/post",
+                "/v1/transfers/{id}/void",
+            ];
+            let route = req.extensions().get::<MatchedPath>().map(|m| m.as_str());
+            let plain_transfer = route.is_some_and(|r| TRANSFER_ROUTES.contains(&r))
+                && req.method() == axum::http::Method::POST
                 && !req.headers().contains_key("idempotency-key");
             if plain_transfer {
                 return idempotency::layer(&s, &p, req, next).await;

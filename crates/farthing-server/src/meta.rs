@@ -146,12 +146,21 @@ impl Meta {
         let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
         let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
         let mut rows = Vec::new();
-        for row in t.range(prefix..).map_err(|e| e.to_string())?.rev() {
+        // Keys with the prefix lie in [prefix, prefix with its last byte + 1).
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < u8::MAX {
+                end.push(last + 1);
+                break;
+            }
+        }
+        let range = match end.is_empty() {
+            true => t.range(prefix..),
+            false => t.range(prefix..end.as_slice()),
+        };
+        for row in range.map_err(|e| e.to_string())?.rev() {
             let (k, v) = row.map_err(|e| e.to_string())?;
             if !k.value().starts_with(prefix) {
-                if k.value() > prefix {
-                    continue; // past the prefix's range, walking back towards it
-                }
                 break;
             }
             rows.push((k.value().to_vec(), v.value().to_vec()));

@@ -134,15 +134,29 @@ pub fn is_internal(ip: std::net::IpAddr) -> bool {
                 || a.is_documentation()
                 || o[0] == 0
                 || o[0] == 100 && o[1] & 0xc0 == 64
+                || o[0] == 192 && o[1] == 0 && o[2] == 0
+                || o[0] == 198 && o[1] & 0xfe == 18
+                || o[0] >= 240
         }
         IpAddr::V6(a) => {
             let first = a.segments()[0];
+            let seg = a.segments();
+            let embedded = |hi: u16, lo: u16| {
+                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
+            };
             a.is_loopback()
                 || a.is_unspecified()
                 || a.is_multicast()
                 || first & 0xfe00 == 0xfc00
                 || first & 0xffc0 == 0xfe80
+                || first & 0xffc0 == 0xfec0
                 || a.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
+                // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4
+                // (2002::/16) addresses carry an IPv4 address that may be internal.
+                || seg[..6] == [0; 6] && is_internal(IpAddr::V4(embedded(seg[6], seg[7])))
+                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(IpAddr::V4(embedded(seg[6], seg[7])))
+                || seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1
+                || first == 0x2002 && is_internal(IpAddr::V4(embedded(seg[1], seg[2])))
         }
     }
 }
@@ -167,6 +181,20 @@ impl reqwest::dns::Resolve for PublicOnly {
             let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
             Ok(addrs)
         })
+    }
+}
+
+/// Link-local addresses (cloud metadata services live there): refused even where other
+/// internal addresses are allowed.
+fn link_local(url: &reqwest::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_link_local(),
+        Some(url::Host::Ipv6(a)) => {
+            a.segments()[0] & 0xffc0 == 0xfe80
+                || a.to_ipv4_mapped().is_some_and(|v| v.is_link_local())
+        }
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("metadata.google.internal"),
+        None => true,
     }
 }
 
@@ -239,7 +267,8 @@ pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
         // least `end` (see `create_webhook`).
         let (end, hooks) = {
             let all = s.webhooks.hooks.lock().unwrap();
-            let hooks: Vec<Webhook> = all.iter().filter(|h| h.enabled).cloned().collect();
+            let live = |h: &&Webhook| h.enabled && !s.keys.revoked_merchant(&h.created_by);
+            let hooks: Vec<Webhook> = all.iter().filter(live).cloned().collect();
             (s.hub.committed(), hooks)
         };
         if cursor < end {
@@ -364,7 +393,7 @@ async fn attempt(s: &AppState, key: Vec<u8>) {
     let Ok(Some(raw)) = s.meta.get(Table::Deliveries, &key) else { return };
     let Ok(mut d) = serde_json::from_slice::<Delivery>(&raw) else { return };
     let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == d.webhook_id).cloned();
-    let Some(hook) = hook.filter(|h| h.enabled) else {
+    let Some(hook) = hook.filter(|h| h.enabled && !s.keys.revoked_merchant(&h.created_by)) else {
         d.state = "failed".into();
         d.attempts.push(Attempt {
             at: utc(now_ms() * 1_000_000),
@@ -479,7 +508,10 @@ fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
     match hook {
         Some(h)
             if p.role == Role::Admin
-                || p.role == Role::Merchant && h.owner_id.is_some() && h.owner_id == p.owner_id =>
+                || p.role == Role::Merchant
+                    && p.accounts.is_empty()
+                    && h.owner_id.is_some()
+                    && h.owner_id == p.owner_id =>
         {
             Ok(h)
         }
@@ -521,7 +553,7 @@ pub async fn create_webhook(
         .ok()
         .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
         .ok_or_else(|| ApiError::invalid("url", "url must be an absolute http or https URL."))?;
-    if !s.webhooks.private && internal_literal(&url) {
+    if link_local(&url) || !s.webhooks.private && internal_literal(&url) {
         return Err(ApiError::invalid(
             "url",
             "url points at an internal address (loopback, private, link-local): refused on a \
@@ -558,7 +590,8 @@ pub async fn create_webhook(
     Ok(response)
 }
 
-/// Disables every webhook a (revoked) key registered.
+/// Disables every webhook a revoked merchant key registered (an admin's registrations
+/// belong to the owners they were made for, and outlive the admin's key).
 pub async fn disable_created_by(s: &AppState, prefix: &str) -> ApiResult<()> {
     let hooks: Vec<Webhook> = s
         .webhooks

@@ -153,6 +153,16 @@ async fn merchant_keys_limited_to_accounts_get_no_webhooks() {
     let limited = admin.with_key(made["key"].as_str().unwrap());
     let err = limited.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap_err();
     assert_eq!(err.status(), Some(403));
+    // Nor can it read or remove the owner's webhooks (their deliveries carry every account).
+    let full = key(&admin, "merchant", Some("2001")).await;
+    let hook = full.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap();
+    let id = hook["id"].as_str().unwrap();
+    assert_eq!(
+        limited.get_raw(&format!("/v1/webhooks/{id}/deliveries")).await.unwrap().status,
+        404
+    );
+    assert_eq!(limited.delete_raw(&format!("/v1/webhooks/{id}")).await.unwrap().status, 404);
+    assert_eq!(limited.get("/v1/webhooks").await.unwrap().as_array().unwrap().len(), 0);
     server.shutdown().await.unwrap();
 }
 
@@ -170,10 +180,29 @@ async fn webhooks_cannot_reach_internal_addresses_from_an_exposed_server() {
         "http://[::1]/",
         "http://localhost:8080/",
         "http://[::ffff:127.0.0.1]/",
+        "http://2130706433/",
+        "http://[64:ff9b::7f00:1]/",
+        "http://[2002:7f00:1::]/",
+        "http://198.18.0.1/",
     ] {
         let err = admin.create_webhook(url, None).await.unwrap_err();
         assert_eq!((err.status(), err.code()), (Some(400), Some("invalid_field")), "{url}");
     }
+    server.shutdown().await.unwrap();
+    // Cloud metadata (link-local) is refused even where private addresses are allowed.
+    let (server, admin) = start(config(dir.path())).await;
+    for url in [
+        "http://169.254.169.254/latest/meta-data",
+        "http://[fe80::1]/",
+        "http://metadata.google.internal/",
+    ] {
+        let err = admin.create_webhook(url, None).await.unwrap_err();
+        assert_eq!(err.status(), Some(400), "{url}");
+    }
+    assert_eq!(
+        admin.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap()["enabled"],
+        true
+    );
     // A name is checked when it is resolved, at every attempt.
     let hook = admin.create_webhook("http://localtest.invalid:9/", None).await.unwrap();
     pay(&admin, "90", "1001", "2001", "1").await;

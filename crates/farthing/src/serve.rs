@@ -44,6 +44,12 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             "  API: {}/v1 — guide in docs/API.md, schema at {}/openapi.json",
             server.url, server.url
         );
+        if config.webhooks_may_reach_private() {
+            let _ = writeln!(
+                out,
+                "  webhooks may go to loopback and private addresses (set webhook_private_addresses = false behind a proxy)"
+            );
+        }
         if let Some(key) = &server.new_admin_key {
             let _ = writeln!(
                 out,

@@ -53,6 +53,8 @@ pub struct Config {
     pub events_streams_per_key_max: usize,
     /// The engine signs a checkpoint at least this often when the log grew.
     pub checkpoint_interval_ms: u64,
+    /// Client connections open at once; past it, new ones wait in the kernel's backlog.
+    pub connections_max: usize,
     /// Worker threads of the server's runtime (0: one per core).
     pub worker_threads: usize,
     /// Transfers to allocate memory for at start (the ledger still grows past it).
@@ -83,6 +85,7 @@ impl Default for Config {
             events_keepalive_s: 15,
             events_streams_per_key_max: 8,
             checkpoint_interval_ms: 1_000,
+            connections_max: 10_000,
             worker_threads: 0,
             transfers_capacity: 1_000_000,
             accounts_capacity: 100_000,
@@ -106,7 +109,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 23] = [
+    const FIELDS: [&'static str; 24] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -127,6 +130,7 @@ impl Config {
         "events_streams_per_key_max",
         "webhook_private_addresses",
         "checkpoint_interval_ms",
+        "connections_max",
         "worker_threads",
         "transfers_capacity",
         "accounts_capacity",
@@ -167,6 +171,7 @@ impl Config {
             ("events_keepalive_s", self.events_keepalive_s),
             ("events_streams_per_key_max", self.events_streams_per_key_max as u64),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
+            ("connections_max", self.connections_max as u64),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -360,7 +360,8 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (app, _) = router(state.clone());
-        let serving = tokio::spawn(serve(listener, tls, app, state.stop_signal()));
+        let serving =
+            tokio::spawn(serve(listener, tls, app, state.stop_signal(), config.connections_max));
         let tasks = vec![
             tokio::spawn(webhooks::dispatch(state.clone(), state.stop_signal())),
             tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
@@ -428,10 +429,18 @@ async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
     mut stop: watch::Receiver<bool>,
+    connections_max: usize,
 ) {
     let graceful = GracefulShutdown::new();
+    // Each connection holds a permit while it lives; with none left, accepting waits (and
+    // new clients wait in the kernel's backlog) instead of the server running out of files.
+    let permits = Arc::new(tokio::sync::Semaphore::new(connections_max));
     let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     loop {
+        let permit = tokio::select! {
+            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
+            _ = stop.changed() => break,
+        };
         let (tcp, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(c) => c,
@@ -450,7 +459,10 @@ async fn serve(
             None => {
                 let conn =
                     builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
-                tokio::spawn(watcher.watch(conn));
+                tokio::spawn(async move {
+                    let _ = watcher.watch(conn).await;
+                    drop(permit);
+                });
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
@@ -464,6 +476,7 @@ async fn serve(
                         .serve_connection_with_upgrades(TokioIo::new(stream), service)
                         .into_owned();
                     let _ = watcher.watch(conn).await;
+                    drop(permit);
                 });
             }
         }

@@ -567,3 +567,35 @@ fn configuration_from_a_file_then_the_environment() {
     let bad = farthing_server::Config { idempotency_ttl_h: 1, ..Default::default() };
     assert!(bad.validate().unwrap_err().contains("idempotency_ttl_h"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_their_turn() {
+    use farthing_client::raw::Connection;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = farthing_server::Config { connections_max: 2, ..config(dir.path()) };
+    let (server, admin) = start(cfg).await;
+    admin.create_asset("USD", 2).await.unwrap();
+    drop(admin); // its pooled connection would hold a permit
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let addr = server.addr.to_string();
+    let body = || bytes::Bytes::from_static(br#"{"code":"EUR","scale":2}"#);
+    let mut first = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
+    let mut second = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
+    assert!(first.post_json("/v1/assets", body()).await.unwrap().0 < 300);
+    assert!(second.post_json("/v1/assets", body()).await.unwrap().0 < 300);
+    let mut third = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
+    let waiting = tokio::spawn(async move {
+        let answer = third
+            .post_json("/v1/assets", bytes::Bytes::from_static(br#"{"code":"EUR","scale":2}"#))
+            .await;
+        (answer, third)
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "a third connection was served past the limit of two");
+    drop(first);
+    let served = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+    let (answer, third) = served.expect("served once a connection closed").unwrap();
+    assert_eq!(answer.unwrap().0, 200);
+    drop((second, third));
+    server.shutdown().await.unwrap();
+}

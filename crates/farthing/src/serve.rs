@@ -34,6 +34,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     }
     let runtime = runtime.enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
+        let mut signals = Signals::catch()?;
         let admin_key = std::env::var("FARTHING_ADMIN_KEY").ok().filter(|k| !k.is_empty());
         let server = Server::start(config.clone(), admin_key).await?;
         let mut out = std::io::stdout().lock();
@@ -66,7 +67,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         let _ = writeln!(out, "farthing: ready");
         let _ = out.flush();
         drop(out);
-        wait_for_signal().await;
+        signals.wait().await;
         say("farthing: stopping (finishing requests in flight)");
         server.shutdown().await?;
         say("farthing: stopped");
@@ -74,12 +75,26 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("signal handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// SIGTERM and SIGINT, caught from the moment this is made (before the server says it is
+/// ready: a supervisor that stops it at once must still get a graceful stop).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn catch() -> Result<Self, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        Ok(Self { term, int })
+    }
+
+    async fn wait(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }
 

@@ -1,0 +1,12 @@
+//! Farthing's risk engine core (issue 5, in progress): pure values in, values out — no
+//! clock, no I/O. Time is always an argument (engine nanoseconds), so replaying the same
+//! payments gives the same features and the same decisions.
+//!
+//! Built so far:
+//! - [`window`]: counts and sums over sliding windows (1 min, 1 h, 24 h) in fixed memory
+//!   per key, and a bounded table of such windows per payer, payee, device or IP;
+//! - [`sca`]: the PSD2 RTS Art. 16 low-value exemption counters (which a strong
+//!   authentication resets).
+
+pub mod sca;
+pub mod window;

@@ -6,7 +6,10 @@
 //! - [`window`]: counts and sums over sliding windows (1 min, 1 h, 24 h) in fixed memory
 //!   per key, and a bounded table of such windows per payer, payee, device or IP;
 //! - [`sca`]: the PSD2 RTS Art. 16 low-value exemption counters (which a strong
-//!   authentication resets).
+//!   authentication resets);
+//! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
+//!   explained per feature (held to LightGBM's own predictions by a fixture).
 
+pub mod gbdt;
 pub mod sca;
 pub mod window;

@@ -1,0 +1,326 @@
+//! Gradient-boosted trees, evaluated in pure Rust: models imported from LightGBM's text
+//! format (the file `Booster.save_model` writes), each prediction explained by per-feature
+//! contributions (the change of the node value along the path, per split feature).
+//!
+//! Missing values are `f64::NAN`. Numerical splits follow LightGBM's rules exactly: a
+//! missing value takes the node's default branch when the node learned one (missing type
+//! NaN), else counts as 0.0; with missing type Zero, zero itself takes the default branch.
+
+use std::fmt;
+
+/// Why a model file was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelError(pub String);
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "model: {}", self.0)
+    }
+}
+
+impl std::error::Error for ModelError {}
+
+fn err<T>(message: impl Into<String>) -> Result<T, ModelError> {
+    Err(ModelError(message.into()))
+}
+
+/// How raw scores become probabilities.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Link {
+    /// `1 / (1 + exp(-sigmoid × raw))` (LightGBM's `binary sigmoid:k`).
+    Sigmoid(f64),
+    /// The raw score as it is.
+    Identity,
+}
+
+/// One split of a tree.
+#[derive(Clone, Debug)]
+struct Split {
+    feature: usize,
+    threshold: f64,
+    default_left: bool,
+    missing: Missing,
+    /// Child references: `>= 0` another split, `< 0` the leaf `!child`.
+    left: i32,
+    right: i32,
+    /// The node's own value (the mean of what reaches it), for explanations.
+    value: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Missing {
+    None,
+    Zero,
+    NaN,
+}
+
+#[derive(Clone, Debug)]
+struct Tree {
+    splits: Vec<Split>,
+    leaves: Vec<f64>,
+}
+
+/// Below this, LightGBM treats a value as zero.
+const ZERO_THRESHOLD: f64 = 1e-35;
+
+impl Tree {
+    fn next(&self, s: &Split, x: f64) -> i32 {
+        let mut v = x;
+        if v.is_nan() && s.missing != Missing::NaN {
+            v = 0.0;
+        }
+        let take_default = match s.missing {
+            Missing::Zero => v.abs() <= ZERO_THRESHOLD,
+            Missing::NaN => v.is_nan(),
+            Missing::None => false,
+        };
+        if take_default {
+            return if s.default_left { s.left } else { s.right };
+        }
+        if v <= s.threshold {
+            s.left
+        } else {
+            s.right
+        }
+    }
+
+    fn leaf(&self, features: &[f64]) -> f64 {
+        if self.splits.is_empty() {
+            return self.leaves[0];
+        }
+        let mut node = 0i32;
+        loop {
+            let s = &self.splits[node as usize];
+            let x = features.get(s.feature).copied().unwrap_or(f64::NAN);
+            node = self.next(s, x);
+            if node < 0 {
+                return self.leaves[!node as usize];
+            }
+        }
+    }
+
+    /// Adds the tree's contribution per feature; returns its root value (the bias).
+    fn explain(&self, features: &[f64], out: &mut [f64]) -> f64 {
+        if self.splits.is_empty() {
+            return self.leaves[0];
+        }
+        let mut node = 0i32;
+        loop {
+            let s = &self.splits[node as usize];
+            let x = features.get(s.feature).copied().unwrap_or(f64::NAN);
+            let next = self.next(s, x);
+            let next_value = if next < 0 {
+                self.leaves[!next as usize]
+            } else {
+                self.splits[next as usize].value
+            };
+            out[s.feature] += next_value - s.value;
+            if next < 0 {
+                return self.splits[0].value;
+            }
+            node = next;
+        }
+    }
+}
+
+/// A gradient-boosted tree model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    trees: Vec<Tree>,
+    pub link: Link,
+    pub feature_names: Vec<String>,
+}
+
+/// A prediction and why: the bias plus each feature's contribution make the raw score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    pub raw: f64,
+    pub bias: f64,
+    pub contributions: Vec<f64>,
+}
+
+impl Model {
+    /// The raw score (log-odds for a binary model). Missing features are `NAN`.
+    pub fn raw_score(&self, features: &[f64]) -> f64 {
+        self.trees.iter().map(|t| t.leaf(features)).sum()
+    }
+
+    /// The score through the model's link (a probability for a binary model).
+    pub fn predict(&self, features: &[f64]) -> f64 {
+        let raw = self.raw_score(features);
+        match self.link {
+            Link::Sigmoid(k) => 1.0 / (1.0 + (-k * raw).exp()),
+            Link::Identity => raw,
+        }
+    }
+
+    /// The raw score with each feature's share of it.
+    pub fn explain(&self, features: &[f64]) -> Explanation {
+        let mut contributions = vec![0.0; self.feature_names.len()];
+        let mut bias = 0.0;
+        for t in &self.trees {
+            bias += t.explain(features, &mut contributions);
+        }
+        Explanation { raw: bias + contributions.iter().sum::<f64>(), bias, contributions }
+    }
+
+    pub fn trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// Reads LightGBM's text model format (binary and regression objectives, numerical
+    /// splits; categorical splits and linear trees are refused with a clear error).
+    pub fn from_lightgbm(text: &str) -> Result<Self, ModelError> {
+        let mut lines = text.lines();
+        if lines.next().map(str::trim) != Some("tree") {
+            return err("not a LightGBM text model (it does not start with \"tree\")");
+        }
+        let mut header = std::collections::HashMap::new();
+        for line in text.lines().take_while(|l| !l.starts_with("Tree=")) {
+            if let Some((k, v)) = line.split_once('=') {
+                header.insert(k.trim(), v.trim());
+            }
+        }
+        if header.get("num_class").is_some_and(|n| *n != "1") {
+            return err("multi-class models are not supported");
+        }
+        let max_feature: usize = header
+            .get("max_feature_idx")
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| ModelError("no max_feature_idx".into()))?;
+        let feature_names: Vec<String> = match header.get("feature_names") {
+            Some(names) => names.split_whitespace().map(str::to_string).collect(),
+            None => (0..=max_feature).map(|i| format!("f{i}")).collect(),
+        };
+        if feature_names.len() != max_feature + 1 {
+            return err("feature_names does not match max_feature_idx");
+        }
+        let objective = header.get("objective").copied().unwrap_or("regression");
+        let link = if objective.starts_with("binary") {
+            let k = objective
+                .split_whitespace()
+                .find_map(|p| p.strip_prefix("sigmoid:"))
+                .map_or(Ok(1.0), |k| {
+                    k.parse::<f64>().map_err(|_| ModelError("bad sigmoid".into()))
+                })?;
+            Link::Sigmoid(k)
+        } else if objective.starts_with("regression") {
+            Link::Identity
+        } else {
+            return err(format!("objective {objective:?} is not supported (binary or regression)"));
+        };
+        let mut trees = Vec::new();
+        for block in text.split("\nTree=").skip(1) {
+            let block = block.split("\nend of trees").next().unwrap_or(block);
+            trees.push(parse_tree(block, feature_names.len())?);
+        }
+        if trees.is_empty() {
+            return err("the model has no trees");
+        }
+        Ok(Self { trees, link, feature_names })
+    }
+}
+
+fn parse_tree(block: &str, features: usize) -> Result<Tree, ModelError> {
+    let mut fields = std::collections::HashMap::new();
+    for line in block.lines().skip(1) {
+        if let Some((k, v)) = line.split_once('=') {
+            fields.insert(k.trim(), v.trim());
+        }
+    }
+    let id = block.lines().next().unwrap_or("?").trim();
+    let get = |name: &str| {
+        fields.get(name).copied().ok_or_else(|| ModelError(format!("tree {id}: no {name}")))
+    };
+    let list = |name: &str| -> Result<Vec<&str>, ModelError> {
+        Ok(get(name)?.split_whitespace().collect())
+    };
+    let num = |name: &str, s: &str| -> Result<f64, ModelError> {
+        s.parse::<f64>().map_err(|_| ModelError(format!("tree {id}: {name} has {s:?}")))
+    };
+    if fields.get("is_linear").is_some_and(|v| *v != "0") {
+        return err(format!("tree {id}: linear trees are not supported"));
+    }
+    if fields.get("num_cat").is_some_and(|v| *v != "0") {
+        return err(format!("tree {id}: categorical splits are not supported"));
+    }
+    let num_leaves: usize =
+        get("num_leaves")?.parse().map_err(|_| ModelError(format!("tree {id}: bad num_leaves")))?;
+    let leaves: Vec<f64> =
+        list("leaf_value")?.iter().map(|v| num("leaf_value", v)).collect::<Result<_, _>>()?;
+    if leaves.len() != num_leaves || num_leaves == 0 {
+        return err(format!(
+            "tree {id}: leaf_value has {} values for {num_leaves} leaves",
+            leaves.len()
+        ));
+    }
+    if num_leaves == 1 {
+        return Ok(Tree { splits: Vec::new(), leaves });
+    }
+    let n = num_leaves - 1;
+    let split_feature = list("split_feature")?;
+    let threshold = list("threshold")?;
+    let decision_type = list("decision_type")?;
+    let left = list("left_child")?;
+    let right = list("right_child")?;
+    let values = list("internal_value")?;
+    for (name, l) in [
+        ("split_feature", &split_feature),
+        ("threshold", &threshold),
+        ("decision_type", &decision_type),
+        ("left_child", &left),
+        ("right_child", &right),
+        ("internal_value", &values),
+    ] {
+        if l.len() != n {
+            return err(format!("tree {id}: {name} has {} values for {n} splits", l.len()));
+        }
+    }
+    let child = |name: &str, s: &str| -> Result<i32, ModelError> {
+        let c: i32 = s.parse().map_err(|_| ModelError(format!("tree {id}: bad {name} {s:?}")))?;
+        let ok = if c >= 0 { (c as usize) < n } else { (!c as usize) < num_leaves };
+        match ok {
+            true => Ok(c),
+            false => err(format!("tree {id}: {name} {c} is out of range")),
+        }
+    };
+    let mut splits = Vec::with_capacity(n);
+    for i in 0..n {
+        let feature: usize = split_feature[i]
+            .parse()
+            .map_err(|_| ModelError(format!("tree {id}: bad split_feature")))?;
+        if feature >= features {
+            return err(format!("tree {id}: split on feature {feature} of {features}"));
+        }
+        let dt: u8 = decision_type[i]
+            .parse()
+            .map_err(|_| ModelError(format!("tree {id}: bad decision_type")))?;
+        if dt & 1 != 0 {
+            return err(format!("tree {id}: categorical splits are not supported"));
+        }
+        let missing = match (dt >> 2) & 3 {
+            0 => Missing::None,
+            1 => Missing::Zero,
+            2 => Missing::NaN,
+            _ => return err(format!("tree {id}: unknown missing type in decision_type {dt}")),
+        };
+        splits.push(Split {
+            feature,
+            threshold: num("threshold", threshold[i])?,
+            default_left: dt & 2 != 0,
+            missing,
+            left: child("left_child", left[i])?,
+            right: child("right_child", right[i])?,
+            value: num("internal_value", values[i])?,
+        });
+    }
+    // Every path must end at a leaf: children point only forwards, so walks terminate.
+    for (i, s) in splits.iter().enumerate() {
+        for c in [s.left, s.right] {
+            if c >= 0 && c as usize <= i {
+                return err(format!("tree {id}: split {i} points back to split {c}"));
+            }
+        }
+    }
+    Ok(Tree { splits, leaves })
+}

@@ -8,8 +8,11 @@
 //! - [`sca`]: the PSD2 RTS Art. 16 low-value exemption counters (which a strong
 //!   authentication resets);
 //! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
-//!   explained per feature (held to LightGBM's own predictions by a fixture).
+//!   explained per feature (held to LightGBM's own predictions by a fixture);
+//! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
+//!   outcome.
 
+pub mod ftrl;
 pub mod gbdt;
 pub mod sca;
 pub mod window;

@@ -84,7 +84,9 @@ impl Tree {
         }
     }
 
-    fn leaf(&self, features: &[f64]) -> f64 {
+    /// Walks from the root to a leaf, telling `visit` each split passed and the value of
+    /// the node it led to; returns the leaf's value.
+    fn walk(&self, features: &[f64], mut visit: impl FnMut(&Split, f64)) -> f64 {
         if self.splits.is_empty() {
             return self.leaves[0];
         }
@@ -93,33 +95,26 @@ impl Tree {
             let s = &self.splits[node as usize];
             let x = features.get(s.feature).copied().unwrap_or(f64::NAN);
             node = self.next(s, x);
+            let value = if node < 0 {
+                self.leaves[!node as usize]
+            } else {
+                self.splits[node as usize].value
+            };
+            visit(s, value);
             if node < 0 {
-                return self.leaves[!node as usize];
+                return value;
             }
         }
     }
 
+    fn leaf(&self, features: &[f64]) -> f64 {
+        self.walk(features, |_, _| {})
+    }
+
     /// Adds the tree's contribution per feature; returns its root value (the bias).
     fn explain(&self, features: &[f64], out: &mut [f64]) -> f64 {
-        if self.splits.is_empty() {
-            return self.leaves[0];
-        }
-        let mut node = 0i32;
-        loop {
-            let s = &self.splits[node as usize];
-            let x = features.get(s.feature).copied().unwrap_or(f64::NAN);
-            let next = self.next(s, x);
-            let next_value = if next < 0 {
-                self.leaves[!next as usize]
-            } else {
-                self.splits[next as usize].value
-            };
-            out[s.feature] += next_value - s.value;
-            if next < 0 {
-                return self.splits[0].value;
-            }
-            node = next;
-        }
+        let leaf = self.walk(features, |s, next| out[s.feature] += next - s.value);
+        self.splits.first().map_or(leaf, |root| root.value)
     }
 }
 

@@ -162,9 +162,7 @@ fn key_hash(key: &str) -> String {
     hex(&Sha256::digest(key.as_bytes()))
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use farthing_tlog::note::to_hex as hex;
 
 /// The public prefix of a well-formed key.
 pub fn key_prefix(key: &str) -> Option<&str> {

@@ -42,8 +42,13 @@ impl Metrics {
             Method::HEAD,
             Method::OPTIONS,
         ];
-        let other = Method::from_bytes(b"OTHER").expect("a method");
-        let method = if standard.contains(method) { method } else { &other };
+        let other;
+        let method = if standard.contains(method) {
+            method
+        } else {
+            other = Method::from_bytes(b"OTHER").expect("a method");
+            &other
+        };
         {
             let mut requests = self.requests.lock().unwrap();
             match requests.get_mut(route) {

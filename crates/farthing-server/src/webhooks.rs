@@ -389,40 +389,34 @@ pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
     }
 }
 
+/// Marks a delivery failed for good, with the reason as its last attempt.
+async fn give_up(s: &AppState, key: Vec<u8>, mut d: Delivery, reason: &str) {
+    d.state = "failed".into();
+    d.next_attempt_unix_ms = 0;
+    d.attempts.push(Attempt {
+        at: utc(now_ms() * 1_000_000),
+        status: None,
+        error: Some(reason.into()),
+        took_ms: 0,
+    });
+    let _ = s
+        .meta
+        .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
+        .await;
+}
+
 async fn attempt(s: &AppState, key: Vec<u8>) {
     let Ok(Some(raw)) = s.meta.get(Table::Deliveries, &key) else { return };
     let Ok(mut d) = serde_json::from_slice::<Delivery>(&raw) else { return };
     let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == d.webhook_id).cloned();
     let Some(hook) = hook.filter(|h| h.enabled && !s.keys.revoked_merchant(&h.created_by)) else {
-        d.state = "failed".into();
-        d.attempts.push(Attempt {
-            at: utc(now_ms() * 1_000_000),
-            status: None,
-            error: Some("the endpoint was removed".into()),
-            took_ms: 0,
-        });
-        let _ = s
-            .meta
-            .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
-            .await;
-        return;
+        return give_up(s, key, d, "the endpoint was removed").await;
     };
-    let body = serde_json::to_string(&d.payload).expect("json");
-    if !s.webhooks.private && reqwest::Url::parse(&hook.url).map_or(true, |u| internal_literal(&u))
-    {
-        d.state = "failed".into();
-        d.attempts.push(Attempt {
-            at: utc(now_ms() * 1_000_000),
-            status: None,
-            error: Some("the endpoint's address is internal: refused".into()),
-            took_ms: 0,
-        });
-        let _ = s
-            .meta
-            .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
-            .await;
-        return;
+    let refused = |u: &reqwest::Url| link_local(u) || !s.webhooks.private && internal_literal(u);
+    if reqwest::Url::parse(&hook.url).map_or(true, |u| refused(&u)) {
+        return give_up(s, key, d, "the endpoint's address is internal: refused").await;
     }
+    let body = serde_json::to_string(&d.payload).expect("json");
     let ts = now_unix_s();
     let started = std::time::Instant::now();
     let result = s

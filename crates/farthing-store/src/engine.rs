@@ -365,13 +365,19 @@ impl EngineHandle {
         Ok(())
     }
 
-    fn submit(&self, command: Command, wait: bool) -> Result<Answer, EngineError> {
+    /// Refuses new requests once the engine failed or is stopping.
+    fn check_open(&self) -> Result<(), EngineError> {
         if let Some(reason) = self.failure.lock().unwrap().clone() {
             return Err(EngineError::Failed(reason));
         }
         if self.closed.load(Ordering::SeqCst) {
             return Err(EngineError::Stopped);
         }
+        Ok(())
+    }
+
+    fn submit(&self, command: Command, wait: bool) -> Result<Answer, EngineError> {
+        self.check_open()?;
         let (reply, answer) = oneshot::channel();
         let request = Request { command, reply };
         let sent = if wait {
@@ -398,12 +404,7 @@ impl EngineHandle {
     /// Like `submit` for async callers: never blocks a thread. A full queue is `Overloaded`
     /// at once (the caller answers "retry later" rather than holding a task).
     async fn submit_async(&self, command: Command) -> Result<Answer, EngineError> {
-        if let Some(reason) = self.failure.lock().unwrap().clone() {
-            return Err(EngineError::Failed(reason));
-        }
-        if self.closed.load(Ordering::SeqCst) {
-            return Err(EngineError::Stopped);
-        }
+        self.check_open()?;
         let (reply, answer) = oneshot::channel();
         self.requests.try_send(Request { command, reply }).map_err(|e| match e {
             TrySendError::Full(_) => EngineError::Overloaded,

@@ -240,7 +240,8 @@ fn split_note(note: &str) -> Result<(&str, Vec<SignatureLine>), NoteError> {
     Ok((text, out))
 }
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
+/// Lower-case hex of bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 #[cfg(test)]

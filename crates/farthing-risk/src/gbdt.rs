@@ -35,29 +35,29 @@ pub enum Link {
 
 /// One split of a tree.
 #[derive(Clone, Debug)]
-struct Split {
-    feature: usize,
-    threshold: f64,
-    default_left: bool,
-    missing: Missing,
+pub(crate) struct Split {
+    pub(crate) feature: usize,
+    pub(crate) threshold: f64,
+    pub(crate) default_left: bool,
+    pub(crate) missing: Missing,
     /// Child references: `>= 0` another split, `< 0` the leaf `!child`.
-    left: i32,
-    right: i32,
+    pub(crate) left: i32,
+    pub(crate) right: i32,
     /// The node's own value (the mean of what reaches it), for explanations.
-    value: f64,
+    pub(crate) value: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Missing {
+pub(crate) enum Missing {
     None,
     Zero,
     NaN,
 }
 
 #[derive(Clone, Debug)]
-struct Tree {
-    splits: Vec<Split>,
-    leaves: Vec<f64>,
+pub(crate) struct Tree {
+    pub(crate) splits: Vec<Split>,
+    pub(crate) leaves: Vec<f64>,
 }
 
 /// Below this, LightGBM treats a value as zero.
@@ -121,7 +121,7 @@ impl Tree {
 /// A gradient-boosted tree model.
 #[derive(Clone, Debug)]
 pub struct Model {
-    trees: Vec<Tree>,
+    pub(crate) trees: Vec<Tree>,
     pub link: Link,
     pub feature_names: Vec<String>,
 }

@@ -49,6 +49,27 @@ impl Ftrl {
         -(z - z.signum() * l1) / ((beta + self.n[i].sqrt()) / alpha + l2)
     }
 
+    /// The learned state (`z`, `n`, updates), to keep it across restarts.
+    pub fn state(&self) -> (Vec<f64>, Vec<f64>, u64) {
+        (self.z.clone(), self.n.clone(), self.updates)
+    }
+
+    /// A model from a saved state; `None` if it does not fit `features`.
+    pub fn from_state(
+        features: usize,
+        params: FtrlParams,
+        z: Vec<f64>,
+        n: Vec<f64>,
+        updates: u64,
+    ) -> Option<Self> {
+        (z.len() == features + 1 && n.len() == features + 1).then_some(Self {
+            params,
+            z,
+            n,
+            updates,
+        })
+    }
+
     /// The weights now (the bias last); zero where L1 pruned a feature.
     pub fn weights(&self) -> Vec<f64> {
         (0..self.z.len()).map(|i| self.weight(i)).collect()
@@ -63,20 +84,30 @@ impl Ftrl {
         }
     }
 
+    /// The model's log-odds for these features.
+    pub fn margin(&self, x: &[f64]) -> f64 {
+        let d = self.z.len();
+        (0..d).map(|i| self.weight(i) * Self::input(&x[..x.len().min(d - 1)], i)).sum()
+    }
+
     /// The probability that a payment with these features is fraud.
     pub fn predict(&self, x: &[f64]) -> f64 {
-        let d = self.z.len();
-        let dot: f64 =
-            (0..d).map(|i| self.weight(i) * Self::input(&x[..x.len().min(d - 1)], i)).sum();
-        sigmoid(dot)
+        sigmoid(self.margin(x))
     }
 
     /// Learns from one outcome: `fraud` true for fraud or a chargeback, false for a payment
     /// confirmed legitimate. Returns the prediction it made before learning.
     pub fn learn(&mut self, x: &[f64], fraud: bool) -> f64 {
+        self.learn_with_base(x, 0.0, fraud)
+    }
+
+    /// Learns as a correction to another model: the prediction is
+    /// `sigmoid(base + margin(x))`, where `base` is that model's log-odds, so with no labels
+    /// yet the other model's score stands unchanged, and each label moves it.
+    pub fn learn_with_base(&mut self, x: &[f64], base: f64, fraud: bool) -> f64 {
         let d = self.z.len();
         let x = &x[..x.len().min(d - 1)];
-        let p = self.predict(x);
+        let p = sigmoid(base + self.margin(x));
         let y = if fraud { 1.0 } else { 0.0 };
         for i in 0..d {
             let xi = Self::input(x, i);

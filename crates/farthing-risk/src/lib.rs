@@ -12,7 +12,10 @@
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome.
 
+pub mod engine;
+pub mod features;
 pub mod ftrl;
 pub mod gbdt;
+pub mod policy;
 pub mod sca;
 pub mod window;

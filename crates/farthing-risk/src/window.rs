@@ -13,17 +13,18 @@ const NS_PER_S: u64 = 1_000_000_000;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Bucket {
-    /// Which bucket of time this is (`time / bucket_ns`); `u64::MAX` for never used.
-    epoch: u64,
+    /// Which bucket of time this is (`time / bucket_ns`); `u32::MAX` for never used (10-s
+    /// buckets of Unix time fit until the year 3331).
+    epoch: u32,
     count: u32,
-    sum: u128,
+    sum: u64,
 }
 
 /// Count and sum of the events inside a window.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Total {
     pub count: u32,
-    pub sum: u128,
+    pub sum: u64,
 }
 
 /// Events over the last `span`, to within one bucket's width.
@@ -37,27 +38,27 @@ impl Window {
     /// A window of `buckets` buckets of `bucket_s` seconds each (span = their product).
     pub fn new(bucket_s: u64, buckets: usize) -> Self {
         assert!(bucket_s > 0 && buckets > 0, "a window has at least one non-empty bucket");
-        let empty = Bucket { epoch: u64::MAX, ..Bucket::default() };
+        let empty = Bucket { epoch: u32::MAX, ..Bucket::default() };
         Self { bucket_ns: bucket_s * NS_PER_S, buckets: vec![empty; buckets].into_boxed_slice() }
     }
 
-    fn epoch(&self, at_ns: u64) -> u64 {
-        at_ns / self.bucket_ns
+    fn epoch(&self, at_ns: u64) -> u32 {
+        u32::try_from(at_ns / self.bucket_ns).unwrap_or(u32::MAX - 1)
     }
 
     /// Is a bucket of `epoch` inside the window that ends at `now`'s bucket?
-    fn live(&self, epoch: u64, now: u64) -> bool {
-        epoch != u64::MAX && epoch <= now && now - epoch < self.buckets.len() as u64
+    fn live(&self, epoch: u32, now: u32) -> bool {
+        epoch != u32::MAX && epoch <= now && ((now - epoch) as usize) < self.buckets.len()
     }
 
     /// Records an event at `at_ns` as seen at `now_ns` (an event older than the span, or
     /// from the future, is ignored: the answer is whether it was counted).
-    pub fn add(&mut self, at_ns: u64, now_ns: u64, amount: u128) -> bool {
+    pub fn add(&mut self, at_ns: u64, now_ns: u64, amount: u64) -> bool {
         let (epoch, now) = (self.epoch(at_ns), self.epoch(now_ns));
         if !self.live(epoch, now) {
             return false;
         }
-        let slot = (epoch % self.buckets.len() as u64) as usize;
+        let slot = epoch as usize % self.buckets.len();
         let b = &mut self.buckets[slot];
         if b.epoch != epoch {
             *b = Bucket { epoch, count: 0, sum: 0 };
@@ -77,12 +78,17 @@ impl Window {
 
     /// The time of the newest bucket with events, if any is still inside the window.
     fn last_epoch(&self) -> Option<u64> {
-        self.buckets.iter().filter(|b| b.epoch != u64::MAX).map(|b| b.epoch).max()
+        self.buckets.iter().filter(|b| b.epoch != u32::MAX).map(|b| u64::from(b.epoch)).max()
+    }
+
+    /// The time of the newest event still inside the window, to within a bucket.
+    pub fn last_active_ns(&self) -> Option<u64> {
+        self.last_epoch().map(|e| e * self.bucket_ns)
     }
 }
 
 /// The three windows a key is judged by: 1 minute (6 × 10 s), 1 hour (6 × 10 min),
-/// 24 hours (24 × 1 h): 36 buckets, about 900 bytes a key.
+/// 24 hours (24 × 1 h): 36 buckets of 16 bytes a key.
 #[derive(Clone, Debug)]
 pub struct Velocity {
     pub minute: Window,
@@ -105,7 +111,7 @@ impl Default for Velocity {
 }
 
 impl Velocity {
-    pub fn add(&mut self, at_ns: u64, now_ns: u64, amount: u128) {
+    pub fn add(&mut self, at_ns: u64, now_ns: u64, amount: u64) {
         self.minute.add(at_ns, now_ns, amount);
         self.hour.add(at_ns, now_ns, amount);
         self.day.add(at_ns, now_ns, amount);
@@ -118,27 +124,38 @@ impl Velocity {
             day: self.day.total(now_ns),
         }
     }
+}
 
-    /// Latest activity, in nanoseconds (to within an hour), if any is left in the day.
+/// State kept per key in a [`BoundedTable`]: it knows when it was last active, so the
+/// table can drop what has gone quiet first.
+pub trait Activity {
+    /// Latest activity in nanoseconds, if any is still remembered.
+    fn last_active_ns(&self) -> Option<u64>;
+}
+
+impl Activity for Velocity {
     fn last_active_ns(&self) -> Option<u64> {
-        self.day.last_epoch().map(|e| e * self.day.bucket_ns)
+        self.day.last_active_ns()
     }
 }
 
-/// Velocity per key (payer, payee, device, IP), at most `capacity` keys. When full, a key
+/// State per key (payer, payee, device, IP), at most `capacity` keys. When full, a key
 /// with nothing left in its day window is dropped first; failing that, the least recently
 /// active of a sample, so memory stays bounded under any traffic (an attacker cycling keys
 /// evicts only stale ones first).
 #[derive(Debug)]
-pub struct VelocityTable<K> {
+pub struct BoundedTable<K, V> {
     capacity: usize,
-    keys: HashMap<K, Velocity>,
+    keys: HashMap<K, V>,
 }
+
+/// Velocity per key.
+pub type VelocityTable<K> = BoundedTable<K, Velocity>;
 
 /// Keys looked at to choose one to evict when the table is full.
 const EVICTION_SAMPLE: usize = 64;
 
-impl<K: Hash + Eq + Clone> VelocityTable<K> {
+impl<K: Hash + Eq + Clone, V: Activity + Default> BoundedTable<K, V> {
     pub fn new(capacity: usize) -> Self {
         assert!(capacity > 0, "a table holds at least one key");
         Self { capacity, keys: HashMap::new() }
@@ -152,17 +169,20 @@ impl<K: Hash + Eq + Clone> VelocityTable<K> {
         self.keys.is_empty()
     }
 
-    /// Records an event for `key`.
-    pub fn add(&mut self, key: &K, at_ns: u64, now_ns: u64, amount: u128) {
+    pub fn get(&self, key: &K) -> Option<&V> {
+        self.keys.get(key)
+    }
+
+    pub fn get_mut(&mut self, key: &K) -> Option<&mut V> {
+        self.keys.get_mut(key)
+    }
+
+    /// The key's state, made (evicting another key if the table is full) if absent.
+    pub fn entry(&mut self, key: &K, now_ns: u64) -> &mut V {
         if !self.keys.contains_key(key) && self.keys.len() >= self.capacity {
             self.evict(now_ns);
         }
-        self.keys.entry(key.clone()).or_default().add(at_ns, now_ns, amount);
-    }
-
-    /// The key's totals (all zero for a key never seen, or evicted).
-    pub fn totals(&self, key: &K, now_ns: u64) -> VelocityTotals {
-        self.keys.get(key).map(|v| v.totals(now_ns)).unwrap_or_default()
+        self.keys.entry(key.clone()).or_default()
     }
 
     /// Forgets a key (a payer who opted out of profiling, or erased).
@@ -172,8 +192,7 @@ impl<K: Hash + Eq + Clone> VelocityTable<K> {
 
     fn evict(&mut self, now_ns: u64) {
         let day_ns = 24 * 3_600 * NS_PER_S;
-        let stale =
-            |v: &Velocity| v.last_active_ns().is_none_or(|t| now_ns.saturating_sub(t) > day_ns);
+        let stale = |v: &V| v.last_active_ns().is_none_or(|t| now_ns.saturating_sub(t) > day_ns);
         let victim = self
             .keys
             .iter()
@@ -183,6 +202,18 @@ impl<K: Hash + Eq + Clone> VelocityTable<K> {
         if let Some(k) = victim {
             self.keys.remove(&k);
         }
+    }
+}
+
+impl<K: Hash + Eq + Clone> BoundedTable<K, Velocity> {
+    /// Records an event for `key`.
+    pub fn add(&mut self, key: &K, at_ns: u64, now_ns: u64, amount: u64) {
+        self.entry(key, now_ns).add(at_ns, now_ns, amount);
+    }
+
+    /// The key's totals (all zero for a key never seen, or evicted).
+    pub fn totals(&self, key: &K, now_ns: u64) -> VelocityTotals {
+        self.get(key).map(|v| v.totals(now_ns)).unwrap_or_default()
     }
 }
 
@@ -267,12 +298,12 @@ mod tests {
             let mut expected = Total::default();
             for (at, amount) in &events {
                 let at_ns = at * S;
-                let counted = w.add(at_ns, now_ns, u128::from(*amount));
+                let counted = w.add(at_ns, now_ns, *amount);
                 let inside = at / 10 <= now / 10 && now / 10 - at / 10 < 6;
                 proptest::prop_assert_eq!(counted, inside);
                 if inside {
                     expected.count += 1;
-                    expected.sum += u128::from(*amount);
+                    expected.sum += *amount;
                 }
             }
             proptest::prop_assert_eq!(w.total(now_ns), expected);

@@ -9,6 +9,8 @@
 //!   authentication resets);
 //! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
 //!   explained per feature (held to LightGBM's own predictions by a fixture);
+//! - [`xgboost`]: the same trees imported from XGBoost's JSON format, with XGBoost's own
+//!   split rules (held to XGBoost's predictions and contributions by a fixture);
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome.
 
@@ -19,3 +21,4 @@ pub mod gbdt;
 pub mod policy;
 pub mod sca;
 pub mod window;
+pub mod xgboost;

@@ -724,10 +724,17 @@ impl RiskEngine {
 
     /// A confirmed outcome for a decided payment: teaches the online model and counts
     /// fraud toward the measured rate.
-    pub fn label(&mut self, decision: &Decision, amount: f64, at_ns: u64, fraud: bool) {
+    pub fn label(
+        &mut self,
+        features: &Vector,
+        base_raw: Option<f64>,
+        amount: f64,
+        at_ns: u64,
+        fraud: bool,
+    ) {
         if self.policy.scoring.online_learning {
-            if let Some(base) = decision.base_raw {
-                self.online.learn_with_base(&online_input(&decision.features), base, fraud);
+            if let Some(base) = base_raw {
+                self.online.learn_with_base(&online_input(features), base, fraud);
             }
         }
         if fraud {

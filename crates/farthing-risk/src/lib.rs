@@ -14,6 +14,10 @@
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome.
 
+/// The model Farthing ships (LightGBM text, trained with `farthing risk train` on
+/// `farthing simulate` traffic); empty until one is trained.
+pub const DEFAULT_MODEL: &str = include_str!("../models/default.txt");
+
 pub mod engine;
 pub mod features;
 pub mod ftrl;

@@ -91,7 +91,7 @@ fn new_id() -> u128 {
     }
 }
 
-fn id_or_new(field: &str, id: &Option<String>) -> ApiResult<u128> {
+pub(crate) fn id_or_new(field: &str, id: &Option<String>) -> ApiResult<u128> {
     id.as_deref().map_or(Ok(new_id()), |t| parse_id(field, t))
 }
 
@@ -152,6 +152,9 @@ pub async fn create_asset(
     }
     let created = Asset { timestamp: result.timestamp, ..asset };
     s.directory.add_asset(&created);
+    if let Some(risk) = &s.risk {
+        risk.register_asset(created.id, created.code_str(), created.scale);
+    }
     Ok((StatusCode::CREATED, Json(AssetView::new(&created))).into_response())
 }
 
@@ -447,7 +450,11 @@ pub async fn account_balances(
 
 // ----- transfers -----
 
-fn transfer_view(s: &AppState, t: &Transfer, status: Option<PendingStatus>) -> TransferView {
+pub(crate) fn transfer_view(
+    s: &AppState,
+    t: &Transfer,
+    status: Option<PendingStatus>,
+) -> TransferView {
     let (code, scale) = s.directory.asset_text(t.asset);
     TransferView::new(t, &code, scale, status)
 }
@@ -457,7 +464,11 @@ const TRANSFER_FLAGS_ALLOWED: &str = "linked, balancing_debit or balancing_credi
 /// A transfer request as a ledger transfer, once the caller may make it. The debit account
 /// is checked here (it is what authorizes the payment); everything else, the credit account
 /// included, is the ledger's to judge (in a batch, per transfer).
-fn build_transfer(s: &AppState, p: &Principal, req: &CreateTransfer) -> ApiResult<Transfer> {
+pub(crate) fn build_transfer(
+    s: &AppState,
+    p: &Principal,
+    req: &CreateTransfer,
+) -> ApiResult<Transfer> {
     let debit = parse_id("debit_account_id", &req.debit_account_id)?;
     let credit = parse_id("credit_account_id", &req.credit_account_id)?;
     let debit_info = s.directory.account(debit);
@@ -542,8 +553,20 @@ fn id_in_use() -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "id_in_use", "This id is taken; choose another.")
 }
 
-async fn submit_one(s: &AppState, p: &Principal, t: Transfer) -> ApiResult<Response> {
+pub(crate) async fn submit_one(s: &AppState, p: &Principal, t: Transfer) -> ApiResult<Response> {
     let result = s.engine.create_transfers_async(vec![t]).await?[0];
+    let (status, view) = outcome(s, p, t, result).await?;
+    Ok((status, Json(view)).into_response())
+}
+
+/// The answer to one submitted transfer: 201 applied, 200 it existed (identical), else
+/// the ledger's code.
+pub(crate) async fn outcome(
+    s: &AppState,
+    p: &Principal,
+    t: Transfer,
+    result: farthing_ledger::EventResult<CreateTransferResult>,
+) -> ApiResult<(StatusCode, TransferView)> {
     use std::sync::atomic::Ordering::Relaxed;
     match result.code {
         CreateTransferResult::Ok => {
@@ -565,7 +588,7 @@ async fn submit_one(s: &AppState, p: &Principal, t: Transfer) -> ApiResult<Respo
             }
             let status =
                 stored.flags.contains(TransferFlags::PENDING).then_some(PendingStatus::Pending);
-            Ok((StatusCode::CREATED, Json(transfer_view(s, &stored, status))).into_response())
+            Ok((StatusCode::CREATED, transfer_view(s, &stored, status)))
         }
         CreateTransferResult::Exists => {
             let id = t.id;
@@ -574,7 +597,7 @@ async fn submit_one(s: &AppState, p: &Principal, t: Transfer) -> ApiResult<Respo
                 .read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id)))
                 .await?;
             let stored = stored.ok_or_else(|| ApiError::not_found("transfer"))?;
-            Ok((StatusCode::OK, Json(transfer_view(s, &stored, status))).into_response())
+            Ok((StatusCode::OK, transfer_view(s, &stored, status)))
         }
         code if code.is_exists() && !p.role.sees_all() => {
             // Which field differs would describe a transfer the caller may not see.
@@ -609,6 +632,11 @@ pub async fn create_transfer(
         ));
     }
     let t = build_transfer(&s, &p, &req)?;
+    if let Some(risk) = &s.risk {
+        if let Some(r) = crate::risk_api::payment(&s, risk, &t, req.risk_context.as_ref())? {
+            return crate::risk_api::pay(&s, &p, risk, t, r).await;
+        }
+    }
     submit_one(&s, &p, t).await
 }
 
@@ -643,9 +671,13 @@ pub async fn create_transfer_batch(
         })
         .collect::<ApiResult<Vec<_>>>()?;
     let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
-    let results = s.engine.create_transfers_async(transfers.clone()).await?;
-    let (mut accepted, mut existing, mut failed) = (0, 0, Vec::new());
-    for (i, r) in results.iter().enumerate() {
+    let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
+    let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
+    let results = s.engine.create_transfers_async(judged.transfers.clone()).await?;
+    judged.settle(&s, &results);
+    let (mut accepted, mut existing, mut failed) = (0, 0, judged.declined(&ids));
+    for (k, r) in results.iter().enumerate() {
+        let i = judged.index[k];
         match r.code {
             CreateTransferResult::Ok => accepted += 1,
             CreateTransferResult::Exists => existing += 1,
@@ -680,7 +712,7 @@ impl TakeField for Option<String> {
 }
 
 /// The pending transfer named in the path, if the caller may see it.
-async fn pending_for(
+pub(crate) async fn pending_for(
     s: &AppState,
     p: &Principal,
     id: u128,
@@ -806,7 +838,12 @@ pub async fn get_transfer(
 ) -> ApiResult<Json<TransferView>> {
     let id = parse_id("id", &id)?;
     let (t, status) = visible_transfer(&s, &p, id).await?;
-    Ok(Json(transfer_view(&s, &t, status)))
+    let mut view = transfer_view(&s, &t, status);
+    if let Some(risk) = &s.risk {
+        view.risk =
+            risk.decision(id).map_err(crate::risk_api::internal)?.map(|r| Box::new(r.view()));
+    }
+    Ok(Json(view))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -60,6 +60,13 @@ pub struct Config {
     /// Transfers to allocate memory for at start (the ledger still grows past it).
     pub transfers_capacity: usize,
     pub accounts_capacity: usize,
+    /// Judge payments with the risk engine (policies, limits, fraud model) before the
+    /// ledger. Off only for measuring what it costs.
+    pub risk: bool,
+    /// The risk policy file (TOML), reloaded when it changes; unset: the shipped default.
+    pub risk_policy: Option<PathBuf>,
+    /// How often the policy file (and the model files it names) are checked for changes.
+    pub risk_reload_ms: u64,
 }
 
 impl Default for Config {
@@ -89,6 +96,9 @@ impl Default for Config {
             worker_threads: 0,
             transfers_capacity: 1_000_000,
             accounts_capacity: 100_000,
+            risk: true,
+            risk_policy: None,
+            risk_reload_ms: 1_000,
         }
     }
 }
@@ -109,7 +119,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 24] = [
+    const FIELDS: [&'static str; 27] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -134,6 +144,9 @@ impl Config {
         "worker_threads",
         "transfers_capacity",
         "accounts_capacity",
+        "risk",
+        "risk_policy",
+        "risk_reload_ms",
     ];
 
     /// Whether webhooks may reach internal addresses (see `webhook_private_addresses`).
@@ -172,6 +185,7 @@ impl Config {
             ("events_streams_per_key_max", self.events_streams_per_key_max as u64),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("connections_max", self.connections_max as u64),
+            ("risk_reload_ms", self.risk_reload_ms),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));

@@ -22,6 +22,10 @@ pub struct Problem {
     /// For batch requests: the index of the event concerned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
+    /// For payments the risk engine declined: its decision (score, reasons, top features).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub risk: Option<serde_json::Value>,
 }
 
 /// An error answer: status, code and a sentence for a person.
@@ -33,6 +37,7 @@ pub struct ApiError {
     pub field: Option<String>,
     pub index: Option<usize>,
     pub retry_after_s: Option<u64>,
+    pub risk: Option<serde_json::Value>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -46,6 +51,7 @@ impl ApiError {
             field: None,
             index: None,
             retry_after_s: None,
+            risk: None,
         }
     }
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
@@ -87,6 +93,7 @@ impl ApiError {
             code: self.code.clone(),
             field: self.field.clone(),
             index: self.index,
+            risk: self.risk.clone(),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! `idempotency_ttl_h` hours, across restarts: the record is durable before the answer.
 //!
 //! What is recorded: answers of requests that ran to a decision — 2xx, and the ledger's
-//! refusals (409, 422). Requests refused before they ran (400, 401, 403, 404, 413, 415,
+//! refusals (409, 422), and the risk engine's declines (402). Requests refused before they ran (400, 401, 403, 404, 413, 415,
 //! 429) and failures (5xx) are not: a retry runs again. Answers that show a secret once
 //! (a new API key, a webhook's signing secret) are never stored. Requests are compared as
 //! JSON (key order and spacing do not matter). Beneath this, the ledger's own ids make a
@@ -186,6 +186,7 @@ async fn run(
     let response = crate::api::ID_SEED.scope(seed, next.run(request)).await;
     let status = response.status();
     let decided = status.is_success()
+        || status == StatusCode::PAYMENT_REQUIRED
         || status == StatusCode::CONFLICT
         || status == StatusCode::UNPROCESSABLE_ENTITY;
     if !decided || response.extensions().get::<NoReplay>().is_some() {

@@ -20,6 +20,8 @@ pub mod meta;
 pub mod metrics;
 pub mod model;
 pub mod receipt;
+pub mod risk;
+pub mod risk_api;
 pub mod state;
 pub mod stream;
 pub mod webhooks;
@@ -104,6 +106,16 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(webhooks::delete_webhook))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(stream::events))
+        .routes(routes!(risk_api::approve))
+        .routes(routes!(risk_api::reject))
+        .routes(routes!(risk_api::post_label))
+        .routes(routes!(risk_api::get_decision))
+        .routes(routes!(risk_api::status))
+        .routes(routes!(risk_api::get_policy))
+        .routes(routes!(risk_api::policy_versions))
+        .routes(routes!(risk_api::audit_trail))
+        .routes(routes!(risk_api::get_limits, risk_api::put_limits))
+        .routes(routes!(risk_api::put_profiling))
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max));
     let batch = OpenApiRouter::new()
         .routes(routes!(api::create_transfer_batch))
@@ -325,18 +337,34 @@ impl Server {
             config.webhooks_may_reach_private(),
         )?);
         let (stop, _) = watch::channel(false);
+        let directory = Directory::load(&assets, &accounts);
+        let id_secret = meta::secret(&meta_for_secret).await?;
+        let risk = match config.risk {
+            true => Some(
+                risk::Risk::open(
+                    meta.clone(),
+                    config.risk_policy.clone(),
+                    &handle,
+                    &directory,
+                    id_secret,
+                )
+                .await?,
+            ),
+            false => None,
+        };
         let state = AppState(Arc::new(Shared {
             engine: handle,
             idempotency: idempotency::Idempotency::new(meta.clone(), config.idempotency_ttl_h),
             config: config.clone(),
             keys,
             meta,
-            directory: Directory::load(&assets, &accounts),
+            directory,
             hub,
             metrics: metrics::Metrics::default(),
             webhooks,
             verifier_key,
-            id_secret: meta::secret(&meta_for_secret).await?,
+            id_secret,
+            risk,
             streams: Default::default(),
             asset_lock: Default::default(),
             stop,
@@ -367,6 +395,11 @@ impl Server {
             tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
             tokio::spawn(prune(state.clone(), state.stop_signal())),
         ];
+        let mut tasks = tasks;
+        if let Some(r) = &state.risk {
+            let every = Duration::from_millis(config.risk_reload_ms);
+            tasks.push(tokio::spawn(risk::watch(r.clone(), every, state.stop_signal())));
+        }
         Ok(Self {
             addr,
             url: format!("{scheme}://{addr}"),

@@ -29,6 +29,16 @@ pub enum Table {
     Deliveries,
     /// Named counters (the webhook dispatcher's position in the event feed...).
     Meta,
+    /// Transfer id (big-endian u128) → the risk decision made for it.
+    RiskDecisions,
+    /// Policy version (big-endian u64) → the policy's text, digest and when it came in.
+    RiskPolicies,
+    /// Time and sequence (big-endian u64, u64) → one change to risk settings.
+    RiskAudit,
+    /// Account id (big-endian u128) → its own limits and profiling choice.
+    RiskAccounts,
+    /// Transfer id (big-endian u128) → the confirmed outcome.
+    RiskLabels,
 }
 
 impl Table {
@@ -39,10 +49,25 @@ impl Table {
             Self::Webhooks => TableDefinition::new("webhooks"),
             Self::Deliveries => TableDefinition::new("deliveries"),
             Self::Meta => TableDefinition::new("meta"),
+            Self::RiskDecisions => TableDefinition::new("risk_decisions"),
+            Self::RiskPolicies => TableDefinition::new("risk_policies"),
+            Self::RiskAudit => TableDefinition::new("risk_audit"),
+            Self::RiskAccounts => TableDefinition::new("risk_accounts"),
+            Self::RiskLabels => TableDefinition::new("risk_labels"),
         }
     }
-    const ALL: [Table; 5] =
-        [Self::Keys, Self::Idempotency, Self::Webhooks, Self::Deliveries, Self::Meta];
+    const ALL: [Table; 10] = [
+        Self::Keys,
+        Self::Idempotency,
+        Self::Webhooks,
+        Self::Deliveries,
+        Self::Meta,
+        Self::RiskDecisions,
+        Self::RiskPolicies,
+        Self::RiskAudit,
+        Self::RiskAccounts,
+        Self::RiskLabels,
+    ];
 }
 
 /// One change in a write.

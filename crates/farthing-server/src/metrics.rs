@@ -27,9 +27,15 @@ pub struct Metrics {
     pub webhook_deliveries_ok: AtomicU64,
     pub webhook_attempts_failed: AtomicU64,
     pub webhook_deliveries_failed: AtomicU64,
+    /// Risk decisions by action (approve, step_up, review, decline).
+    pub risk_decisions: [AtomicU64; 4],
 }
 
 impl Metrics {
+    pub fn count_risk(&self, action: farthing_risk::policy::Action) {
+        self.risk_decisions[crate::risk_api::action_index(action)].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
         use axum::http::Method;
         // Methods are labels: anything unusual counts as one, so callers cannot grow the set.
@@ -143,6 +149,19 @@ impl Metrics {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
                 value.load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP farthing_risk_decisions_total Payments judged by the risk engine, by decision.\n\
+             # TYPE farthing_risk_decisions_total counter"
+        );
+        for (a, n) in farthing_risk::policy::Action::ALL.iter().zip(&self.risk_decisions) {
+            let _ = writeln!(
+                out,
+                "farthing_risk_decisions_total{{action=\"{}\"}} {}",
+                a.as_str(),
+                n.load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(

@@ -157,6 +157,25 @@ pub struct CreateTransfer {
     pub user_data_64: Option<String>,
     #[serde(default)]
     pub user_data_32: Option<u32>,
+    /// Where the payment comes from, for the risk engine (hashed before use; never
+    /// stored as given).
+    #[serde(default)]
+    pub risk_context: Option<RiskContext>,
+}
+
+/// The payer's device and network, as the merchant or wallet saw them.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RiskContext {
+    /// A stable device identifier (an app install id, a passkey's credential id...).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The payer's IP address.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// web, app, api or iot.
+    #[serde(default)]
+    pub channel: Option<String>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -250,6 +269,9 @@ pub struct TransferView {
     #[serde(serialize_with = "as_text")]
     #[schema(value_type = String)]
     pub created_at: Utc,
+    /// The risk engine's decision, for a payment it judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub risk: Option<Box<crate::risk::DecisionRecord>>,
 }
 
 fn as_text<T: std::fmt::Display, S: serde::Serializer>(v: &T, s: S) -> Result<S::Ok, S::Error> {
@@ -294,6 +316,7 @@ impl TransferView {
             user_data_32: t.user_data_32,
             timestamp: t.timestamp,
             created_at: Utc(t.timestamp),
+            risk: None,
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub idempotency: Idempotency,
     pub metrics: Metrics,
     pub webhooks: Arc<Webhooks>,
+    /// The risk engine (None when `risk = false`).
+    pub risk: Option<Arc<crate::risk::Risk>>,
     /// The transparency log's verifier key, if the log is on.
     pub verifier_key: Option<String>,
     /// Secret of this data directory, for ids derived from idempotency keys.
@@ -65,6 +67,11 @@ pub struct AccountInfo {
     /// The account can never be debited past its credits (`debits_must_not_exceed_credits`,
     /// fixed at creation): the only kind a non-admin key may pay from.
     pub bounded: bool,
+    /// The operator's code for the account; for a merchant's account, its merchant
+    /// category (what the risk policy's blocked categories name).
+    pub code: u16,
+    /// When the account was made (engine nanoseconds).
+    pub created_ns: u64,
 }
 
 #[derive(Default)]
@@ -111,12 +118,18 @@ impl Directory {
                     owner: a.owner_id,
                     asset: a.asset,
                     bounded: a.flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS),
+                    code: a.code,
+                    created_ns: a.timestamp,
                 },
             )
             .is_none()
         {
             d.by_owner.entry(a.owner_id).or_default().push(a.id);
         }
+    }
+
+    pub fn assets(&self) -> Vec<AssetInfo> {
+        self.inner.read().unwrap().assets.values().cloned().collect()
     }
 
     pub fn asset(&self, id: u32) -> Option<AssetInfo> {

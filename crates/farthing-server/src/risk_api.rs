@@ -1,0 +1,560 @@
+//! The risk engine's side of the API: payments judged before the ledger, held payments
+//! approved or rejected, labels, the policy and its history, an account's own limits and
+//! profiling choice.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use farthing_ledger::{CreateTransferResult, EventResult, Transfer, TransferFlags};
+use farthing_risk::engine::{Decision, Request};
+use farthing_risk::policy::Action;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::api::{id_or_new, outcome, parse_id, pending_for, submit_one};
+use crate::auth::{Principal, Role};
+use crate::error::{ApiError, ApiResult, Problem};
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::model::{RiskContext, TransferView};
+use crate::risk::{AuditEntry, DecisionRecord, PolicyVersion, Risk, RiskStatus, SelfLimitsView};
+use crate::state::AppState;
+
+pub fn internal(e: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e)
+}
+
+fn risk_of(s: &AppState) -> ApiResult<&Arc<Risk>> {
+    s.risk.as_ref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "risk_off",
+            "The risk engine is off on this server (risk = false).",
+        )
+    })
+}
+
+/// The payment a transfer is, for the risk engine (None: not a payment).
+pub fn payment(
+    s: &AppState,
+    risk: &Risk,
+    t: &Transfer,
+    context: Option<&RiskContext>,
+) -> ApiResult<Option<Request>> {
+    let [d, c] = s.directory.accounts([t.debit_account_id, t.credit_account_id]);
+    let Some(d) = d else { return Ok(None) };
+    let scale = s.directory.asset(t.asset).map_or(0, |a| a.scale);
+    risk.payment(t, scale, &d, c.as_ref(), context)
+}
+
+fn declined(record: &DecisionRecord) -> ApiError {
+    let mut e = ApiError::new(
+        StatusCode::PAYMENT_REQUIRED,
+        "risk_declined",
+        format!("The risk engine declined this payment ({}).", record.reasons.join(", ")),
+    );
+    e.risk = serde_json::to_value(record.view()).ok();
+    e
+}
+
+/// Judges a payment, then: declined, nothing moves (402, the decision kept); step_up or
+/// review, the funds are held as a pending transfer until approved or rejected (202);
+/// approved, it is made (201). The decision is durable before the answer.
+pub async fn pay(
+    s: &AppState,
+    p: &Principal,
+    risk: &Risk,
+    mut t: Transfer,
+    r: Request,
+) -> ApiResult<Response> {
+    // A retry of a payment already made keeps its first decision.
+    if let Some(old) = risk.decision(t.id).map_err(internal)? {
+        let id = t.id;
+        if s.engine.read_async(move |sm| sm.transfer(id).is_some()).await? {
+            let mut response = submit_one(s, p, t).await?;
+            if response.status() == StatusCode::OK {
+                let (status, mut view) = existing_view(s, id).await?;
+                view.risk = Some(Box::new(old.view()));
+                response = (status, Json(view)).into_response();
+            }
+            return Ok(response);
+        }
+    }
+    let d = risk.assess(&r);
+    let held = matches!(d.action, Action::StepUp | Action::Review);
+    if held {
+        let timeout = risk.hold_timeout_s(d.action);
+        t.timeout_s = if t.flags.contains(TransferFlags::PENDING) && t.timeout_s != 0 {
+            t.timeout_s.min(timeout)
+        } else {
+            timeout
+        };
+        t.flags.set(TransferFlags::PENDING, true);
+    }
+    let record = risk.record(t.id, &r, &d, held);
+    s.metrics.count_risk(d.action);
+    if d.action == Action::Decline {
+        risk.keep(&record).await.map_err(internal)?;
+        return Err(declined(&record));
+    }
+    let (result, kept) = tokio::join!(s.engine.create_transfers_async(vec![t]), risk.keep(&record));
+    let result = match result {
+        Ok(r) => r[0],
+        Err(e) => {
+            risk.release(&r, &d, false);
+            return Err(e.into());
+        }
+    };
+    if result.code != CreateTransferResult::Ok {
+        risk.release(&r, &d, result.code != CreateTransferResult::Exists);
+    }
+    kept.map_err(internal)?;
+    let (mut status, mut view) = outcome(s, p, t, result).await?;
+    if held && status == StatusCode::CREATED {
+        status = StatusCode::ACCEPTED;
+    }
+    view.risk = Some(Box::new(record.view()));
+    Ok((status, Json(view)).into_response())
+}
+
+async fn existing_view(s: &AppState, id: u128) -> ApiResult<(StatusCode, TransferView)> {
+    let (t, status) =
+        s.engine.read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id))).await?;
+    let t = t.ok_or_else(|| ApiError::not_found("transfer"))?;
+    Ok((StatusCode::OK, crate::api::transfer_view(s, &t, status)))
+}
+
+/// A batch after the risk engine: what goes to the ledger, and where each came from.
+pub struct JudgedBatch {
+    pub transfers: Vec<Transfer>,
+    /// For each transfer sent, its index in the request.
+    pub index: Vec<usize>,
+    /// (index in the request, decision) for payments declined.
+    declines: Vec<(usize, DecisionRecord)>,
+    /// (position among those sent, request, decision) for payments judged and sent.
+    judged: Vec<(usize, Request, Decision)>,
+}
+
+impl JudgedBatch {
+    /// Gives back the reservations of payments the ledger did not apply.
+    pub fn settle(&self, s: &AppState, results: &[EventResult<CreateTransferResult>]) {
+        let Some(risk) = &s.risk else { return };
+        for (k, r, d) in &self.judged {
+            let code = results[*k].code;
+            if code != CreateTransferResult::Ok {
+                risk.release(r, d, code != CreateTransferResult::Exists);
+            }
+        }
+    }
+
+    pub fn declined(&self, ids: &[String]) -> Vec<crate::model::BatchFailure> {
+        self.declines
+            .iter()
+            .map(|(i, rec)| crate::model::BatchFailure {
+                index: *i,
+                id: ids[*i].clone(),
+                code: "risk_declined".into(),
+                detail: format!(
+                    "The risk engine declined this payment ({}).",
+                    rec.reasons.join(", ")
+                ),
+            })
+            .collect()
+    }
+}
+
+/// Judges the payments of a batch: declined ones are left out (and reported), held ones
+/// become pending. A batch with linked chains is all or nothing: if the engine declines
+/// any of its payments, nothing is applied (402).
+pub async fn judge_batch(
+    s: &AppState,
+    transfers: Vec<Transfer>,
+    contexts: &[Option<RiskContext>],
+) -> ApiResult<JudgedBatch> {
+    let n = transfers.len();
+    let Some(risk) = &s.risk else {
+        return Ok(JudgedBatch {
+            transfers,
+            index: (0..n).collect(),
+            declines: Vec::new(),
+            judged: Vec::new(),
+        });
+    };
+    let linked = transfers.iter().any(|t| t.flags.contains(TransferFlags::LINKED));
+    let mut out = JudgedBatch {
+        transfers: Vec::with_capacity(n),
+        index: Vec::with_capacity(n),
+        declines: Vec::new(),
+        judged: Vec::new(),
+    };
+    let mut records = Vec::new();
+    let mut judged_all: Vec<(Request, Decision)> = Vec::new();
+    for (i, mut t) in transfers.into_iter().enumerate() {
+        let Some(r) = payment(s, risk, &t, contexts[i].as_ref())? else {
+            out.index.push(i);
+            out.transfers.push(t);
+            continue;
+        };
+        let d = risk.assess(&r);
+        s.metrics.count_risk(d.action);
+        let held = matches!(d.action, Action::StepUp | Action::Review);
+        if held {
+            t.timeout_s = risk.hold_timeout_s(d.action);
+            t.flags.set(TransferFlags::PENDING, true);
+        }
+        let record = risk.record(t.id, &r, &d, held);
+        if d.action == Action::Decline {
+            if linked {
+                for (r, d) in &judged_all {
+                    risk.release(r, d, false);
+                }
+                risk.keep(&record).await.map_err(internal)?;
+                return Err(declined(&record).at(i));
+            }
+            out.declines.push((i, record.clone()));
+        } else {
+            out.judged.push((out.transfers.len(), r, d.clone()));
+            judged_all.push((r, d));
+            out.index.push(i);
+            out.transfers.push(t);
+        }
+        records.push(record);
+    }
+    let mut writes = Vec::with_capacity(records.len());
+    for rec in &records {
+        let id: u128 = rec.transfer_id.parse().unwrap_or(0);
+        writes.push(crate::meta::Write::Put(
+            crate::meta::Table::RiskDecisions,
+            id.to_be_bytes().to_vec(),
+            serde_json::to_vec(rec).map_err(|e| internal(e.to_string()))?,
+        ));
+    }
+    if !writes.is_empty() {
+        s.meta.write(writes).await.map_err(internal)?;
+    }
+    if out.transfers.is_empty() {
+        // Everything was declined: nothing for the ledger.
+        return Err(declined(&records[0]).at(out.declines[0].0));
+    }
+    Ok(out)
+}
+
+/// A held payment and its decision, if the caller may see it.
+async fn held(
+    s: &AppState,
+    p: &Principal,
+    risk: &Risk,
+    id: u128,
+) -> ApiResult<(Transfer, DecisionRecord, bool)> {
+    let (pending, d, _) = pending_for(s, p, id).await?;
+    let record = risk.decision(id).map_err(internal)?.filter(|r| r.held).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_held_by_risk",
+            "This transfer is not a payment held by the risk engine (or it was settled).",
+        )
+    })?;
+    let payer = p.owns(pending.debit_account_id, d.owner) && p.role != Role::ReadOnly;
+    let allowed = match record.action() {
+        // The payer confirms (a passkey step-up replaces this later) or an operator does.
+        Action::StepUp => p.role == Role::Admin || (payer && p.writes()),
+        // Only an operator clears a review.
+        _ => p.role == Role::Admin,
+    };
+    if !allowed {
+        return Err(ApiError::forbidden(match record.action() {
+            Action::StepUp => "Only the payer (or an admin) may approve or reject a step-up.",
+            _ => "Only an admin key may approve or reject a payment held for review.",
+        }));
+    }
+    Ok((pending, record, payer))
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/approve", tag = "risk",
+    params(("id" = String, Path, description = "The held payment"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "The hold is posted: the payment is made", body = TransferView),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn approve(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let (_, record, _) = held(&s, &p, risk, id).await?;
+    let t = Transfer {
+        id: id_or_new("id", &None)?,
+        pending_id: id,
+        amount: u128::MAX,
+        flags: TransferFlags::POST_PENDING,
+        ..Transfer::default()
+    };
+    let response = submit_one(&s, &p, t).await?;
+    if response.status().is_success() {
+        risk.settle_hold(&record, true, &p.prefix).await.map_err(internal)?;
+    }
+    Ok(response)
+}
+
+#[utoipa::path(post, path = "/v1/transfers/{id}/reject", tag = "risk",
+    params(("id" = String, Path, description = "The held payment"), ("Idempotency-Key" = Option<String>, Header)),
+    responses((status = 201, description = "The hold is voided: the funds go back", body = TransferView),
+              (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn reject(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    p.require_writer()?;
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let (_, record, _) = held(&s, &p, risk, id).await?;
+    let t = Transfer {
+        id: id_or_new("id", &None)?,
+        pending_id: id,
+        flags: TransferFlags::VOID_PENDING,
+        ..Transfer::default()
+    };
+    let response = submit_one(&s, &p, t).await?;
+    if response.status().is_success() {
+        risk.settle_hold(&record, false, &p.prefix).await.map_err(internal)?;
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LabelRequest {
+    pub transfer_id: String,
+    /// fraud, legitimate or chargeback.
+    pub label: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LabelResult {
+    pub transfer_id: String,
+    pub label: String,
+    /// The payment's score when it was decided, and what the same payment scores now.
+    pub score_then: Option<f64>,
+    pub score_now: Option<f64>,
+    pub online_updates: u64,
+}
+
+#[utoipa::path(post, path = "/v1/risk/labels", tag = "risk", request_body = LabelRequest,
+    responses((status = 200, body = LabelResult), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn post_label(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiJson(req): ApiJson<LabelRequest>,
+) -> ApiResult<Json<LabelResult>> {
+    p.require_admin()?;
+    let risk = risk_of(&s)?;
+    let id = parse_id("transfer_id", &req.transfer_id)?;
+    if !matches!(req.label.as_str(), "fraud" | "legitimate" | "chargeback") {
+        return Err(ApiError::invalid("label", "label is one of fraud, legitimate, chargeback."));
+    }
+    let record = risk
+        .decision(id)
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("decided payment"))?;
+    risk.label(&record, &req.label, &p.prefix).await.map_err(internal)?;
+    Ok(Json(LabelResult {
+        transfer_id: record.transfer_id.clone(),
+        label: req.label,
+        score_then: record.score,
+        score_now: risk.rescore(&record),
+        online_updates: risk.status().online_updates,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/risk/decisions/{id}", tag = "risk",
+    params(("id" = String, Path, description = "Transfer id")),
+    responses((status = 200, body = DecisionRecord), (status = 404, body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn get_decision(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<DecisionRecord>> {
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let record =
+        risk.decision(id).map_err(internal)?.ok_or_else(|| ApiError::not_found("decision"))?;
+    let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
+    let payee: u128 = record.payee_account_id.parse().unwrap_or(0);
+    let [d, c] = s.directory.accounts([payer, payee]);
+    let sees = |id, info: Option<crate::state::AccountInfo>| {
+        info.is_some_and(|i| p.sees_account(id, i.owner))
+    };
+    if !sees(payer, d) && !sees(payee, c) {
+        return Err(ApiError::not_found("decision"));
+    }
+    Ok(Json(record.view()))
+}
+
+#[utoipa::path(get, path = "/v1/risk/status", tag = "risk",
+    responses((status = 200, body = RiskStatus)), security(("bearer" = [])))]
+pub async fn status(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+) -> ApiResult<Json<RiskStatus>> {
+    require_operator(&p)?;
+    Ok(Json(risk_of(&s)?.status()))
+}
+
+fn require_operator(p: &Principal) -> ApiResult<()> {
+    match p.role {
+        Role::Admin | Role::Auditor => Ok(()),
+        _ => {
+            Err(ApiError::forbidden("Only admin and auditor keys see the risk engine's settings."))
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LimitQuery {
+    /// At most this many, newest first (default 100).
+    pub limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/v1/risk/policy", tag = "risk",
+    responses((status = 200, body = PolicyVersion)), security(("bearer" = [])))]
+pub async fn get_policy(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+) -> ApiResult<Json<PolicyVersion>> {
+    require_operator(&p)?;
+    let risk = risk_of(&s)?;
+    let current = risk.status().policy_version;
+    risk.policy_versions(usize::MAX)
+        .map_err(internal)?
+        .into_iter()
+        .find(|v| v.version == current)
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("policy"))
+}
+
+#[utoipa::path(get, path = "/v1/risk/policy/versions", tag = "risk", params(LimitQuery),
+    responses((status = 200, body = Vec<PolicyVersion>)), security(("bearer" = [])))]
+pub async fn policy_versions(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult<Json<Vec<PolicyVersion>>> {
+    require_operator(&p)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
+    Ok(Json(risk_of(&s)?.policy_versions(limit).map_err(internal)?))
+}
+
+#[utoipa::path(get, path = "/v1/risk/audit", tag = "risk", params(LimitQuery),
+    responses((status = 200, body = Vec<AuditEntry>)), security(("bearer" = [])))]
+pub async fn audit_trail(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiQuery(q): ApiQuery<LimitQuery>,
+) -> ApiResult<Json<Vec<AuditEntry>>> {
+    require_operator(&p)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
+    Ok(Json(risk_of(&s)?.audit_trail(limit).map_err(internal)?))
+}
+
+/// An account the caller may set risk settings for: its own (payer or merchant key), or
+/// any (admin).
+fn own_account(s: &AppState, p: &Principal, id: u128) -> ApiResult<u8> {
+    let info = s
+        .directory
+        .account(id)
+        .filter(|i| p.sees_account(id, i.owner))
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    if !(p.role == Role::Admin || (p.writes() && p.owns(id, info.owner))) {
+        return Err(ApiError::forbidden(
+            "Only the account's own key (or an admin) may change its risk settings.",
+        ));
+    }
+    Ok(s.directory.asset(info.asset).map_or(0, |a| a.scale))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AccountRiskSettings {
+    pub account_id: String,
+    pub limits: SelfLimitsView,
+    /// Profiling is off: the payer is judged by rules and policies only.
+    pub profiling_opted_out: bool,
+}
+
+fn settings(risk: &Risk, id: u128, scale: u8) -> AccountRiskSettings {
+    let (limits, opted_out) = risk.self_limits_view(id, scale);
+    AccountRiskSettings { account_id: id.to_string(), limits, profiling_opted_out: opted_out }
+}
+
+#[utoipa::path(get, path = "/v1/accounts/{id}/limits", tag = "risk",
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountRiskSettings)), security(("bearer" = [])))]
+pub async fn get_limits(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<AccountRiskSettings>> {
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let info = s
+        .directory
+        .account(id)
+        .filter(|i| p.sees_account(id, i.owner))
+        .ok_or_else(|| ApiError::not_found("account"))?;
+    let scale = s.directory.asset(info.asset).map_or(0, |a| a.scale);
+    Ok(Json(settings(risk, id, scale)))
+}
+
+#[utoipa::path(put, path = "/v1/accounts/{id}/limits", tag = "risk", request_body = SelfLimitsView,
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountRiskSettings), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn put_limits(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<SelfLimitsView>,
+) -> ApiResult<Json<AccountRiskSettings>> {
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let scale = own_account(&s, &p, id)?;
+    risk.set_account(id, scale, Some(req), None, &p.prefix).await?;
+    Ok(Json(settings(risk, id, scale)))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilingRequest {
+    /// false: opt out of behavioural profiling (rules and policies only).
+    pub enabled: bool,
+}
+
+#[utoipa::path(put, path = "/v1/accounts/{id}/profiling", tag = "risk", request_body = ProfilingRequest,
+    params(("id" = String, Path, description = "Account id")),
+    responses((status = 200, body = AccountRiskSettings), (status = "4XX", body = Problem, content_type = "application/problem+json")),
+    security(("bearer" = [])))]
+pub async fn put_profiling(
+    State(s): State<AppState>,
+    Extension(p): Extension<Arc<Principal>>,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(req): ApiJson<ProfilingRequest>,
+) -> ApiResult<Json<AccountRiskSettings>> {
+    let risk = risk_of(&s)?;
+    let id = parse_id("id", &id)?;
+    let scale = own_account(&s, &p, id)?;
+    risk.set_account(id, scale, None, Some(!req.enabled), &p.prefix).await?;
+    Ok(Json(settings(risk, id, scale)))
+}
+
+/// For `/metrics`: decisions by action.
+pub fn action_index(a: Action) -> usize {
+    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
+}

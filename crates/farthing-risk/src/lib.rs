@@ -19,6 +19,7 @@
 pub const DEFAULT_MODEL: &str = include_str!("../models/default.txt");
 
 pub mod engine;
+pub mod eval;
 pub mod features;
 pub mod ftrl;
 pub mod gbdt;

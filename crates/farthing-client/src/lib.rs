@@ -189,6 +189,12 @@ impl Client {
         Ok(Self::check(self.get_raw(path).await?)?.body)
     }
 
+    /// PUTs JSON and returns the body of a successful answer.
+    pub async fn put(&self, path: &str, body: &impl Serialize) -> Result<Value, Error> {
+        let request = self.http.put(self.url(path)).bearer_auth(&self.key).json(body);
+        Ok(Self::check(Self::answer(request.send().await?).await?)?.body)
+    }
+
     /// GETs a text resource (checkpoints, keys, tlog-proofs).
     pub async fn get_text(&self, path: &str) -> Result<String, Error> {
         let response = self.http.get(self.url(path)).bearer_auth(&self.key).send().await?;

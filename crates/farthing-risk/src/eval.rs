@@ -59,8 +59,26 @@ pub struct Dataset {
 
 /// Which column is which.
 enum Layout {
-    Generic { ts: usize, payer: usize, payee: usize, amount: usize, label: usize, device: Option<usize>, ip: Option<usize>, channel: Option<usize>, mcc: Option<usize>, pattern: Option<usize> },
-    PaySim { step: usize, kind: usize, amount: usize, orig: usize, dest: usize, fraud: usize },
+    Generic {
+        ts: usize,
+        payer: usize,
+        payee: usize,
+        amount: usize,
+        label: usize,
+        device: Option<usize>,
+        ip: Option<usize>,
+        channel: Option<usize>,
+        mcc: Option<usize>,
+        pattern: Option<usize>,
+    },
+    PaySim {
+        step: usize,
+        kind: usize,
+        amount: usize,
+        orig: usize,
+        dest: usize,
+        fraud: usize,
+    },
 }
 
 fn layout(header: &[&str]) -> Result<Layout, DataError> {
@@ -171,11 +189,28 @@ pub fn read_csv(text: &str) -> Result<Dataset, DataError> {
         let bad = |what: &str| DataError(format!("line {}: {what}", n + 1));
         let get = |i: usize| f.get(i).map(|s| s.trim()).ok_or_else(|| bad("too few columns"));
         let amount = |i: usize| -> Result<f64, DataError> {
-            get(i)?.parse::<f64>().ok().filter(|a| a.is_finite() && *a >= 0.0).ok_or_else(|| bad("amount is not a non-negative number"))
+            get(i)?
+                .parse::<f64>()
+                .ok()
+                .filter(|a| a.is_finite() && *a >= 0.0)
+                .ok_or_else(|| bad("amount is not a non-negative number"))
         };
         match &layout {
-            Layout::Generic { ts, payer, payee, amount: a, label, device, ip, channel, mcc, pattern } => {
-                let opt = |i: &Option<usize>| i.and_then(|i| f.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty());
+            Layout::Generic {
+                ts,
+                payer,
+                payee,
+                amount: a,
+                label,
+                device,
+                ip,
+                channel,
+                mcc,
+                pattern,
+            } => {
+                let opt = |i: &Option<usize>| {
+                    i.and_then(|i| f.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty())
+                };
                 let pattern = match opt(pattern) {
                     None | Some("legit") => 0,
                     Some(p) => match patterns.iter().position(|q| q == p) {
@@ -187,7 +222,8 @@ pub fn read_csv(text: &str) -> Result<Dataset, DataError> {
                     },
                 };
                 data.txns.push(Txn {
-                    at_ns: parse_time_ns(get(*ts)?).ok_or_else(|| bad("timestamp is neither RFC 3339 UTC nor Unix seconds"))?,
+                    at_ns: parse_time_ns(get(*ts)?)
+                        .ok_or_else(|| bad("timestamp is neither RFC 3339 UTC nor Unix seconds"))?,
                     payer: names.id(get(*payer)?),
                     payee: names.id(get(*payee)?),
                     amount: amount(*a)?,
@@ -195,11 +231,18 @@ pub fn read_csv(text: &str) -> Result<Dataset, DataError> {
                     device: opt(device).map(hash),
                     ip: opt(ip).map(hash),
                     channel: match opt(channel) {
-                        Some(c) => Some(Channel::parse(c).ok_or_else(|| bad("channel is not web, app, api or iot"))?),
+                        Some(c) => Some(
+                            Channel::parse(c)
+                                .ok_or_else(|| bad("channel is not web, app, api or iot"))?,
+                        ),
                         None => None,
                     },
                     merchant_category: match opt(mcc) {
-                        Some(c) => Some(c.parse().map_err(|_| bad("merchant_category is not a number up to 65535"))?),
+                        Some(c) => {
+                            Some(c.parse().map_err(|_| {
+                                bad("merchant_category is not a number up to 65535")
+                            })?)
+                        }
                         None => None,
                     },
                     pattern,
@@ -400,7 +443,10 @@ mod tests {
         assert_eq!((d.layout, d.txns.len()), ("paysim", 2));
         assert_eq!(d.txns[1].at_ns - d.txns[0].at_ns, 1_800_000_000_000, "spread over the hour");
         assert!(read_csv("a,b\n1,2\n").unwrap_err().0.contains("no \"timestamp\" column"));
-        assert!(read_csv("timestamp,payer,payee,amount,label\nnow,a,b,1,0\n").unwrap_err().0.contains("line 2"));
+        assert!(read_csv("timestamp,payer,payee,amount,label\nnow,a,b,1,0\n")
+            .unwrap_err()
+            .0
+            .contains("line 2"));
         assert!(read_csv("timestamp,payer,payee,amount,label\n1,a,b,-1,0\n").is_err());
     }
 }

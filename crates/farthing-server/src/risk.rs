@@ -80,7 +80,7 @@ pub struct DecisionRecord {
     /// shown by the API).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schema(ignore)]
-    pub features: Vec<f64>,
+    pub features: Vec<Option<f64>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     pub base_raw: Option<f64>,
@@ -562,7 +562,7 @@ impl Risk {
             amount_minor: r.amount_minor.to_string(),
             amount: format!("{}", r.payment.amount),
             opted_out: r.payment.opted_out || d.reasons.iter().any(|r| r == "profiling_opted_out"),
-            features: d.features.to_vec(),
+            features: d.features.iter().map(|v| v.is_finite().then_some(*v)).collect(),
             base_raw: d.base_raw,
             at_ns: r.payment.at_ns,
         }
@@ -654,7 +654,7 @@ impl Risk {
         let fraud = label != "legitimate";
         let mut features = [f64::NAN; N_FEATURES];
         for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
-            features[i] = *v;
+            features[i] = v.unwrap_or(f64::NAN);
         }
         let state = {
             let mut e = self.engine.lock().unwrap();
@@ -690,7 +690,7 @@ impl Risk {
     pub fn rescore(&self, record: &DecisionRecord) -> Option<f64> {
         let mut features = [f64::NAN; N_FEATURES];
         for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
-            features[i] = *v;
+            features[i] = v.unwrap_or(f64::NAN);
         }
         self.engine.lock().unwrap().rescore(&features)
     }

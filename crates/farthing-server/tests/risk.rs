@@ -1,0 +1,298 @@
+//! The risk engine in the server, over real HTTP: a limit changed in the policy file applies
+//! without a restart (every version kept, every change audited, a broken file refused);
+//! declines change nothing; step-ups and reviews hold the funds until approved or rejected;
+//! a payer's own limits and profiling choice; blocked merchant categories; labels; spend
+//! counters rebuilt after a restart.
+
+mod common;
+
+use common::*;
+use farthing_client::Client;
+use serde_json::{json, Value};
+use std::path::Path;
+
+const POLICY: &str = r#"
+name = "test"
+[[caps]]
+scope = "payer"
+asset = "EUR"
+daily = "LIMIT"
+
+[blocked]
+merchant_categories = [7995]
+
+[[velocity]]
+scope = "payer"
+window = "1m"
+max_count = 20
+action = "review"
+
+[[tiers]]
+asset = "EUR"
+step_up_above = "30.00"
+[tiers.low_value]
+per_payment_max = "30.00"
+cumulative_amount = "100.00"
+"#;
+
+fn write_policy(path: &Path, limit: &str) {
+    // Written whole, then renamed: the server never reads half a file.
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, POLICY.replace("LIMIT", limit)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// EUR (scale 2); house account 1; payers 1001 and 1002 (500 EUR each); merchant 2001
+/// (category 5815); a betting merchant 2002 (category 7995).
+async fn seed_eur(admin: &Client) {
+    admin.create_asset("EUR", 2).await.unwrap();
+    admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "EUR"})).await.unwrap();
+    for (id, owner, code) in
+        [("1001", "1001", 1), ("1002", "1002", 1), ("2001", "2001", 5815), ("2002", "2002", 7995)]
+    {
+        admin
+            .create_account(&json!({"id": id, "owner_id": owner, "asset": "EUR", "code": code,
+                                    "flags": ["debits_must_not_exceed_credits"]}))
+            .await
+            .unwrap();
+    }
+    pay(admin, "9001", "1", "1001", "500").await;
+    pay(admin, "9002", "1", "1002", "500").await;
+}
+
+async fn try_pay(
+    client: &Client,
+    id: &str,
+    from: &str,
+    to: &str,
+    amount: &str,
+) -> Result<Value, farthing_client::Error> {
+    client
+        .create_transfer(
+            &json!({"id": id, "debit_account_id": from, "credit_account_id": to, "amount": amount,
+                    "risk_context": {"device": format!("phone-{from}"), "ip": "192.0.2.7", "channel": "app"}}),
+            None,
+        )
+        .await
+}
+
+async fn policy_version(admin: &Client) -> u64 {
+    admin.get("/v1/risk/policy").await.unwrap()["version"].as_u64().unwrap()
+}
+
+async fn wait_for_version(admin: &Client, version: u64) {
+    for _ in 0..200 {
+        if policy_version(admin).await == version {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("policy version {version} never came into force");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_changed_in_the_policy_file_applies_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    write_policy(&policy, "10.00");
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.risk_policy = Some(policy.clone());
+    cfg.risk_reload_ms = 20;
+    let (server, admin) = start(cfg.clone()).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    assert_eq!(policy_version(&admin).await, 1);
+
+    let ok = try_pay(&payer, "1", "1001", "2001", "6.00").await.unwrap();
+    assert_eq!(ok["risk"]["action"], "approve");
+    assert_eq!(ok["risk"]["exemption"], "low_value");
+    assert_eq!(ok["risk"]["policy_version"], 1);
+    let before = admin.account("1001").await.unwrap();
+    let declined = try_pay(&payer, "2", "1001", "2001", "5.00").await.unwrap_err();
+    assert_eq!((declined.status(), declined.code()), (Some(402), Some("risk_declined")));
+    let body = match &declined {
+        farthing_client::Error::Api(p) => p.body.clone(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(body["risk"]["reasons"][0], "cap.payer.daily");
+    assert_eq!(admin.account("1001").await.unwrap(), before, "a decline changes no balance");
+    assert!(admin.transfer("2").await.is_err(), "and makes no transfer");
+    // The decision is kept all the same, for the audit.
+    assert_eq!(admin.get("/v1/risk/decisions/2").await.unwrap()["action"], "decline");
+
+    // The operator raises the limit in the file: no restart.
+    write_policy(&policy, "20.00");
+    wait_for_version(&admin, 2).await;
+    let ok = try_pay(&payer, "3", "1001", "2001", "5.00").await.unwrap();
+    assert_eq!(
+        (ok["risk"]["action"].as_str(), ok["risk"]["policy_version"].as_u64()),
+        (Some("approve"), Some(2))
+    );
+    // A broken file is refused with its reason; version 2 stays in force.
+    std::fs::write(&policy, "[[caps]]\nscope = \"payer\"\nasset = \"EUR\"\ndaily = \"lots\"\n")
+        .unwrap();
+    let mut refused = Value::Null;
+    for _ in 0..200 {
+        let audit = admin.get("/v1/risk/audit").await.unwrap();
+        if let Some(e) = audit.as_array().unwrap().iter().find(|e| e["kind"] == "policy_refused") {
+            refused = e.clone();
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(refused["detail"]["reason"].as_str().unwrap().contains("not a decimal"), "{refused}");
+    assert_eq!(policy_version(&admin).await, 2);
+    let declined = try_pay(&payer, "4", "1001", "2001", "10.00").await.unwrap_err();
+    assert_eq!(declined.code(), Some("risk_declined"), "11 + 10 > 20 under version 2");
+    let versions = admin.get("/v1/risk/policy/versions").await.unwrap();
+    let versions = versions.as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert!(versions[0]["text"].as_str().unwrap().contains("daily = \"20.00\""));
+    assert!(versions[1]["text"].as_str().unwrap().contains("daily = \"10.00\""));
+    // Only operators read the policy.
+    assert_eq!(payer.get("/v1/risk/policy").await.unwrap_err().status(), Some(403));
+
+    // A restart keeps the version and rebuilds today's spend from the ledger.
+    server.shutdown().await.unwrap();
+    write_policy(&policy, "20.00");
+    let (server, admin) = start(cfg).await;
+    assert_eq!(policy_version(&admin).await, 2);
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let declined = try_pay(&payer, "5", "1001", "2001", "10.00").await.unwrap_err();
+    assert_eq!(declined.code(), Some("risk_declined"), "the 11 EUR spent before the restart count");
+    try_pay(&payer, "6", "1001", "2001", "9.00").await.unwrap();
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn step_up_and_review_hold_the_funds_until_someone_decides() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    write_policy(&policy, "400.00");
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.risk_policy = Some(policy);
+    let (server, admin) = start(cfg).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let merchant = key(&admin, "merchant", Some("2001")).await;
+
+    // Above 30 EUR: a step-up; the funds are held, not moved.
+    let held = try_pay(&payer, "10", "1001", "2001", "40.00").await.unwrap();
+    assert_eq!(
+        (held["status"].as_str(), held["risk"]["action"].as_str()),
+        (Some("pending"), Some("step_up"))
+    );
+    assert_eq!(held["risk"]["reasons"][0], "tier.amount_above_step_up");
+    assert_eq!(held["timeout_s"], 900, "an unapproved hold expires");
+    let account = payer.account("1001").await.unwrap();
+    assert_eq!(
+        (account["balance"].as_str(), account["available"].as_str()),
+        (Some("500.00"), Some("460.00"))
+    );
+    // The merchant cannot approve the payer's step-up; the payer can.
+    assert_eq!(
+        merchant.post("/v1/transfers/10/approve", &json!({}), None).await.unwrap_err().status(),
+        Some(403)
+    );
+    let posted = payer.post("/v1/transfers/10/approve", &json!({}), None).await.unwrap();
+    assert_eq!(posted["pending_id"], "10");
+    assert_eq!(payer.account("1001").await.unwrap()["balance"], "460.00");
+    assert_eq!(payer.transfer("10").await.unwrap()["risk"]["held"], false);
+    // Settled once: approving again is refused.
+    let again = payer.post("/v1/transfers/10/approve", &json!({}), None).await.unwrap_err();
+    assert_eq!(again.code(), Some("not_held_by_risk"));
+
+    // Art. 16: the step-up reset the counters: 3 × 30 EUR go through, the 4th steps up.
+    for i in 0..3 {
+        let p = try_pay(&payer, &format!("2{i}"), "1001", "2001", "30.00").await.unwrap();
+        assert_eq!(p["risk"]["action"], "approve", "payment {i}");
+    }
+    let fourth = try_pay(&payer, "24", "1001", "2001", "30.00").await.unwrap();
+    assert_eq!(
+        (fourth["risk"]["action"].as_str(), fourth["risk"]["reasons"][0].as_str()),
+        (Some("step_up"), Some("tier.low_value_limit"))
+    );
+    // The payer rejects it: the funds come back.
+    payer.post("/v1/transfers/24/reject", &json!({}), None).await.unwrap();
+    assert_eq!(payer.transfer("24").await.unwrap()["status"], "voided");
+    assert_eq!(payer.account("1001").await.unwrap()["available"], "370.00");
+
+    // A velocity cap sends the 21st payment in a minute to review: only an operator clears it.
+    let payer2 = key(&admin, "payer", Some("1002")).await;
+    for i in 0..20 {
+        try_pay(&payer2, &format!("3{i:02}"), "1002", "2001", "0.01").await.unwrap();
+    }
+    let review = try_pay(&payer2, "399", "1002", "2001", "0.01").await.unwrap();
+    assert_eq!(
+        (review["risk"]["action"].as_str(), review["risk"]["reasons"][0].as_str()),
+        (Some("review"), Some("velocity.payer.1m.count"))
+    );
+    assert_eq!(review["timeout_s"], 86_400);
+    assert_eq!(
+        payer2.post("/v1/transfers/399/approve", &json!({}), None).await.unwrap_err().status(),
+        Some(403)
+    );
+    admin.post("/v1/transfers/399/reject", &json!({}), None).await.unwrap();
+    assert_eq!(admin.transfer("399").await.unwrap()["status"], "voided");
+    let audit = admin.get("/v1/risk/audit").await.unwrap();
+    let kinds: Vec<&str> =
+        audit.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert!(
+        kinds.contains(&"approved") && kinds.contains(&"rejected") && kinds.contains(&"label"),
+        "{kinds:?}"
+    );
+    // The policy blocks betting merchants (category 7995, the payee account's code).
+    let blocked = try_pay(&payer, "50", "1001", "2002", "1.00").await.unwrap_err();
+    assert_eq!(blocked.code(), Some("risk_declined"));
+    let body = match &blocked {
+        farthing_client::Error::Api(p) => p.body.clone(),
+        other => panic!("{other}"),
+    };
+    assert_eq!(body["risk"]["reasons"][0], "merchant_category_blocked");
+    // Plain holds are not the risk engine's to approve.
+    let plain = payer.post("/v1/transfers/21/approve", &json!({}), None).await.unwrap_err();
+    assert_eq!(plain.code(), Some("pending_transfer_not_pending"));
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payers_set_their_own_limits_and_may_opt_out_of_profiling() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let other = key(&admin, "payer", Some("1002")).await;
+
+    let set = payer.put("/v1/accounts/1001/limits", &json!({"daily": "1.00"})).await.unwrap();
+    assert_eq!(set["limits"]["daily"], "1.00");
+    assert!(
+        other.put("/v1/accounts/1001/limits", &json!({"daily": "1000"})).await.is_err(),
+        "not theirs"
+    );
+    let bad = payer.put("/v1/accounts/1001/limits", &json!({"daily": "a lot"})).await.unwrap_err();
+    assert_eq!(bad.status(), Some(400));
+    assert_eq!(
+        payer.get("/v1/accounts/1001/limits").await.unwrap()["limits"]["daily"],
+        "1.00",
+        "unchanged"
+    );
+    try_pay(&payer, "1", "1001", "2001", "0.60").await.unwrap();
+    let declined = try_pay(&payer, "2", "1001", "2001", "0.50").await.unwrap_err();
+    assert_eq!(declined.code(), Some("risk_declined"));
+    // Payer 1002 is not bound by 1001's limit.
+    try_pay(&other, "3", "1002", "2001", "5.00").await.unwrap();
+
+    // Opting out: judged by rules only, no score, no profile.
+    let out = other.put("/v1/accounts/1002/profiling", &json!({"enabled": false})).await.unwrap();
+    assert_eq!(out["profiling_opted_out"], true);
+    let p = try_pay(&other, "4", "1002", "2001", "1.00").await.unwrap();
+    assert_eq!(
+        (p["risk"]["opted_out"].as_bool(), p["risk"]["score"].is_null()),
+        (Some(true), true)
+    );
+    assert!(p["risk"]["reasons"].as_array().unwrap().iter().any(|r| r == "profiling_opted_out"));
+    // Admin-only moves between house accounts are not payments: no decision.
+    let funding = pay(&admin, "9003", "1", "1002", "1").await;
+    assert!(funding.get("risk").is_none());
+    server.shutdown().await.unwrap();
+}

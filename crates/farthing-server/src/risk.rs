@@ -84,7 +84,7 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(ignore)]
     pub base_raw: Option<f64>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     #[schema(ignore)]
     pub at_ns: u64,
 }
@@ -92,12 +92,16 @@ pub struct DecisionRecord {
 impl DecisionRecord {
     /// What the API shows (the features stay inside).
     pub fn view(&self) -> Self {
-        Self { features: Vec::new(), base_raw: None, ..self.clone() }
+        Self { features: Vec::new(), base_raw: None, at_ns: 0, ..self.clone() }
     }
 
     pub fn action(&self) -> Action {
         Action::parse(&self.action).unwrap_or(Action::Decline)
     }
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A policy version as kept.
@@ -537,7 +541,14 @@ impl Risk {
         }
     }
 
-    pub fn record(&self, id: u128, r: &Request, d: &Decision, held: bool) -> DecisionRecord {
+    pub fn record(
+        &self,
+        id: u128,
+        r: &Request,
+        d: &Decision,
+        held: bool,
+        scale: u8,
+    ) -> DecisionRecord {
         DecisionRecord {
             transfer_id: id.to_string(),
             action: d.action.as_str().to_string(),
@@ -560,7 +571,7 @@ impl Risk {
             payee_account_id: r.payment.payee.to_string(),
             asset: r.asset,
             amount_minor: r.amount_minor.to_string(),
-            amount: format!("{}", r.payment.amount),
+            amount: farthing_ledger::amount::format_amount(r.amount_minor, scale),
             opted_out: r.payment.opted_out || d.reasons.iter().any(|r| r == "profiling_opted_out"),
             features: d.features.iter().map(|v| v.is_finite().then_some(*v)).collect(),
             base_raw: d.base_raw,
@@ -862,7 +873,7 @@ fn request(
             device,
             ip,
             channel,
-            merchant_category: (!credit.bounded).then_some(credit.code),
+            merchant_category: Some(credit.code),
             payer_since_ns: Some(debit.created_ns),
             opted_out: false,
         },

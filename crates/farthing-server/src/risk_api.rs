@@ -93,7 +93,7 @@ pub async fn pay(
         };
         t.flags.set(TransferFlags::PENDING, true);
     }
-    let record = risk.record(t.id, &r, &d, held);
+    let record = risk.record(t.id, &r, &d, held, s.directory.asset(t.asset).map_or(0, |a| a.scale));
     s.metrics.count_risk(d.action);
     if d.action == Action::Decline {
         risk.keep(&record).await.map_err(internal)?;
@@ -204,7 +204,8 @@ pub async fn judge_batch(
             t.timeout_s = risk.hold_timeout_s(d.action);
             t.flags.set(TransferFlags::PENDING, true);
         }
-        let record = risk.record(t.id, &r, &d, held);
+        let record =
+            risk.record(t.id, &r, &d, held, s.directory.asset(t.asset).map_or(0, |a| a.scale));
         if d.action == Action::Decline {
             if linked {
                 for (r, d) in &judged_all {

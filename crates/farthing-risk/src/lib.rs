@@ -9,10 +9,13 @@
 //!   authentication resets);
 //! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
 //!   explained per feature (held to LightGBM's own predictions by a fixture);
+//! - [`train`]: gradient-boosted trees trained in pure Rust (histograms, leaf-wise growth,
+//!   learned directions for missing values), written back in LightGBM's text format;
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome.
 
 pub mod ftrl;
 pub mod gbdt;
 pub mod sca;
+pub mod train;
 pub mod window;

@@ -38,6 +38,13 @@ impl Dataset {
         rows: &[R],
         labels: Vec<bool>,
     ) -> Result<Self, TrainError> {
+        if labels.len() != rows.len() {
+            return Err(TrainError::Mismatch(format!(
+                "{} rows for {} labels",
+                rows.len(),
+                labels.len()
+            )));
+        }
         let mut columns: Vec<Vec<f64>> =
             feature_names.iter().map(|_| Vec::with_capacity(rows.len())).collect();
         for (i, row) in rows.iter().enumerate() {
@@ -572,6 +579,8 @@ impl<'a> Grower<'a> {
         // The tree: a split where the leaf was.
         let s = splits.len();
         let r = self.leaves.len();
+        // All present values left, missing ones right: the threshold is the largest finite
+        // value (so only +inf, which trained on the left, would go right).
         let threshold = if c.bin + 1 == nb { f64::MAX } else { self.data.uppers[feature][c.bin] };
         splits.push(new_split(
             feature,

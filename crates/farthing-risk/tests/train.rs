@@ -282,6 +282,10 @@ fn bad_data_is_refused_with_a_reason() {
         Dataset::from_rows(names(2), &[vec![1.0]], vec![true]),
         Err(TrainError::Mismatch(_))
     ));
+    assert!(matches!(
+        Dataset::from_rows(names(2), &rows, vec![true]),
+        Err(TrainError::Mismatch(_))
+    ));
     let few_names = Dataset { feature_names: names(1), ..ok.clone() };
     assert!(matches!(train(&few_names, &p), Err(TrainError::Mismatch(_))));
     let weights = ok.clone().with_weights(vec![1.0]);

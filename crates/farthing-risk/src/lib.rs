@@ -10,9 +10,11 @@
 //! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
 //!   explained per feature (held to LightGBM's own predictions by a fixture);
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
-//!   outcome.
-
+//!   outcome;
+//! - [`simulate`]: deterministic, labelled synthetic micropayment traffic (honest habits
+//!   and named fraud patterns) to train and evaluate models on, as records or CSV.
 pub mod ftrl;
 pub mod gbdt;
 pub mod sca;
+pub mod simulate;
 pub mod window;

@@ -22,7 +22,9 @@
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome;
 //! - [`eval`]: labelled data (generic and PaySim layouts), features replayed in time
-//!   order, and the measures of a model's quality.
+//!   order, and the measures of a model's quality;
+//! - [`simulate`]: labelled synthetic micropayment traffic — honest habits with named
+//!   fraud patterns mixed in — deterministic for a seed.
 
 /// The model Farthing ships (LightGBM text, trained with `farthing risk train` on
 /// `farthing simulate` traffic); empty until one is trained.
@@ -35,6 +37,7 @@ pub mod ftrl;
 pub mod gbdt;
 pub mod policy;
 pub mod sca;
+pub mod simulate;
 pub mod train;
 pub mod window;
 pub mod xgboost;

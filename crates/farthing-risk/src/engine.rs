@@ -83,15 +83,20 @@ impl LoadedModel {
         self.model.raw_score(self.input(x, &mut buf))
     }
 
-    /// Each of our features' share of the raw score.
-    fn contributions(&self, x: &Vector) -> Vector {
+    /// The raw score and each of our features' share of it, in one walk of the trees.
+    fn explained(&self, x: &Vector) -> (f64, Vector) {
         let mut buf = [0.0; N_FEATURES];
-        let e = self.model.explain(self.input(x, &mut buf));
+        let mut by_input = [0.0; N_FEATURES];
+        let (raw, _) =
+            self.model.explain_into(self.input(x, &mut buf), &mut by_input[..self.inputs.len()]);
+        if self.identity {
+            return (raw, by_input);
+        }
         let mut out = [0.0; N_FEATURES];
         for (k, i) in self.inputs.iter().enumerate() {
-            out[*i] += e.contributions[k];
+            out[*i] += by_input[k];
         }
-        out
+        (raw, out)
     }
 }
 
@@ -476,13 +481,17 @@ impl RiskEngine {
 
     fn score(&self, x: &Vector) -> Option<(f64, f64)> {
         let live = self.live.as_ref()?;
-        let base = live.raw(x);
+        Some(self.with_online(x, live.raw(x)))
+    }
+
+    /// The score from the live model's raw score plus the online correction; and the raw.
+    fn with_online(&self, x: &Vector, base: f64) -> (f64, f64) {
         let online = if self.policy.scoring.online_learning && self.online.updates > 0 {
             self.online.margin(&online_input(x))
         } else {
             0.0
         };
-        Some((sigmoid(base + online), base))
+        (sigmoid(base + online), base)
     }
 
     /// Judges a payment and, unless it is declined, reserves it.
@@ -574,7 +583,11 @@ impl RiskEngine {
             }
         }
 
-        let scored = if p.opted_out { None } else { self.score(&x) };
+        let explained = match (&self.live, p.opted_out) {
+            (Some(m), false) => Some(m.explained(&x)),
+            _ => None,
+        };
+        let scored = explained.as_ref().map(|(raw, _)| self.with_online(&x, *raw));
         let scoring = &self.policy.scoring;
         if let Some((score, _)) = scored {
             match scoring.action(score) {
@@ -638,10 +651,7 @@ impl RiskEngine {
             rep.mean_abs_diff += ((sh.score - live).abs() - rep.mean_abs_diff) / rep.scored as f64;
         }
 
-        let top = match (&self.live, scored) {
-            (Some(m), Some(_)) => top_contributions(&m.contributions(&x), 3),
-            _ => Vec::new(),
-        };
+        let top = explained.map(|(_, c)| top_contributions(&c, 3)).unwrap_or_default();
 
         if v.action == Action::Decline {
             self.features.declined(&p);
@@ -761,9 +771,19 @@ impl Verdict {
     }
 }
 
-/// The `n` features that pushed the score up most (then the strongest pulls down).
+/// The `n` features that pushed the score up most, strongest first (then, if fewer
+/// pushed up, the strongest pulls down); no allocation but the answer.
 pub fn top_contributions(c: &Vector, n: usize) -> Vec<(&'static str, f64)> {
-    let mut idx: Vec<usize> = (0..N_FEATURES).filter(|i| c[*i] != 0.0).collect();
-    idx.sort_by(|a, b| c[*b].total_cmp(&c[*a]));
-    idx.into_iter().take(n).map(|i| (FEATURE_NAMES[i], c[i])).collect()
+    let mut best: Vec<(&'static str, f64)> = Vec::with_capacity(n + 1);
+    for (i, v) in c.iter().enumerate() {
+        if *v == 0.0 || !v.is_finite() {
+            continue;
+        }
+        let at = best.iter().position(|(_, b)| v > b).unwrap_or(best.len());
+        if at < n {
+            best.insert(at, (FEATURE_NAMES[i], *v));
+            best.truncate(n);
+        }
+    }
+    best
 }

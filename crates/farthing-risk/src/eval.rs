@@ -398,7 +398,7 @@ pub fn fraud_params() -> TrainParams {
     TrainParams {
         trees: 200,
         learning_rate: 0.08,
-        max_leaves: 31,
+        max_leaves: 15,
         min_data_in_leaf: 40,
         ..TrainParams::default()
     }
@@ -435,6 +435,9 @@ pub struct Report {
     /// share caught at the 1 % false-positive threshold, and the share not approved by
     /// the policy.
     pub patterns: Vec<(String, usize, f64, f64)>,
+    /// Why payments were not approved: (reason, fraud payments, legitimate payments),
+    /// most frequent first.
+    pub reasons: Vec<(String, u64, u64)>,
     pub train_seconds: f64,
 }
 
@@ -489,10 +492,21 @@ pub fn evaluate(
     }
     let mut confusion = [[0u64; 4]; 2];
     let mut per_pattern: HashMap<u16, (usize, usize, usize)> = HashMap::new();
+    let mut reasons: HashMap<String, (u64, u64)> = HashMap::new();
     for (k, t) in data.txns[split..].iter().enumerate() {
         let d = engine.assess(&request(t));
         let col = Action::ALL.iter().position(|a| *a == d.action).unwrap_or(0);
         confusion[usize::from(!t.label)][col] += 1;
+        if d.action != Action::Approve {
+            for r in &d.reasons {
+                let e = reasons.entry(r.to_string()).or_default();
+                if t.label {
+                    e.0 += 1;
+                } else {
+                    e.1 += 1;
+                }
+            }
+        }
         if t.label && t.pattern != 0 {
             let e = per_pattern.entry(t.pattern).or_default();
             e.0 += 1;
@@ -512,6 +526,9 @@ pub fn evaluate(
         })
         .collect();
     patterns.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut reasons: Vec<(String, u64, u64)> =
+        reasons.into_iter().map(|(r, (f, l))| (r, f, l)).collect();
+    reasons.sort_by(|a, b| (b.1 + b.2).cmp(&(a.1 + a.2)).then_with(|| a.0.cmp(&b.0)));
     Ok((
         Report {
             layout: data.layout,
@@ -524,6 +541,7 @@ pub fn evaluate(
             confusion,
             policy: policy.name.clone(),
             patterns,
+            reasons,
             train_seconds,
         },
         trained,

@@ -288,7 +288,7 @@ pub fn train(data: &Dataset, params: &TrainParams) -> Result<Model, TrainError> 
     let first = &mut trees[0];
     first.leaves.iter_mut().for_each(|v| *v += bias);
     first.splits.iter_mut().for_each(|s| s.value += bias);
-    Ok(Model { trees, link: Link::Sigmoid(1.0), feature_names: data.feature_names.clone() })
+    Ok(Model::new(trees, Link::Sigmoid(1.0), data.feature_names.clone()))
 }
 
 /// The one place a trained split is made (all trained splits learn a default branch for

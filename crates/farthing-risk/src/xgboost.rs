@@ -133,7 +133,7 @@ impl Model {
             let weight = weights.as_ref().map_or(1.0, |w| w[i]);
             trees.push(parse_tree(t, i, features, weight)?);
         }
-        Ok(Self { trees, link, feature_names })
+        Ok(Self::new(trees, link, feature_names))
     }
 }
 

@@ -5,7 +5,10 @@
 //! The run makes its own asset (`LOAD`, scale 6) and accounts, with random ids under one
 //! random owner, so that repeated runs against the same server do not collide. The
 //! accounts carry no balance limits: any of them may go below zero, so no funding step is
-//! needed and no transfer is refused for lack of funds.
+//! needed and no transfer is refused for lack of funds. With `--payments` they are payers'
+//! wallets instead (`debits_must_not_exceed_credits`, funded at the start from a house
+//! account), so every transfer is a payment the risk engine judges, with a device in its
+//! `risk_context`.
 //!
 //! Each connection is driven by one task that keeps one request in flight: a transfer
 //! (`POST /v1/transfers`), or with `--batch-size` above 1 a batch (`POST
@@ -51,6 +54,9 @@ pub struct LoadArgs {
     /// Worker threads of the load generator (it shares the machine with the server).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
+    /// Pay between wallets (judged by the risk engine) rather than between house accounts.
+    #[arg(long)]
+    pub payments: bool,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -214,6 +220,7 @@ async fn load(args: &LoadArgs, host_port: String) -> Result<serde_json::Value, S
                 key: args.key.clone(),
                 accounts: accounts.clone(),
                 batch_size: args.batch_size,
+                payments: args.payments,
                 start,
                 end,
             };
@@ -251,6 +258,7 @@ async fn load(args: &LoadArgs, host_port: String) -> Result<serde_json::Value, S
         "duration_s": args.duration_s,
         "warmup_s": args.warmup_s,
         "accounts": args.accounts,
+        "payments": args.payments,
         "threads": args.threads,
         "requests": tally.requests,
         "transfers": tally.transfers,
@@ -299,11 +307,15 @@ async fn setup(args: &LoadArgs, host_port: &str) -> Result<Arc<Vec<String>>, Str
         .map(|c| {
             let (ids, host_port, key) = (ids.clone(), host_port.to_string(), args.key.clone());
             let owner = owner.to_string();
+            let payments = args.payments;
             tokio::spawn(async move {
                 let mut connection = connect(&host_port, &key).await?;
                 for id in ids.iter().skip(c).step_by(setup_connections) {
-                    let account =
-                        json!({"id": id, "owner_id": owner, "asset": ASSET_CODE}).to_string();
+                    let mut account = json!({"id": id, "owner_id": owner, "asset": ASSET_CODE});
+                    if payments {
+                        account["flags"] = json!(["debits_must_not_exceed_credits"]);
+                    }
+                    let account = account.to_string();
                     let (status, body) = connection
                         .post_json("/v1/accounts", account.into())
                         .await
@@ -320,7 +332,55 @@ async fn setup(args: &LoadArgs, host_port: &str) -> Result<Arc<Vec<String>>, Str
     for creator in creators {
         creator.await.map_err(|e| format!("creating accounts: {e}"))??;
     }
+    if args.payments {
+        fund(&mut first, &mut rng, owner, &ids).await?;
+    }
     Ok(ids)
+}
+
+/// Funds every wallet from a new house account (in batches), so payments between wallets
+/// never run short during a run.
+async fn fund(
+    first: &mut Connection,
+    rng: &mut SmallRng,
+    owner: u128,
+    ids: &[String],
+) -> Result<(), String> {
+    let house: u128 = rng.random_range(1..u128::MAX);
+    let account =
+        json!({"id": house.to_string(), "owner_id": owner.to_string(), "asset": ASSET_CODE})
+            .to_string();
+    let (status, body) = first
+        .post_json("/v1/accounts", account.into())
+        .await
+        .map_err(|e| format!("creating the house account: {e}"))?;
+    if status != 201 {
+        return Err(format!(
+            "creating the house account: {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    for chunk in ids.chunks(BATCH_EVENTS_MAX) {
+        let transfers: Vec<_> = chunk
+            .iter()
+            .map(|id| json!({"debit_account_id": house.to_string(), "credit_account_id": id, "amount": "1000000"}))
+            .collect();
+        let batch = json!({ "transfers": transfers }).to_string();
+        let (status, body) = first
+            .post_json("/v1/transfers/batch", batch.into())
+            .await
+            .map_err(|e| format!("funding wallets: {e}"))?;
+        let failed =
+            serde_json::from_slice::<serde_json::Value>(&body).ok().map(|b| b["failed"].clone());
+        if status != 200 || failed.as_ref().and_then(|f| f.as_array()).is_none_or(|f| !f.is_empty())
+        {
+            return Err(format!(
+                "funding wallets: {status}: {}",
+                clip(&String::from_utf8_lossy(&body))
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The server's `process_cpu_seconds_total`, if its `/metrics` answers in time.
@@ -338,6 +398,7 @@ struct Driver {
     key: String,
     accounts: Arc<Vec<String>>,
     batch_size: usize,
+    payments: bool,
     /// Requests that complete from `start` to `end` are counted.
     start: Instant,
     end: Instant,
@@ -458,9 +519,14 @@ impl Driver {
             let id: u128 = rng.random_range(1..u128::MAX);
             let _ = write!(
                 body,
-                r#"{{"id":"{id}","debit_account_id":"{}","credit_account_id":"{}","amount":"{TRANSFER_AMOUNT}"}}"#,
+                r#"{{"id":"{id}","debit_account_id":"{}","credit_account_id":"{}","amount":"{TRANSFER_AMOUNT}""#,
                 self.accounts[debit], self.accounts[credit]
             );
+            if self.payments {
+                let _ =
+                    write!(body, r#","risk_context":{{"device":"load-{debit}","channel":"api"}}"#);
+            }
+            body.push('}');
         }
         if self.batch_size > 1 {
             body.push_str("]}");

@@ -1,11 +1,13 @@
 //! `farthing`: the command line. A thin layer of argument parsing over the library crates.
 
 mod bench;
+mod bench_risk;
 mod bench_tlog;
 mod inspect;
 mod load;
 mod loadgen;
 mod query;
+mod risk;
 mod serve;
 mod tlog;
 mod webhooks_listen;
@@ -80,6 +82,14 @@ enum Command {
         #[command(subcommand)]
         what: witness::WitnessCommand,
     },
+    /// The risk engine's models: evaluate, train, list the features.
+    Risk {
+        #[command(subcommand)]
+        what: risk::RiskCommand,
+    },
+    /// Write labelled synthetic micropayment traffic (honest habits with named fraud
+    /// patterns mixed in) as CSV, for `farthing risk eval` and `train`.
+    Simulate(risk::SimulateArgs),
     /// Test support: write transfers under load and log each acknowledged id (kill tests).
     #[command(hide = true)]
     WriteLoad(loadgen::WriteLoadArgs),
@@ -97,6 +107,8 @@ enum BenchWhat {
     Ledger(bench::LedgerArgs),
     /// The transparency log alone: appending leaves, rebuilding, inclusion proofs.
     Tlog(bench_tlog::TlogArgs),
+    /// The risk engine alone: the cost of judging one payment (p50/p99/p99.9).
+    Risk(bench_risk::RiskBenchArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -120,6 +132,7 @@ fn main() -> ExitCode {
         Command::Load(args) => load::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
+        Command::Bench { what: BenchWhat::Risk(args) } => bench_risk::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
         Command::Query(args) => query::run(&args),
         Command::Codes => {
@@ -136,6 +149,8 @@ fn main() -> ExitCode {
         },
         Command::Witness { what } => witness::run(&what),
         Command::WriteLoad(args) => loadgen::run(&args),
+        Command::Risk { what } => risk::run(&what),
+        Command::Simulate(args) => risk::run_simulate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -18,6 +18,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080; port 0 picks one].
     #[arg(long)]
     listen: Option<std::net::SocketAddr>,
+    /// The risk policy file (TOML; reloaded when it changes) [default: the shipped policy].
+    #[arg(long)]
+    risk_policy: Option<PathBuf>,
 }
 
 pub fn run(args: &ServeArgs) -> Result<(), String> {
@@ -27,6 +30,9 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     }
     if let Some(l) = args.listen {
         config.listen = l;
+    }
+    if let Some(p) = &args.risk_policy {
+        config.risk_policy = Some(p.clone());
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
@@ -45,6 +51,22 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
             "  API: {}/v1 — guide in docs/API.md, schema at {}/openapi.json",
             server.url, server.url
         );
+        match &server.state.risk {
+            Some(risk) => {
+                let st = risk.status();
+                let _ = writeln!(
+                    out,
+                    "  risk engine: policy {:?} version {} ({}), model {}",
+                    st.policy_name,
+                    st.policy_version,
+                    config.risk_policy.as_ref().map_or("built in; --risk-policy FILE to change it".to_string(), |p| format!("{}, reloaded on change", p.display())),
+                    st.live_model.as_deref().unwrap_or("none (rules and policies only)")
+                );
+            }
+            None => {
+                let _ = writeln!(out, "  risk engine: off (risk = false)");
+            }
+        }
         if config.webhooks_may_reach_private() {
             let _ = writeln!(
                 out,

@@ -265,7 +265,7 @@ fn zero() -> Dec {
 #[serde(deny_unknown_fields)]
 pub struct Scoring {
     /// A LightGBM text or XGBoost JSON model (path relative to the policy file); absent:
-    /// the model shipped with Farthing.
+    /// the model shipped with Farthing; "none": rules and policies only.
     pub model: Option<String>,
     /// A candidate model scored beside the live one, reported, never acted on.
     pub shadow: Option<String>,

@@ -218,6 +218,7 @@ fn read_candidate(path: Option<&Path>) -> Result<Candidate, String> {
     let policy = Policy::parse(&text).map_err(|e| e.to_string())?;
     let mut files: Vec<PathBuf> = path.map(Path::to_path_buf).into_iter().collect();
     let live = match &policy.scoring.model {
+        Some(name) if name == "none" => None,
         Some(name) => {
             files.push(dir.join(name));
             Some(load_model(&dir, name)?)

@@ -13,6 +13,8 @@ use std::path::Path;
 
 const POLICY: &str = r#"
 name = "test"
+[scoring]
+model = "none"
 [[caps]]
 scope = "payer"
 asset = "EUR"
@@ -294,5 +296,94 @@ async fn payers_set_their_own_limits_and_may_opt_out_of_profiling() {
     // Admin-only moves between house accounts are not payments: no decision.
     let funding = pay(&admin, "9003", "1", "1002", "1").await;
     assert!(funding.get("risk").is_none());
+    server.shutdown().await.unwrap();
+}
+
+/// With the shipped model and policy: a cash-out ring — fresh accounts, funded and at once
+/// spending near the limit on resellable credit at one merchant, from two shared devices —
+/// is held or declined, while honest payers buying articles at their usual merchants go
+/// through with one click.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cash_out_ring_is_stopped_while_honest_traffic_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.risk_policy = None; // the shipped policy and model
+    let (server, admin) = start(cfg).await;
+    admin.create_asset("EUR", 2).await.unwrap();
+    admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "EUR"})).await.unwrap();
+    let wallet = |id: u32, code: u16| json!({"id": id.to_string(), "owner_id": id.to_string(), "asset": "EUR", "code": code, "flags": ["debits_must_not_exceed_credits"]});
+    // Merchants: news sites (5994) and a gift-card shop (5815).
+    for m in 500..505 {
+        admin.create_account(&wallet(m, 5994)).await.unwrap();
+    }
+    admin.create_account(&wallet(600, 5815)).await.unwrap();
+    // Honest payers, each on their own phone, reading articles.
+    let mut honest = Vec::new();
+    for p in 1_000..1_030u32 {
+        admin.create_account(&wallet(p, 1)).await.unwrap();
+        pay(&admin, &format!("9{p}"), "1", &p.to_string(), "20").await;
+        honest.push(p);
+    }
+    // The ring: fresh accounts, funded, sharing two devices and one IP.
+    let mut ring = Vec::new();
+    for p in 2_000..2_020u32 {
+        admin.create_account(&wallet(p, 1)).await.unwrap();
+        pay(&admin, &format!("9{p}"), "1", &p.to_string(), "26").await;
+        ring.push(p);
+    }
+    let payment = |id: String, from: u32, to: u32, amount: &str, device: String, ip: &str| {
+        json!({"id": id, "debit_account_id": from.to_string(), "credit_account_id": to.to_string(),
+               "amount": amount, "risk_context": {"device": device, "ip": ip, "channel": "web"}})
+    };
+    let (mut honest_approved, mut honest_total) = (0, 0);
+    let (mut ring_stopped, mut ring_total) = (0, 0);
+    for round in 0..4u32 {
+        for (k, p) in honest.iter().enumerate() {
+            let merchant = 500 + (k as u32 + round) % 5;
+            let body = payment(
+                format!("{}", 1_000_000 + p * 10 + round),
+                *p,
+                merchant,
+                "0.02",
+                format!("phone-{p}"),
+                &format!("198.51.100.{}", k + 1),
+            );
+            let answer = admin.post_raw("/v1/transfers", &body, None).await.unwrap();
+            honest_total += 1;
+            assert!(answer.body["risk"]["action"].is_string(), "{}", answer.body);
+            honest_approved += usize::from(answer.body["risk"]["action"] == "approve");
+        }
+    }
+    for (k, p) in ring.iter().enumerate() {
+        let body = payment(
+            format!("{}", 3_000_000 + p),
+            *p,
+            600,
+            "25.00",
+            format!("farm-{}", k % 2),
+            "203.0.113.9",
+        );
+        let answer = admin.post_raw("/v1/transfers", &body, None).await.unwrap();
+        ring_total += 1;
+        let action = answer.body["risk"]["action"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}", answer.body))
+            .to_string();
+        ring_stopped += usize::from(action != "approve");
+        // Its first few payments look like anyone's; once the pattern shows, every one is
+        // stopped.
+        if k >= ring.len() / 2 {
+            assert_ne!(action, "approve", "ring payment {k}: {}", answer.body["risk"]);
+        }
+    }
+    eprintln!("honest approved {honest_approved}/{honest_total}; ring stopped {ring_stopped}/{ring_total}");
+    assert!(
+        honest_approved * 100 >= honest_total * 95,
+        "honest traffic flows: {honest_approved}/{honest_total}"
+    );
+    assert!(
+        ring_stopped * 100 >= ring_total * 75,
+        "the ring is held or declined: {ring_stopped}/{ring_total}"
+    );
     server.shutdown().await.unwrap();
 }

@@ -11,8 +11,22 @@ use serde_json::{json, Value};
 
 pub const ADMIN_KEY: &str = "fk_testadmin000000000000000000000000000";
 
+/// The tests of the API's mechanics judge payments by rules alone (no caps, no model):
+/// what the model makes of test traffic is `risk.rs`'s business.
 pub fn config(dir: &Path) -> Config {
+    // Beside the data directory (which must hold only Farthing's files), one per process,
+    // written once.
+    static POLICY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    let policy = POLICY
+        .get_or_init(|| {
+            let path = std::env::temp_dir()
+                .join(format!("farthing-rules-only-{}.toml", std::process::id()));
+            std::fs::write(&path, "name = \"rules only\"\n[scoring]\nmodel = \"none\"\n").unwrap();
+            path
+        })
+        .clone();
     Config {
+        risk_policy: Some(policy),
         data_dir: dir.to_path_buf(),
         listen: "127.0.0.1:0".parse().unwrap(),
         transfers_capacity: 10_000,

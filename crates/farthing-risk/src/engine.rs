@@ -292,11 +292,13 @@ pub struct ShadowReport {
     pub mean_abs_diff: f64,
 }
 
+/// A cap in minor units: scope, per payment, daily, monthly, and what it does.
+type CapRule = (CapScope, Option<u128>, Option<u128>, Option<u128>, Action);
+
 /// Compiled rules for one asset.
 #[derive(Clone, Debug, Default)]
 struct AssetRules {
-    /// (scope, per payment, daily, monthly, action), in minor units.
-    caps: Vec<(CapScope, Option<u128>, Option<u128>, Option<u128>, Action)>,
+    caps: Vec<CapRule>,
     tier: Option<TierRules>,
 }
 

@@ -37,7 +37,7 @@ pub struct ApiError {
     pub field: Option<String>,
     pub index: Option<usize>,
     pub retry_after_s: Option<u64>,
-    pub risk: Option<serde_json::Value>,
+    pub risk: Option<Box<serde_json::Value>>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -93,7 +93,7 @@ impl ApiError {
             code: self.code.clone(),
             field: self.field.clone(),
             index: self.index,
-            risk: self.risk.clone(),
+            risk: self.risk.as_deref().cloned(),
         }
     }
 }

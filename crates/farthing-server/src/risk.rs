@@ -574,7 +574,12 @@ impl Risk {
             amount_minor: r.amount_minor.to_string(),
             amount: farthing_ledger::amount::format_amount(r.amount_minor, scale),
             opted_out: r.payment.opted_out || d.reasons.iter().any(|r| r == "profiling_opted_out"),
-            features: d.features.iter().map(|v| v.is_finite().then_some(*v)).collect(),
+            // An opted-out payer's features are not kept beyond the windows they live in.
+            features: if d.score.is_none() {
+                Vec::new()
+            } else {
+                d.features.iter().map(|v| v.is_finite().then_some(*v)).collect()
+            },
             base_raw: d.base_raw,
             at_ns: r.payment.at_ns,
         }

@@ -55,7 +55,7 @@ fn declined(record: &DecisionRecord) -> ApiError {
         "risk_declined",
         format!("The risk engine declined this payment ({}).", record.reasons.join(", ")),
     );
-    e.risk = serde_json::to_value(record.view()).ok();
+    e.risk = serde_json::to_value(record.view()).ok().map(Box::new);
     e
 }
 

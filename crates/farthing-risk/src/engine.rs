@@ -585,11 +585,8 @@ impl RiskEngine {
             }
         }
 
-        let explained = match (&self.live, p.opted_out) {
-            (Some(m), false) => Some(m.explained(&x)),
-            _ => None,
-        };
-        let scored = explained.as_ref().map(|(raw, _)| self.with_online(&x, *raw));
+        let live = self.live.as_ref().filter(|_| !p.opted_out);
+        let scored = live.map(|m| self.with_online(&x, m.raw(&x)));
         let scoring = &self.policy.scoring;
         if let Some((score, _)) = scored {
             match scoring.action(score) {
@@ -653,7 +650,12 @@ impl RiskEngine {
             rep.mean_abs_diff += ((sh.score - live).abs() - rep.mean_abs_diff) / rep.scored as f64;
         }
 
-        let top = explained.map(|(_, c)| top_contributions(&c, 3)).unwrap_or_default();
+        // What is not approved explains itself at once; an approval's explanation is made
+        // when it is read ([`RiskEngine::explain`]), from the features kept with it.
+        let top = match (live, v.action) {
+            (Some(m), a) if a != Action::Approve => top_contributions(&m.explained(&x).1, 3),
+            _ => Vec::new(),
+        };
 
         if v.action == Action::Decline {
             self.features.declined(&p);
@@ -752,6 +754,16 @@ impl RiskEngine {
         if fraud {
             self.fraud_rate.slot(day_and_month(at_ns).0).2 += amount;
         }
+    }
+
+    /// The top features of a decision made by the model `version`, if that model is still
+    /// the live or the shadow one.
+    pub fn explain(&self, features: &Vector, version: &str) -> Option<Vec<(&'static str, f64)>> {
+        let m = [self.live.as_ref(), self.shadow.as_ref()]
+            .into_iter()
+            .flatten()
+            .find(|m| m.version == version)?;
+        Some(top_contributions(&m.explained(features).1, 3))
     }
 
     /// The score a payment with these features would get now (after what was learned).

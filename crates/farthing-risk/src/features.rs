@@ -263,7 +263,7 @@ pub struct Capacity {
 
 impl Default for Capacity {
     fn default() -> Self {
-        Self { payers: 200_000, payees: 50_000, devices: 200_000, ips: 200_000 }
+        Self { payers: 200_000, payees: 200_000, devices: 200_000, ips: 200_000 }
     }
 }
 

@@ -840,8 +840,10 @@ pub async fn get_transfer(
     let (t, status) = visible_transfer(&s, &p, id).await?;
     let mut view = transfer_view(&s, &t, status);
     if let Some(risk) = &s.risk {
-        view.risk =
-            risk.decision(id).map_err(crate::risk_api::internal)?.map(|r| Box::new(r.view()));
+        view.risk = risk
+            .decision(id)
+            .map_err(crate::risk_api::internal)?
+            .map(|r| Box::new(risk.explained_view(&r)));
     }
     Ok(Json(view))
 }

@@ -599,6 +599,28 @@ impl Risk {
             .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
+    /// A decision as the API shows it: an approval's top features, not worked out on the
+    /// payment path, are computed now from the features kept with it (by the same model,
+    /// while it is loaded).
+    pub fn explained_view(&self, record: &DecisionRecord) -> DecisionRecord {
+        let mut view = record.view();
+        if view.top_features.is_empty() && !record.features.is_empty() {
+            if let Some(model) = &record.model {
+                let mut features = [f64::NAN; N_FEATURES];
+                for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
+                    features[i] = v.unwrap_or(f64::NAN);
+                }
+                if let Some(top) = self.engine.lock().unwrap().explain(&features, model) {
+                    view.top_features = top
+                        .into_iter()
+                        .map(|(f, c)| Contribution { feature: f.to_string(), contribution: c })
+                        .collect();
+                }
+            }
+        }
+        view
+    }
+
     /// Marks a held payment approved or rejected (the record shows it is no longer held).
     pub async fn settle_hold(
         &self,

@@ -396,7 +396,7 @@ pub async fn get_decision(
     if !sees(payer, d) && !sees(payee, c) {
         return Err(ApiError::not_found("decision"));
     }
-    Ok(Json(record.view()))
+    Ok(Json(risk.explained_view(&record)))
 }
 
 #[utoipa::path(get, path = "/v1/risk/status", tag = "risk",

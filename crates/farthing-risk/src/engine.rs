@@ -249,35 +249,39 @@ pub struct SelfLimits {
     pub monthly: Option<u128>,
 }
 
-/// Fraud by value over the last 90 days, for Art. 18: approved volume and confirmed
-/// fraud per UTC day.
+/// Fraud by value over the last 90 days, for Art. 18: approved volume, confirmed fraud
+/// and the number of labels per UTC day.
 #[derive(Clone, Debug)]
 struct FraudRate {
-    days: Box<[(u32, f64, f64)]>,
+    days: Box<[(u32, f64, f64, u32)]>,
 }
 
 impl Default for FraudRate {
     fn default() -> Self {
-        Self { days: vec![(u32::MAX, 0.0, 0.0); 90].into_boxed_slice() }
+        Self { days: vec![(u32::MAX, 0.0, 0.0, 0); 90].into_boxed_slice() }
     }
 }
 
 impl FraudRate {
-    fn slot(&mut self, day: u32) -> &mut (u32, f64, f64) {
+    fn slot(&mut self, day: u32) -> &mut (u32, f64, f64, u32) {
         let s = &mut self.days[day as usize % 90];
         if s.0 != day {
-            *s = (day, 0.0, 0.0);
+            *s = (day, 0.0, 0.0, 0);
         }
         s
     }
 
+    /// Measured only once outcomes have been labelled: with no labels there is no rate
+    /// (and so no Art. 18 exemption), not a rate of zero.
     fn rate(&self, today: u32) -> Option<f64> {
-        let (volume, fraud) = self
+        let (volume, fraud, labels) = self
             .days
             .iter()
-            .filter(|(d, _, _)| *d != u32::MAX && *d <= today && today - *d < 90)
-            .fold((0.0, 0.0), |(v, f), (_, dv, df)| (v + dv, f + df));
-        (volume > 0.0).then(|| fraud / volume)
+            .filter(|(d, ..)| *d != u32::MAX && *d <= today && today - *d < 90)
+            .fold((0.0, 0.0, 0u64), |(v, f, n), (_, dv, df, dn)| {
+                (v + dv, f + df, n + u64::from(*dn))
+            });
+        (volume > 0.0 && labels > 0).then(|| fraud / volume)
     }
 }
 
@@ -751,8 +755,16 @@ impl RiskEngine {
                 self.online.learn_with_base(&online_input(features), base, fraud);
             }
         }
+        self.count_label(amount, at_ns, fraud);
+    }
+
+    /// Counts a label toward the measured fraud rate only (rebuilding it after a restart,
+    /// or for a payer whose features may not teach the model).
+    pub fn count_label(&mut self, amount: f64, at_ns: u64, fraud: bool) {
+        let slot = self.fraud_rate.slot(day_and_month(at_ns).0);
+        slot.3 += 1;
         if fraud {
-            self.fraud_rate.slot(day_and_month(at_ns).0).2 += amount;
+            slot.2 += amount;
         }
     }
 

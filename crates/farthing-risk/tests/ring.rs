@@ -21,8 +21,8 @@ fn a_simulated_cash_out_ring_is_stopped_while_honest_traffic_flows() {
     let mut engine = RiskEngine::new(Policy::default_policy(), 1, Capacity::default());
     engine.register_asset(1, "EUR", 4);
     engine.set_models(Some(Arc::new(model)), None);
-    // Per pattern: (payments, not approved).
-    let mut seen: HashMap<&str, (u32, u32)> = HashMap::new();
+    // Per pattern: (payments, not approved, held for review or declined).
+    let mut seen: HashMap<&str, (u32, u32, u32)> = HashMap::new();
     for t in &data.txns {
         let r = Request {
             payment: t.payment(),
@@ -34,15 +34,24 @@ fn a_simulated_cash_out_ring_is_stopped_while_honest_traffic_flows() {
         let e = seen.entry(name).or_default();
         e.0 += 1;
         e.1 += u32::from(d.action != Action::Approve);
+        e.2 += u32::from(d.action >= Action::Review);
     }
     let share = |name: &str| {
-        let (n, stopped) = seen[name];
+        let (n, stopped, _) = seen[name];
         f64::from(stopped) / f64::from(n)
+    };
+    let blocked = |name: &str| {
+        let (n, _, hard) = seen[name];
+        f64::from(hard) / f64::from(n)
     };
     eprintln!("{seen:?}");
     assert!(seen["cash_out_ring"].0 >= 20, "the ring is in the traffic: {seen:?}");
     assert!(share("cash_out_ring") >= 0.8, "the ring is held or declined: {seen:?}");
-    assert!(share("legit") <= 0.02, "honest payments flow: {seen:?}");
+    // Honest payers meet a step-up now and then (the PSD2 tiers: above 30 EUR, or past
+    // 100 EUR since the last one, with no measured fraud rate to exempt them): a click.
+    // Reviews and declines are rare.
+    assert!(blocked("legit") <= 0.01, "honest payments flow: {seen:?}");
+    assert!(share("legit") <= 0.1, "honest payments flow: {seen:?}");
     let fraud: (u32, u32) = seen
         .iter()
         .filter(|(k, _)| **k != "legit")

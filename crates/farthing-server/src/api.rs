@@ -674,7 +674,7 @@ pub async fn create_transfer_batch(
     let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
     let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
     let results = s.engine.create_transfers_async(judged.transfers.clone()).await?;
-    judged.settle(&s, &results);
+    judged.settle(&s, &results).await?;
     let (mut accepted, mut existing, mut failed) = (0, 0, judged.declined(&ids));
     for (k, r) in results.iter().enumerate() {
         let i = judged.index[k];
@@ -752,6 +752,7 @@ pub async fn post_pending(
     let req = body.map(|b| b.0).unwrap_or_default();
     let pending_id = parse_id("id", &id)?;
     let (pending, d, c) = pending_for(&s, &p, pending_id).await?;
+    crate::risk_api::not_held_by_risk(&s, pending_id)?;
     // Either side may complete a hold: the payee captures it (all or part: the rest goes
     // back to the payer), the payer pays it (in full only, else posting a millionth would
     // release the hold, which only the payee may do).
@@ -792,6 +793,7 @@ pub async fn void_pending(
     let req = body.map(|b| b.0).unwrap_or_default();
     let pending_id = parse_id("id", &id)?;
     let (pending, _, c) = pending_for(&s, &p, pending_id).await?;
+    crate::risk_api::not_held_by_risk(&s, pending_id)?;
     // Only the payee (or an admin) releases a hold: a payer cannot cancel what it authorised;
     // holds with a timeout also expire by themselves.
     if p.role != Role::Admin
@@ -843,7 +845,7 @@ pub async fn get_transfer(
         view.risk = risk
             .decision(id)
             .map_err(crate::risk_api::internal)?
-            .map(|r| Box::new(risk.explained_view(&r)));
+            .map(|r| Box::new(crate::risk_api::view_for(&s, &p, risk, &r)));
     }
     Ok(Json(view))
 }

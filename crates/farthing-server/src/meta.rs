@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, TableDefinition};
+use redb::{Database, ReadableTable, TableDefinition};
 
 /// Rows of a table: (key, value).
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -75,6 +75,10 @@ impl Table {
 pub enum Write {
     Put(Table, Vec<u8>, Vec<u8>),
     Delete(Table, Vec<u8>),
+    /// Put, if the value there now (if any) may be replaced, as `replace` judges.
+    PutIf(Table, Vec<u8>, Vec<u8>, fn(&[u8]) -> bool),
+    /// Delete, if the value there is exactly this one.
+    DeleteIfEqual(Table, Vec<u8>, Vec<u8>),
 }
 
 const CLOSED: &str = "the server's store is closed";
@@ -232,7 +236,10 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
             Table::ALL.iter().map(|_| None).collect();
         for change in changes {
             let (table, key) = match &change {
-                Write::Put(t, k, _) | Write::Delete(t, k) => (*t, k),
+                Write::Put(t, k, _)
+                | Write::Delete(t, k)
+                | Write::PutIf(t, k, _, _)
+                | Write::DeleteIfEqual(t, k, _) => (*t, k),
             };
             let slot = &mut tables[table as usize];
             if slot.is_none() {
@@ -245,6 +252,24 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
                 }
                 Write::Delete(..) => {
                     t.remove(key.as_slice()).map_err(|e| e.to_string())?;
+                }
+                Write::PutIf(_, _, value, replace) => {
+                    let may = t
+                        .get(key.as_slice())
+                        .map_err(|e| e.to_string())?
+                        .is_none_or(|old| replace(old.value()));
+                    if may {
+                        t.insert(key.as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                }
+                Write::DeleteIfEqual(_, _, value) => {
+                    let same = t
+                        .get(key.as_slice())
+                        .map_err(|e| e.to_string())?
+                        .is_some_and(|old| old.value() == value.as_slice());
+                    if same {
+                        t.remove(key.as_slice()).map_err(|e| e.to_string())?;
+                    }
                 }
             }
         }

@@ -87,12 +87,37 @@ pub struct DecisionRecord {
     #[serde(default, skip_serializing_if = "is_zero")]
     #[schema(ignore)]
     pub at_ns: u64,
+    /// The keyed hash of the payer's device, to give back its reservation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(ignore)]
+    pub device: Option<u64>,
 }
 
 impl DecisionRecord {
     /// What the API shows (the features stay inside).
     pub fn view(&self) -> Self {
-        Self { features: Vec::new(), base_raw: None, at_ns: 0, ..self.clone() }
+        Self { features: Vec::new(), base_raw: None, at_ns: 0, device: None, ..self.clone() }
+    }
+
+    /// What the payee (and whoever sees only the payee's side) is shown: the outcome, not
+    /// why — the reasons, score and features describe the payer.
+    pub fn payee_view(&self) -> Self {
+        Self {
+            score: None,
+            reasons: Vec::new(),
+            top_features: Vec::new(),
+            model: None,
+            exemption: None,
+            shadow: None,
+            opted_out: false,
+            ..self.view()
+        }
+    }
+
+    /// Whether a newer decision may take this one's place under the same transfer id:
+    /// only a decline (no transfer was made with it).
+    fn replaceable(stored: &[u8]) -> bool {
+        serde_json::from_slice::<DecisionRecord>(stored).map_or(true, |r| r.action == "decline")
     }
 
     pub fn action(&self) -> Action {
@@ -162,6 +187,9 @@ struct Loaded {
     /// The digest of the last text refused, so a broken file is reported once.
     refused: Option<String>,
 }
+
+/// What a second label for the same transfer is refused with.
+pub const ALREADY_LABELLED: &str = "already_labelled";
 
 /// The shipped model (trained on `farthing simulate` traffic).
 const DEFAULT_MODEL: &str = farthing_risk::DEFAULT_MODEL;
@@ -316,6 +344,16 @@ impl Risk {
             }
         }
         risk.replay(engine, directory).await?;
+        // The measured fraud rate (Art. 18) from the labels kept.
+        for (k, v) in meta.scan(Table::RiskLabels, b"")? {
+            let Ok(id) = <[u8; 16]>::try_from(&k[..]).map(u128::from_be_bytes) else { continue };
+            let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&v) else { continue };
+            let Some(record) = risk.decision(id)? else { continue };
+            let fraud = entry["label"].as_str() != Some("legitimate");
+            let amount = record.amount.parse::<f64>().unwrap_or(0.0);
+            let at = entry["at_ns"].as_u64().unwrap_or_else(now_ns);
+            risk.engine.lock().unwrap().count_label(amount, at, fraud);
+        }
         Ok(risk)
     }
 
@@ -383,9 +421,11 @@ impl Risk {
     pub async fn reload(&self) -> Result<(), String> {
         let Some(path) = self.policy_path.clone() else { return Ok(()) };
         {
+            // While a refused version is on disk, look every time: the model file it names
+            // may appear later.
             let l = self.loaded.lock().unwrap();
             let now = stamp_of(&l.stamp.0.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-            if now == l.stamp && !l.stamp.0.is_empty() {
+            if now == l.stamp && !l.stamp.0.is_empty() && l.refused.is_none() {
                 return Ok(());
             }
         }
@@ -414,8 +454,9 @@ impl Risk {
                     // Look again next time only if something changes.
                     l.stamp =
                         stamp_of(&l.stamp.0.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>());
-                    let new = l.refused.as_deref() != Some(text_digest.as_str());
-                    l.refused = Some(text_digest.clone());
+                    let seen = format!("{text_digest}:{reason}");
+                    let new = l.refused.as_deref() != Some(seen.as_str());
+                    l.refused = Some(seen);
                     new
                 };
                 if report {
@@ -582,14 +623,34 @@ impl Risk {
             },
             base_raw: d.base_raw,
             at_ns: r.payment.at_ns,
+            device: r.payment.device,
         }
     }
 
     /// Keeps a decision, durably.
-    pub async fn keep(&self, record: &DecisionRecord) -> Result<(), String> {
+    ///
+    /// The record of a transfer the ledger made is never replaced (a request reusing its
+    /// id cannot rewrite it); a decline's may be, by a later attempt under the same id.
+    pub async fn keep(&self, record: &DecisionRecord) -> Result<Vec<u8>, String> {
+        let write = self.keep_write(record)?;
+        let bytes = match &write {
+            Write::PutIf(_, _, v, _) => v.clone(),
+            _ => unreachable!("a conditional put"),
+        };
+        self.meta.write(vec![write]).await?;
+        Ok(bytes)
+    }
+
+    pub fn keep_write(&self, record: &DecisionRecord) -> Result<Write, String> {
         let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
         let value = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        self.meta.write(vec![Write::Put(Table::RiskDecisions, be128(id), value)]).await
+        Ok(Write::PutIf(Table::RiskDecisions, be128(id), value, DecisionRecord::replaceable))
+    }
+
+    /// Takes back a decision kept for a transfer the ledger did not make (if it is still
+    /// the one kept).
+    pub async fn forget(&self, id: u128, bytes: Vec<u8>) -> Result<(), String> {
+        self.meta.write(vec![Write::DeleteIfEqual(Table::RiskDecisions, be128(id), bytes)]).await
     }
 
     pub fn decision(&self, id: u128) -> Result<Option<DecisionRecord>, String> {
@@ -670,7 +731,7 @@ impl Risk {
                 payer: record.payer_account_id.parse().unwrap_or(0),
                 payee: record.payee_account_id.parse().unwrap_or(0),
                 amount: record.amount.parse().unwrap_or(0.0),
-                device: None,
+                device: record.device,
                 ip: None,
                 channel: None,
                 merchant_category: None,
@@ -695,14 +756,22 @@ impl Risk {
         for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
             features[i] = v.unwrap_or(f64::NAN);
         }
+        let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
         let state = {
             let mut e = self.engine.lock().unwrap();
             let amount = record.amount.parse::<f64>().unwrap_or(0.0);
-            e.label(&features, record.base_raw, amount, now_ns(), fraud);
+            if e.opted_out(payer) || record.features.is_empty() {
+                // The payer's behaviour may not teach the model; the outcome still counts
+                // toward the measured fraud rate.
+                e.count_label(amount, now_ns(), fraud);
+            } else {
+                e.label(&features, record.base_raw, amount, now_ns(), fraud);
+            }
             e.online().state()
         };
         let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
-        let entry = serde_json::json!({ "transfer_id": record.transfer_id, "label": label, "actor": actor, "at": crate::receipt::utc(now_ns()) });
+        let at = now_ns();
+        let entry = serde_json::json!({ "transfer_id": record.transfer_id, "label": label, "actor": actor, "at": crate::receipt::utc(at), "at_ns": at });
         Ok(vec![
             Write::Put(Table::RiskLabels, be128(id), serde_json::to_vec(&entry).expect("json")),
             Write::Put(
@@ -721,6 +790,10 @@ impl Risk {
         label: &str,
         actor: &str,
     ) -> Result<(), String> {
+        let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
+        if self.meta.get(Table::RiskLabels, &be128(id))?.is_some() {
+            return Err(ALREADY_LABELLED.into());
+        }
         let writes = self.learn(record, label, actor)?;
         self.meta.write(writes).await
     }
@@ -792,10 +865,47 @@ impl Risk {
             self.audit_write(kind, actor, detail),
         ];
         self.meta.write(writes).await.map_err(internal)?;
-        let mut e = self.engine.lock().unwrap();
-        e.set_self_limits(account, parsed);
-        e.set_opted_out(account, next.opted_out);
+        {
+            let mut e = self.engine.lock().unwrap();
+            e.set_self_limits(account, parsed);
+            e.set_opted_out(account, next.opted_out);
+        }
+        if opted_out == Some(true) {
+            self.strip_features(account).await.map_err(internal)?;
+        }
         Ok(())
+    }
+
+    /// Removes the features kept with a payer's past decisions (they opted out of
+    /// profiling): the decisions stay, their inputs go.
+    async fn strip_features(&self, payer: u128) -> Result<(), String> {
+        let payer_text = payer.to_string();
+        let mut start = vec![0u8; 16];
+        loop {
+            let rows = self.meta.range(Table::RiskDecisions, &start, 4_096)?;
+            let Some((last, _)) = rows.last() else { return Ok(()) };
+            let next = u128::from_be_bytes(last[..16].try_into().map_err(|_| "bad key")?);
+            let mut writes = Vec::new();
+            for (k, v) in &rows {
+                let Ok(mut r) = serde_json::from_slice::<DecisionRecord>(v) else { continue };
+                if r.payer_account_id == payer_text && !r.features.is_empty() {
+                    r.features.clear();
+                    r.base_raw = None;
+                    writes.push(Write::Put(
+                        Table::RiskDecisions,
+                        k.clone(),
+                        serde_json::to_vec(&r).map_err(|e| e.to_string())?,
+                    ));
+                }
+            }
+            if !writes.is_empty() {
+                self.meta.write(writes).await?;
+            }
+            if rows.len() < 4_096 || next == u128::MAX {
+                return Ok(());
+            }
+            start = (next + 1).to_be_bytes().to_vec();
+        }
     }
 
     pub fn policy_versions(&self, limit: usize) -> Result<Vec<PolicyVersion>, String> {

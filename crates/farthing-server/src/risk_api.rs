@@ -69,17 +69,25 @@ pub async fn pay(
     mut t: Transfer,
     r: Request,
 ) -> ApiResult<Response> {
-    // A retry of a payment already made keeps its first decision.
+    // A retry of a payment already made keeps its first decision (and its hold).
     if let Some(old) = risk.decision(t.id).map_err(internal)? {
         let id = t.id;
-        if s.engine.read_async(move |sm| sm.transfer(id).is_some()).await? {
-            let mut response = submit_one(s, p, t).await?;
-            if response.status() == StatusCode::OK {
-                let (status, mut view) = existing_view(s, id).await?;
-                view.risk = Some(Box::new(old.view()));
-                response = (status, Json(view)).into_response();
+        let (stored, status) = s
+            .engine
+            .read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id)))
+            .await?;
+        if let Some(stored) = stored {
+            let same = stored.debit_account_id == t.debit_account_id
+                && stored.credit_account_id == t.credit_account_id
+                && stored.amount == t.amount
+                && stored.asset == t.asset;
+            if !same {
+                // The ledger names the difference (or that the id is someone else's).
+                return submit_one(s, p, t).await;
             }
-            return Ok(response);
+            let mut view = crate::api::transfer_view(s, &stored, status);
+            view.risk = Some(Box::new(view_for(s, p, risk, &old)));
+            return Ok((StatusCode::OK, Json(view)).into_response());
         }
     }
     let d = risk.assess(&r);
@@ -107,10 +115,12 @@ pub async fn pay(
             return Err(e.into());
         }
     };
+    let kept = kept.map_err(internal)?;
     if result.code != CreateTransferResult::Ok {
+        // Not made by this request: the reservation and the decision go.
         risk.release(&r, &d, result.code != CreateTransferResult::Exists);
+        risk.forget(t.id, kept).await.map_err(internal)?;
     }
-    kept.map_err(internal)?;
     let (mut status, mut view) = outcome(s, p, t, result).await?;
     if held && status == StatusCode::CREATED {
         status = StatusCode::ACCEPTED;
@@ -119,11 +129,37 @@ pub async fn pay(
     Ok((status, Json(view)).into_response())
 }
 
-async fn existing_view(s: &AppState, id: u128) -> ApiResult<(StatusCode, TransferView)> {
-    let (t, status) =
-        s.engine.read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id))).await?;
-    let t = t.ok_or_else(|| ApiError::not_found("transfer"))?;
-    Ok((StatusCode::OK, crate::api::transfer_view(s, &t, status)))
+/// Refuses to post or void a payment the risk engine holds: only its approval (by the
+/// payer for a step-up, an operator for a review) or rejection may settle it.
+pub fn not_held_by_risk(s: &AppState, id: u128) -> ApiResult<()> {
+    let Some(risk) = &s.risk else { return Ok(()) };
+    if risk.decision(id).map_err(internal)?.is_some_and(|r| r.held) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "held_by_risk",
+            "The risk engine holds this payment: approve or reject it at \
+             /v1/transfers/{id}/approve or /reject.",
+        ));
+    }
+    Ok(())
+}
+
+/// A decision as this caller may see it: all of it for the payer's side and operators;
+/// for the payee's side only the outcome.
+pub fn view_for(
+    s: &AppState,
+    p: &Principal,
+    risk: &Risk,
+    record: &DecisionRecord,
+) -> DecisionRecord {
+    let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
+    let payer_side =
+        p.role.sees_all() || s.directory.account(payer).is_some_and(|a| p.owns(payer, a.owner));
+    if payer_side {
+        risk.explained_view(record)
+    } else {
+        record.payee_view()
+    }
 }
 
 /// A batch after the risk engine: what goes to the ledger, and where each came from.
@@ -133,20 +169,37 @@ pub struct JudgedBatch {
     pub index: Vec<usize>,
     /// (index in the request, decision) for payments declined.
     declines: Vec<(usize, DecisionRecord)>,
-    /// (position among those sent, request, decision) for payments judged and sent.
-    judged: Vec<(usize, Request, Decision)>,
+    /// (position among those sent, request, decision, the record as kept) for payments
+    /// judged and sent.
+    judged: Vec<(usize, Request, Decision, Vec<u8>)>,
 }
 
 impl JudgedBatch {
-    /// Gives back the reservations of payments the ledger did not apply.
-    pub fn settle(&self, s: &AppState, results: &[EventResult<CreateTransferResult>]) {
-        let Some(risk) = &s.risk else { return };
-        for (k, r, d) in &self.judged {
+    /// Gives back the reservations (and the decisions kept) of payments the ledger did
+    /// not make.
+    pub async fn settle(
+        &self,
+        s: &AppState,
+        results: &[EventResult<CreateTransferResult>],
+    ) -> ApiResult<()> {
+        let Some(risk) = &s.risk else { return Ok(()) };
+        let mut forget = Vec::new();
+        for (k, r, d, kept) in &self.judged {
             let code = results[*k].code;
             if code != CreateTransferResult::Ok {
                 risk.release(r, d, code != CreateTransferResult::Exists);
+                let id = self.transfers[*k].id;
+                forget.push(crate::meta::Write::DeleteIfEqual(
+                    crate::meta::Table::RiskDecisions,
+                    id.to_be_bytes().to_vec(),
+                    kept.clone(),
+                ));
             }
         }
+        if !forget.is_empty() {
+            s.meta.write(forget).await.map_err(internal)?;
+        }
+        Ok(())
     }
 
     pub fn declined(&self, ids: &[String]) -> Vec<crate::model::BatchFailure> {
@@ -189,8 +242,16 @@ pub async fn judge_batch(
         declines: Vec::new(),
         judged: Vec::new(),
     };
-    let mut records = Vec::new();
-    let mut judged_all: Vec<(Request, Decision)> = Vec::new();
+    let mut writes = Vec::new();
+    let mut first_decline: Option<(usize, DecisionRecord)> = None;
+    // In a batch with linked chains (all or nothing), a payment the engine would hold or
+    // decline stops the whole batch: nothing is applied, every reservation is given back.
+    let refuse_all = |out: &JudgedBatch, error: ApiError| {
+        for (_, r, d, _) in &out.judged {
+            risk.release(r, d, false);
+        }
+        Err(error)
+    };
     for (i, mut t) in transfers.into_iter().enumerate() {
         let Some(r) = payment(s, risk, &t, contexts[i].as_ref())? else {
             out.index.push(i);
@@ -201,43 +262,55 @@ pub async fn judge_batch(
         s.metrics.count_risk(d.action);
         let held = matches!(d.action, Action::StepUp | Action::Review);
         if held {
-            t.timeout_s = risk.hold_timeout_s(d.action);
+            let timeout = risk.hold_timeout_s(d.action);
+            t.timeout_s = if t.flags.contains(TransferFlags::PENDING) && t.timeout_s != 0 {
+                t.timeout_s.min(timeout)
+            } else {
+                timeout
+            };
             t.flags.set(TransferFlags::PENDING, true);
         }
         let record =
             risk.record(t.id, &r, &d, held, s.directory.asset(t.asset).map_or(0, |a| a.scale));
-        if d.action == Action::Decline {
-            if linked {
-                for (r, d) in &judged_all {
-                    risk.release(r, d, false);
-                }
+        if linked && d.action != Action::Approve {
+            risk.release(&r, &d, false);
+            let error = if d.action == Action::Decline {
                 risk.keep(&record).await.map_err(internal)?;
-                return Err(declined(&record).at(i));
-            }
-            out.declines.push((i, record.clone()));
+                declined(&record).at(i)
+            } else {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "risk_hold_in_linked_batch",
+                    "The risk engine would hold this payment for approval, which a linked \
+                     (all-or-nothing) batch cannot wait for: send it on its own.",
+                )
+                .at(i)
+            };
+            return refuse_all(&out, error);
+        }
+        let write = risk.keep_write(&record).map_err(internal)?;
+        if d.action == Action::Decline {
+            first_decline.get_or_insert((i, record.clone()));
+            out.declines.push((i, record));
         } else {
-            out.judged.push((out.transfers.len(), r, d.clone()));
-            judged_all.push((r, d));
+            let kept = match &write {
+                crate::meta::Write::PutIf(_, _, v, _) => v.clone(),
+                _ => Vec::new(),
+            };
+            out.judged.push((out.transfers.len(), r, d, kept));
             out.index.push(i);
             out.transfers.push(t);
         }
-        records.push(record);
-    }
-    let mut writes = Vec::with_capacity(records.len());
-    for rec in &records {
-        let id: u128 = rec.transfer_id.parse().unwrap_or(0);
-        writes.push(crate::meta::Write::Put(
-            crate::meta::Table::RiskDecisions,
-            id.to_be_bytes().to_vec(),
-            serde_json::to_vec(rec).map_err(|e| internal(e.to_string()))?,
-        ));
+        writes.push(write);
     }
     if !writes.is_empty() {
         s.meta.write(writes).await.map_err(internal)?;
     }
     if out.transfers.is_empty() {
         // Everything was declined: nothing for the ledger.
-        return Err(declined(&records[0]).at(out.declines[0].0));
+        if let Some((i, record)) = first_decline {
+            return Err(declined(&record).at(i));
+        }
     }
     Ok(out)
 }
@@ -364,7 +437,17 @@ pub async fn post_label(
         .decision(id)
         .map_err(internal)?
         .ok_or_else(|| ApiError::not_found("decided payment"))?;
-    risk.label(&record, &req.label, &p.prefix).await.map_err(internal)?;
+    risk.label(&record, &req.label, &p.prefix).await.map_err(|e| {
+        if e == crate::risk::ALREADY_LABELLED {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "already_labelled",
+                "This payment already has a label.",
+            )
+        } else {
+            internal(e)
+        }
+    })?;
     Ok(Json(LabelResult {
         transfer_id: record.transfer_id.clone(),
         label: req.label,
@@ -396,7 +479,7 @@ pub async fn get_decision(
     if !sees(payer, d) && !sees(payee, c) {
         return Err(ApiError::not_found("decision"));
     }
-    Ok(Json(risk.explained_view(&record)))
+    Ok(Json(view_for(&s, &p, risk, &record)))
 }
 
 #[utoipa::path(get, path = "/v1/risk/status", tag = "risk",

@@ -387,3 +387,80 @@ async fn a_cash_out_ring_is_stopped_while_honest_traffic_flows() {
     );
     server.shutdown().await.unwrap();
 }
+
+/// Held payments are settled only by approve or reject; a request reusing a held
+/// payment's id (single or batch) changes neither its decision nor its reservation; a
+/// retry of a held payment answers the hold; the payee sees the outcome, not the payer's
+/// reasons; a payment is labelled once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_and_decisions_cannot_be_bypassed_or_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    write_policy(&policy, "100.00");
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.risk_policy = Some(policy);
+    let (server, admin) = start(cfg).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let other = key(&admin, "payer", Some("1002")).await;
+    let merchant = key(&admin, "merchant", Some("2001")).await;
+
+    let held = try_pay(&payer, "300", "1001", "2001", "40.00").await.unwrap();
+    assert_eq!(held["risk"]["action"], "step_up");
+    // Neither the payer nor the merchant can post (or void) it around the approval.
+    for (who, path) in [(&payer, "post"), (&merchant, "post"), (&merchant, "void")] {
+        let e = who.post(&format!("/v1/transfers/300/{path}"), &json!({}), None).await.unwrap_err();
+        assert_eq!(e.code(), Some("held_by_risk"), "{path}");
+    }
+    // A retry answers the hold as it is.
+    let again = payer
+        .post_raw(
+            "/v1/transfers",
+            &json!({"id": "300", "debit_account_id": "1001", "credit_account_id": "2001", "amount": "40.00"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!((again.status, again.body["status"].as_str()), (200, Some("pending")));
+    assert_eq!(again.body["risk"]["action"], "step_up");
+    // Reusing the id with another amount, alone or in a batch, or from another payer,
+    // rewrites nothing.
+    assert!(try_pay(&payer, "300", "1001", "2001", "90.00").await.is_err());
+    let batch = other
+        .create_transfers(&[json!({"id": "300", "debit_account_id": "1002", "credit_account_id": "2001", "amount": "90.00"})])
+        .await
+        .unwrap();
+    assert_eq!(batch["failed"][0]["code"], "id_in_use");
+    let decision = admin.get("/v1/risk/decisions/300").await.unwrap();
+    assert_eq!(
+        (decision["amount"].as_str(), decision["payer_account_id"].as_str()),
+        (Some("40.00"), Some("1001"))
+    );
+    // Rejecting it gives back 40.00, not more: 60.00 more fit under the 100.00 cap, 60.01 not.
+    payer.post("/v1/transfers/300/reject", &json!({}), None).await.unwrap();
+    let over = try_pay(&payer, "301", "1001", "2001", "30.00").await.unwrap();
+    assert_eq!(over["risk"]["action"], "approve");
+    try_pay(&payer, "302", "1001", "2001", "30.00").await.unwrap();
+    try_pay(&payer, "303", "1001", "2001", "30.00").await.unwrap();
+    let e = try_pay(&payer, "304", "1001", "2001", "10.01").await.unwrap_err();
+    assert_eq!(e.code(), Some("risk_declined"));
+
+    // The payee sees that a payment was declined, not why.
+    let seen = merchant.get("/v1/risk/decisions/304").await.unwrap();
+    assert_eq!(seen["action"], "decline");
+    assert!(seen["reasons"].as_array().unwrap().is_empty() && seen["score"].is_null(), "{seen}");
+    let full = payer.get("/v1/risk/decisions/304").await.unwrap();
+    assert_eq!(full["reasons"][0], "cap.payer.daily");
+
+    // One label per payment.
+    admin
+        .post("/v1/risk/labels", &json!({"transfer_id": "301", "label": "legitimate"}), None)
+        .await
+        .unwrap();
+    let twice = admin
+        .post("/v1/risk/labels", &json!({"transfer_id": "301", "label": "fraud"}), None)
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Some("already_labelled"));
+    server.shutdown().await.unwrap();
+}

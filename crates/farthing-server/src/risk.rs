@@ -308,7 +308,8 @@ impl Risk {
         match latest {
             Some(v)
                 if v.digest == c.digest
-                    && v.live_model == c.live.as_ref().map(|m| m.version.clone()) =>
+                    && v.live_model == c.live.as_ref().map(|m| m.version.clone())
+                    && v.shadow_model == c.shadow.as_ref().map(|m| m.version.clone()) =>
             {
                 risk.engine.lock().unwrap().set_policy(c.policy.clone(), v.version);
                 risk.loaded.lock().unwrap().digest = c.digest.clone();

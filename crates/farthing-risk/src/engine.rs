@@ -100,14 +100,19 @@ impl LoadedModel {
     }
 }
 
-/// A short, stable digest of a file (FNV-1a, 64 bits, as hex) to name a version.
-pub fn short_digest(bytes: &[u8]) -> String {
+/// FNV-1a, 64 bits: stable across runs and platforms (not a defence against anyone).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in bytes {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
-    format!("{h:016x}")
+    h
+}
+
+/// A short, stable digest of a file, as hex, to name a version.
+pub fn short_digest(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))
 }
 
 fn sigmoid(x: f64) -> f64 {

@@ -169,13 +169,7 @@ impl Names {
 }
 
 fn hash(text: &str) -> u64 {
-    // FNV-1a: stable across runs and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
+    crate::engine::fnv1a(text.as_bytes())
 }
 
 /// Reads a CSV file's text (either layout). Bad rows are refused with their line number.

@@ -123,6 +123,15 @@ impl DecisionRecord {
     pub fn action(&self) -> Action {
         Action::parse(&self.action).unwrap_or(Action::Decline)
     }
+
+    /// The features kept with the decision, as the engine computed them (missing: NaN).
+    pub fn feature_vector(&self) -> [f64; N_FEATURES] {
+        let mut features = [f64::NAN; N_FEATURES];
+        for (slot, v) in features.iter_mut().zip(&self.features) {
+            *slot = v.unwrap_or(f64::NAN);
+        }
+        features
+    }
 }
 
 fn is_zero(v: &u64) -> bool {
@@ -668,10 +677,7 @@ impl Risk {
         let mut view = record.view();
         if view.top_features.is_empty() && !record.features.is_empty() {
             if let Some(model) = &record.model {
-                let mut features = [f64::NAN; N_FEATURES];
-                for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
-                    features[i] = v.unwrap_or(f64::NAN);
-                }
+                let features = record.feature_vector();
                 if let Some(top) = self.engine.lock().unwrap().explain(&features, model) {
                     view.top_features = top
                         .into_iter()
@@ -753,10 +759,7 @@ impl Risk {
         actor: &str,
     ) -> Result<Vec<Write>, String> {
         let fraud = label != "legitimate";
-        let mut features = [f64::NAN; N_FEATURES];
-        for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
-            features[i] = v.unwrap_or(f64::NAN);
-        }
+        let features = record.feature_vector();
         let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
         let state = {
             let mut e = self.engine.lock().unwrap();
@@ -801,10 +804,7 @@ impl Risk {
 
     /// The score the same payment would get now.
     pub fn rescore(&self, record: &DecisionRecord) -> Option<f64> {
-        let mut features = [f64::NAN; N_FEATURES];
-        for (i, v) in record.features.iter().take(N_FEATURES).enumerate() {
-            features[i] = v.unwrap_or(f64::NAN);
-        }
+        let features = record.feature_vector();
         self.engine.lock().unwrap().rescore(&features)
     }
 

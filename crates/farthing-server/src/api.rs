@@ -673,7 +673,17 @@ pub async fn create_transfer_batch(
     let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
     let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
     let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
-    let results = s.engine.create_transfers_async(judged.transfers.clone()).await?;
+    let results = match s.engine.create_transfers_async(judged.transfers.clone()).await {
+        Ok(results) => results,
+        Err(e) => {
+            // Nothing was made: give every reservation back. If the outcome is unknown,
+            // keep them (and the decisions): the payments may have been made.
+            if !matches!(e, farthing_store::EngineError::OutcomeUnknown) {
+                judged.settle(&s, &[]).await?;
+            }
+            return Err(e.into());
+        }
+    };
     judged.settle(&s, &results).await?;
     let (mut accepted, mut existing, mut failed) = (0, 0, judged.declined(&ids));
     for (k, r) in results.iter().enumerate() {

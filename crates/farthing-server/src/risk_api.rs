@@ -111,7 +111,14 @@ pub async fn pay(
     let result = match result {
         Ok(r) => r[0],
         Err(e) => {
-            risk.release(&r, &d, false);
+            // Not made — unless the outcome is unknown: then the reservation and the
+            // decision stay, as the payment may have been made.
+            if !matches!(e, farthing_store::EngineError::OutcomeUnknown) {
+                risk.release(&r, &d, false);
+                if let Ok(bytes) = kept {
+                    risk.forget(t.id, bytes).await.map_err(internal)?;
+                }
+            }
             return Err(e.into());
         }
     };
@@ -176,7 +183,7 @@ pub struct JudgedBatch {
 
 impl JudgedBatch {
     /// Gives back the reservations (and the decisions kept) of payments the ledger did
-    /// not make.
+    /// not make (all of them when `results` is empty: the ledger call failed).
     pub async fn settle(
         &self,
         s: &AppState,
@@ -185,9 +192,10 @@ impl JudgedBatch {
         let Some(risk) = &s.risk else { return Ok(()) };
         let mut forget = Vec::new();
         for (k, r, d, kept) in &self.judged {
-            let code = results[*k].code;
-            if code != CreateTransferResult::Ok {
-                risk.release(r, d, code != CreateTransferResult::Exists);
+            let code = results.get(*k).map(|r| r.code);
+            if code != Some(CreateTransferResult::Ok) {
+                let refused = code.is_some_and(|c| c != CreateTransferResult::Exists);
+                risk.release(r, d, refused);
                 let id = self.transfers[*k].id;
                 forget.push(crate::meta::Write::DeleteIfEqual(
                     crate::meta::Table::RiskDecisions,

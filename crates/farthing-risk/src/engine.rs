@@ -268,12 +268,17 @@ impl Default for FraudRate {
 }
 
 impl FraudRate {
-    fn slot(&mut self, day: u32) -> &mut (u32, f64, f64, u32) {
+    /// The day's slot; `None` for a day older than the one the slot now holds (it has
+    /// left the 90 days).
+    fn slot(&mut self, day: u32) -> Option<&mut (u32, f64, f64, u32)> {
         let s = &mut self.days[day as usize % 90];
+        if s.0 != u32::MAX && day < s.0 {
+            return None;
+        }
         if s.0 != day {
             *s = (day, 0.0, 0.0, 0);
         }
-        s
+        Some(s)
     }
 
     /// Measured only once outcomes have been labelled: with no labels there is no rate
@@ -694,7 +699,9 @@ impl RiskEngine {
         if low_value {
             self.since_sca.entry((p.payer, r.asset)).or_default().record_exempt(r.amount_minor);
         }
-        self.fraud_rate.slot(day).1 += p.amount;
+        if let Some(slot) = self.fraud_rate.slot(day) {
+            slot.1 += p.amount;
+        }
     }
 
     fn spend_keys(&self, r: &Request, p: &Payment) -> impl Iterator<Item = (CapScope, u128, u32)> {
@@ -733,7 +740,9 @@ impl RiskEngine {
                 s.sum = s.sum.saturating_sub(r.amount_minor);
             }
         }
-        self.fraud_rate.slot(day).1 -= p.amount;
+        if let Some(slot) = self.fraud_rate.slot(day) {
+            slot.1 -= p.amount;
+        }
         if refused_by_ledger {
             self.features.declined(&p);
         }
@@ -766,10 +775,11 @@ impl RiskEngine {
     /// Counts a label toward the measured fraud rate only (rebuilding it after a restart,
     /// or for a payer whose features may not teach the model).
     pub fn count_label(&mut self, amount: f64, at_ns: u64, fraud: bool) {
-        let slot = self.fraud_rate.slot(day_and_month(at_ns).0);
-        slot.3 += 1;
-        if fraud {
-            slot.2 += amount;
+        if let Some(slot) = self.fraud_rate.slot(day_and_month(at_ns).0) {
+            slot.3 += 1;
+            if fraud {
+                slot.2 += amount;
+            }
         }
     }
 

@@ -79,6 +79,8 @@ pub enum Write {
     PutIf(Table, Vec<u8>, Vec<u8>, fn(&[u8]) -> bool),
     /// Delete, if the value there is exactly this one.
     DeleteIfEqual(Table, Vec<u8>, Vec<u8>),
+    /// Rewrite the value there (if any) as `update` says (`None`: leave it).
+    Update(Table, Vec<u8>, fn(&[u8]) -> Option<Vec<u8>>),
 }
 
 const CLOSED: &str = "the server's store is closed";
@@ -239,7 +241,8 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
                 Write::Put(t, k, _)
                 | Write::Delete(t, k)
                 | Write::PutIf(t, k, _, _)
-                | Write::DeleteIfEqual(t, k, _) => (*t, k),
+                | Write::DeleteIfEqual(t, k, _)
+                | Write::Update(t, k, _) => (*t, k),
             };
             let slot = &mut tables[table as usize];
             if slot.is_none() {
@@ -260,6 +263,15 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
                         .is_none_or(|old| replace(old.value()));
                     if may {
                         t.insert(key.as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                }
+                Write::Update(_, _, update) => {
+                    let new = t
+                        .get(key.as_slice())
+                        .map_err(|e| e.to_string())?
+                        .and_then(|old| update(old.value()));
+                    if let Some(new) = new {
+                        t.insert(key.as_slice(), new.as_slice()).map_err(|e| e.to_string())?;
                     }
                 }
                 Write::DeleteIfEqual(_, _, value) => {

@@ -114,6 +114,25 @@ impl DecisionRecord {
         }
     }
 
+    /// The record as stored, settled (no longer held), for a conditional update.
+    fn unheld(stored: &[u8]) -> Option<Vec<u8>> {
+        let mut r: DecisionRecord = serde_json::from_slice(stored).ok()?;
+        r.held = false;
+        r.device = None;
+        serde_json::to_vec(&r).ok()
+    }
+
+    /// The record as stored, without the payer's features (they opted out).
+    fn stripped(stored: &[u8]) -> Option<Vec<u8>> {
+        let mut r: DecisionRecord = serde_json::from_slice(stored).ok()?;
+        if r.features.is_empty() && r.base_raw.is_none() {
+            return None;
+        }
+        r.features.clear();
+        r.base_raw = None;
+        serde_json::to_vec(&r).ok()
+    }
+
     /// Whether a newer decision may take this one's place under the same transfer id:
     /// only a decline (no transfer was made with it).
     fn replaceable(stored: &[u8]) -> bool {
@@ -452,7 +471,9 @@ impl Risk {
                             == c.shadow.as_ref().map(|m| &m.version)
                 };
                 if same {
-                    self.loaded.lock().unwrap().stamp = stamp_of(&c.files);
+                    let mut l = self.loaded.lock().unwrap();
+                    l.stamp = stamp_of(&c.files);
+                    l.refused = None;
                     return Ok(());
                 }
                 let version = self.engine.lock().unwrap().policy_version() + 1;
@@ -633,7 +654,8 @@ impl Risk {
             },
             base_raw: d.base_raw,
             at_ns: r.payment.at_ns,
-            device: r.payment.device,
+            // Kept only while held, to give back the device's reservation on a reject.
+            device: if held { r.payment.device } else { None },
         }
     }
 
@@ -661,6 +683,15 @@ impl Risk {
     /// the one kept).
     pub async fn forget(&self, id: u128, bytes: Vec<u8>) -> Result<(), String> {
         self.meta.write(vec![Write::DeleteIfEqual(Table::RiskDecisions, be128(id), bytes)]).await
+    }
+
+    pub fn decision_bytes(&self, id: u128) -> Result<Option<Vec<u8>>, String> {
+        self.meta.get(Table::RiskDecisions, &be128(id))
+    }
+
+    /// Puts a decision in place, whatever was there (the ledger made its transfer).
+    pub async fn replace(&self, id: u128, bytes: Vec<u8>) -> Result<(), String> {
+        self.meta.write(vec![Write::Put(Table::RiskDecisions, be128(id), bytes)]).await
     }
 
     pub fn decision(&self, id: u128) -> Result<Option<DecisionRecord>, String> {
@@ -699,35 +730,34 @@ impl Risk {
         let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
         let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
         let action = record.action();
-        let mut kept = record.clone();
-        kept.held = false;
-        let mut writes = vec![Write::Put(
-            Table::RiskDecisions,
-            be128(id),
-            serde_json::to_vec(&kept).map_err(|e| e.to_string())?,
-        )];
+        let mut writes =
+            vec![Write::Update(Table::RiskDecisions, be128(id), DecisionRecord::unheld)];
         let kind = if approved { "approved" } else { "rejected" };
         writes.push(self.audit_write(
             kind,
             actor,
             serde_json::json!({ "transfer_id": record.transfer_id, "action": record.action }),
         ));
-        // An operator's verdict on a review is a label: it teaches the online model.
-        if action == Action::Review {
+        // An operator's verdict on a review is a label (unless it has one): it teaches the
+        // online model.
+        if action == Action::Review && self.meta.get(Table::RiskLabels, &be128(id))?.is_none() {
             let label = if approved { "legitimate" } else { "fraud" };
             writes.extend(self.learn(record, label, actor)?);
         }
-        self.meta.write(writes).await?;
-        let mut e = self.engine.lock().unwrap();
-        if approved && action == Action::StepUp {
-            e.strong_authentication(payer, record.asset);
+        {
+            // The ledger has settled the hold: the engine follows at once, whatever
+            // happens to the store's write below.
+            let mut e = self.engine.lock().unwrap();
+            if approved && action == Action::StepUp {
+                e.strong_authentication(payer, record.asset);
+            }
+            if !approved {
+                let r = self.request_of(record);
+                let d = decision_of(record);
+                e.release(&r, &d, false);
+            }
         }
-        if !approved {
-            let r = self.request_of(record);
-            let d = decision_of(record);
-            e.release(&r, &d, false);
-        }
-        Ok(())
+        self.meta.write(writes).await
     }
 
     fn request_of(&self, record: &DecisionRecord) -> Request {
@@ -888,14 +918,13 @@ impl Risk {
             let next = u128::from_be_bytes(last[..16].try_into().map_err(|_| "bad key")?);
             let mut writes = Vec::new();
             for (k, v) in &rows {
-                let Ok(mut r) = serde_json::from_slice::<DecisionRecord>(v) else { continue };
+                let Ok(r) = serde_json::from_slice::<DecisionRecord>(v) else { continue };
                 if r.payer_account_id == payer_text && !r.features.is_empty() {
-                    r.features.clear();
-                    r.base_raw = None;
-                    writes.push(Write::Put(
+                    // Rewritten inside the store's transaction, from what is there then.
+                    writes.push(Write::Update(
                         Table::RiskDecisions,
                         k.clone(),
-                        serde_json::to_vec(&r).map_err(|e| e.to_string())?,
+                        DecisionRecord::stripped,
                     ));
                 }
             }

@@ -69,7 +69,8 @@ pub async fn pay(
     mut t: Transfer,
     r: Request,
 ) -> ApiResult<Response> {
-    // A retry of a payment already made keeps its first decision (and its hold).
+    // A retry of a payment already made keeps its first decision (and its hold). A
+    // decision with no transfer is stale (an attempt the ledger refused): judged anew.
     if let Some(old) = risk.decision(t.id).map_err(internal)? {
         let id = t.id;
         let (stored, status) = s
@@ -77,11 +78,7 @@ pub async fn pay(
             .read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id)))
             .await?;
         if let Some(stored) = stored {
-            let same = stored.debit_account_id == t.debit_account_id
-                && stored.credit_account_id == t.credit_account_id
-                && stored.amount == t.amount
-                && stored.asset == t.asset;
-            if !same {
+            if !same_payment(&stored, &t) {
                 // The ledger names the difference (or that the id is someone else's).
                 return submit_one(s, p, t).await;
             }
@@ -122,11 +119,24 @@ pub async fn pay(
             return Err(e.into());
         }
     };
-    let kept = kept.map_err(internal)?;
     if result.code != CreateTransferResult::Ok {
-        // Not made by this request: the reservation and the decision go.
+        // Not made by this request: the reservation and this decision go; the answer
+        // shows the decision of the transfer that exists, if any.
         risk.release(&r, &d, result.code != CreateTransferResult::Exists);
-        risk.forget(t.id, kept).await.map_err(internal)?;
+        if let Ok(bytes) = kept {
+            risk.forget(t.id, bytes).await.map_err(internal)?;
+        }
+        let (status, mut view) = outcome(s, p, t, result).await?;
+        view.risk =
+            risk.decision(t.id).map_err(internal)?.map(|old| Box::new(view_for(s, p, risk, &old)));
+        return Ok((status, Json(view)).into_response());
+    }
+    // Made by this request: its decision must be the one kept. A conditional write loses
+    // to a stale record (an attempt whose outcome was unknown, or another request racing
+    // on the same id whose transfer the ledger did not make): then it is put in place.
+    let kept = kept.map_err(internal)?;
+    if risk.decision_bytes(t.id).map_err(internal)?.as_deref() != Some(kept.as_slice()) {
+        risk.replace(t.id, kept).await.map_err(internal)?;
     }
     let (mut status, mut view) = outcome(s, p, t, result).await?;
     if held && status == StatusCode::CREATED {
@@ -134,6 +144,26 @@ pub async fn pay(
     }
     view.risk = Some(Box::new(record.view()));
     Ok((status, Json(view)).into_response())
+}
+
+/// Is a retried request the payment that exists? Everything the client chose must match;
+/// the pending flag and timeout the risk engine may have set do not count.
+fn same_payment(stored: &Transfer, t: &Transfer) -> bool {
+    let mut a = stored.flags;
+    let mut b = t.flags;
+    let requested_hold = b.contains(TransferFlags::PENDING);
+    a.set(TransferFlags::PENDING, false);
+    b.set(TransferFlags::PENDING, false);
+    stored.debit_account_id == t.debit_account_id
+        && stored.credit_account_id == t.credit_account_id
+        && stored.amount == t.amount
+        && stored.asset == t.asset
+        && stored.user_data_128 == t.user_data_128
+        && stored.user_data_64 == t.user_data_64
+        && stored.user_data_32 == t.user_data_32
+        && stored.code == t.code
+        && a == b
+        && (!requested_hold || stored.flags.contains(TransferFlags::PENDING))
 }
 
 /// Refuses to post or void a payment the risk engine holds: only its approval (by the
@@ -193,10 +223,19 @@ impl JudgedBatch {
         let mut forget = Vec::new();
         for (k, r, d, kept) in &self.judged {
             let code = results.get(*k).map(|r| r.code);
-            if code != Some(CreateTransferResult::Ok) {
+            let id = self.transfers[*k].id;
+            if code == Some(CreateTransferResult::Ok) {
+                // Made: its decision must be the one kept (see `pay`).
+                if risk.decision_bytes(id).map_err(internal)?.as_deref() != Some(kept.as_slice()) {
+                    forget.push(crate::meta::Write::Put(
+                        crate::meta::Table::RiskDecisions,
+                        id.to_be_bytes().to_vec(),
+                        kept.clone(),
+                    ));
+                }
+            } else {
                 let refused = code.is_some_and(|c| c != CreateTransferResult::Exists);
                 risk.release(r, d, refused);
-                let id = self.transfers[*k].id;
                 forget.push(crate::meta::Write::DeleteIfEqual(
                     crate::meta::Table::RiskDecisions,
                     id.to_be_bytes().to_vec(),
@@ -260,8 +299,14 @@ pub async fn judge_batch(
         }
         Err(error)
     };
-    for (i, mut t) in transfers.into_iter().enumerate() {
-        let Some(r) = payment(s, risk, &t, contexts[i].as_ref())? else {
+    // Every payment's context is checked before any is judged (and reserved).
+    let requests = transfers
+        .iter()
+        .zip(contexts)
+        .map(|(t, c)| payment(s, risk, t, c.as_ref()))
+        .collect::<ApiResult<Vec<_>>>()?;
+    for ((i, mut t), r) in transfers.into_iter().enumerate().zip(requests) {
+        let Some(r) = r else {
             out.index.push(i);
             out.transfers.push(t);
             continue;
@@ -283,8 +328,10 @@ pub async fn judge_batch(
         if linked && d.action != Action::Approve {
             risk.release(&r, &d, false);
             let error = if d.action == Action::Decline {
-                risk.keep(&record).await.map_err(internal)?;
-                declined(&record).at(i)
+                match risk.keep(&record).await {
+                    Ok(_) => declined(&record).at(i),
+                    Err(e) => internal(e),
+                }
             } else {
                 ApiError::new(
                     StatusCode::CONFLICT,
@@ -312,7 +359,9 @@ pub async fn judge_batch(
         writes.push(write);
     }
     if !writes.is_empty() {
-        s.meta.write(writes).await.map_err(internal)?;
+        if let Err(e) = s.meta.write(writes).await {
+            return refuse_all(&out, internal(e));
+        }
     }
     if out.transfers.is_empty() {
         // Everything was declined: nothing for the ledger.

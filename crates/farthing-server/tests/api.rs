@@ -127,7 +127,9 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     let (server, admin) = start(config(dir.path())).await;
     seed(&admin).await;
     let before = fingerprint(&admin).await;
-    let http = reqwest::Client::new();
+    // A fresh connection per request: answers such as 413 close theirs, and a pooled
+    // connection the server has just closed would fail the next request by chance.
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
     let url = |p: &str| format!("{}{p}", server.url);
     let payment = r#"{"debit_account_id":"1001","credit_account_id":"2001","amount":"0.5"}"#;
     let big = format!(

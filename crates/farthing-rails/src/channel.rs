@@ -76,6 +76,12 @@ pub enum ChannelError {
     Closed,
     /// Finalizing before the dispute window ends, or closing twice.
     NotYet,
+    /// A hash-chain tick that does not hash to the last one accepted.
+    NotOnChain,
+    /// A tick further ahead than the payee will hash forward.
+    TooFarAhead,
+    /// A tick past the chain's length.
+    Exhausted,
 }
 
 impl ChannelError {
@@ -88,6 +94,9 @@ impl ChannelError {
             Self::Expired => "voucher_expired",
             Self::Closed => "channel_closed",
             Self::NotYet => "channel_not_yet",
+            Self::NotOnChain => "tick_not_on_chain",
+            Self::TooFarAhead => "tick_too_far_ahead",
+            Self::Exhausted => "stream_exhausted",
         }
     }
 }

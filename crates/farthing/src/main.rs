@@ -1,6 +1,7 @@
 //! `farthing`: the command line. A thin layer of argument parsing over the library crates.
 
 mod bench;
+mod bench_rails;
 mod bench_risk;
 mod bench_tlog;
 mod inspect;
@@ -109,6 +110,8 @@ enum BenchWhat {
     Tlog(bench_tlog::TlogArgs),
     /// The risk engine alone: the cost of judging one payment (p50/p99/p99.9).
     Risk(bench_risk::RiskBenchArgs),
+    /// The micropayment rails' checks: voucher verifications and hash-chain ticks per core.
+    Rails(bench_rails::RailsArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -133,6 +136,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
         Command::Bench { what: BenchWhat::Risk(args) } => bench_risk::run(&args),
+        Command::Bench { what: BenchWhat::Rails(args) } => bench_rails::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
         Command::Query(args) => query::run(&args),
         Command::Codes => {

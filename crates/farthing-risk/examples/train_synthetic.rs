@@ -52,25 +52,7 @@ fn row(rng: &mut Rng, features: usize) -> (Vec<f64>, bool) {
 }
 
 fn auc(scores: &[f64], labels: &[bool]) -> f64 {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
-    let (mut rank_sum, mut positives, mut i) = (0.0, 0.0, 0);
-    while i < order.len() {
-        let mut j = i;
-        while j < order.len() && scores[order[j]] == scores[order[i]] {
-            j += 1;
-        }
-        let rank = (i + j + 1) as f64 / 2.0;
-        for &k in &order[i..j] {
-            if labels[k] {
-                rank_sum += rank;
-                positives += 1.0;
-            }
-        }
-        i = j;
-    }
-    let negatives = scores.len() as f64 - positives;
-    (rank_sum - positives * (positives + 1.0) / 2.0) / (positives * negatives)
+    farthing_risk::eval::quality(scores, labels).roc_auc
 }
 
 fn main() {

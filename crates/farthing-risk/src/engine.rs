@@ -232,16 +232,8 @@ impl Spend {
 
 /// Days since the Unix epoch and the calendar month (year × 12 + month − 1), in UTC.
 pub fn day_and_month(at_ns: u64) -> (u32, u32) {
-    let days = (at_ns / DAY_NS) as i64;
-    // Days to civil date (proleptic Gregorian), after H. Hinnant's algorithm.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let days = at_ns / DAY_NS;
+    let (year, month, _) = crate::simulate::civil(days);
     (days as u32, (year * 12 + month - 1) as u32)
 }
 

@@ -4,6 +4,7 @@
 //! refuses anything it does not understand (unknown keys included), with the reason, so a
 //! typo never silently turns a limit off.
 
+use farthing_ledger::amount::{parse_amount, Amount, AmountError};
 use serde::Deserialize;
 use std::fmt;
 
@@ -33,17 +34,19 @@ impl Dec {
     pub const ZERO: Dec = Dec { units: 0, scale: 0 };
 
     pub fn parse(text: &str) -> Result<Self, String> {
-        let (int, frac) = text.split_once('.').unwrap_or((text, ""));
-        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-        if !digits(int) || (!frac.is_empty() && !digits(frac)) || text.ends_with('.') {
+        // The ledger's own reading, at the scale the text carries.
+        let scale = text.split_once('.').map_or(0, |(_, frac)| frac.len());
+        if text.starts_with('.') {
             return Err(format!("{text:?} is not a decimal amount like \"0.05\""));
         }
-        if frac.len() > 18 {
+        if scale > 18 {
             return Err(format!("{text:?} has more than 18 decimals"));
         }
-        let units =
-            format!("{int}{frac}").parse::<u128>().map_err(|_| format!("{text:?} is too large"))?;
-        Ok(Dec { units, scale: frac.len() as u8 })
+        let units = parse_amount(text, scale as u8).map_err(|e| match e {
+            AmountError::Overflow => format!("{text:?} is too large"),
+            _ => format!("{text:?} is not a decimal amount like \"0.05\""),
+        })?;
+        Ok(Dec { units, scale: scale as u8 })
     }
 
     /// In minor units of an asset of `scale` decimals, rounded down (a limit never grows
@@ -71,14 +74,7 @@ impl<'de> Deserialize<'de> for Dec {
 
 impl fmt::Display for Dec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let s = self.units.to_string();
-        let scale = usize::from(self.scale);
-        if scale == 0 {
-            return f.write_str(&s);
-        }
-        let padded = format!("{s:0>width$}", width = scale + 1);
-        let (int, frac) = padded.split_at(padded.len() - scale);
-        write!(f, "{int}.{frac}")
+        Amount { minor: self.units, scale: self.scale }.fmt(f)
     }
 }
 

@@ -100,7 +100,8 @@ const EUR: f64 = 10_000.0;
 // ---------------------------------------------------------------------------------------
 // Randomness and maths that give the same bits everywhere.
 
-fn splitmix(x: &mut u64) -> u64 {
+/// SplitMix64: one step.
+pub(crate) fn splitmix(x: &mut u64) -> u64 {
     *x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *x;
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -1309,8 +1310,8 @@ pub fn simulate(params: &SimParams) -> Vec<Txn> {
 // ---------------------------------------------------------------------------------------
 // CSV.
 
-/// (year, month, day) of a day counted from 1970-01-01.
-fn civil(days: u64) -> (u64, u64, u64) {
+/// (year, month, day) of a day counted from 1970-01-01 (H. Hinnant's algorithm).
+pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
     let z = days + 719_468;
     let era = z / 146_097;
     let doe = z - era * 146_097;

@@ -413,20 +413,25 @@ pub async fn approve(
     Extension(p): Extension<Arc<Principal>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
+    decide_hold(&s, &p, &id, true).await
+}
+
+/// Approves (posts in full) or rejects (voids) a held payment, then settles its decision.
+async fn decide_hold(s: &AppState, p: &Principal, id: &str, approved: bool) -> ApiResult<Response> {
     p.require_writer()?;
-    let risk = risk_of(&s)?;
-    let id = parse_id("id", &id)?;
-    let (_, record, _) = held(&s, &p, risk, id).await?;
+    let risk = risk_of(s)?;
+    let id = parse_id("id", id)?;
+    let (_, record, _) = held(s, p, risk, id).await?;
     let t = Transfer {
         id: id_or_new("id", &None)?,
         pending_id: id,
-        amount: u128::MAX,
-        flags: TransferFlags::POST_PENDING,
+        amount: if approved { u128::MAX } else { 0 },
+        flags: if approved { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING },
         ..Transfer::default()
     };
-    let response = submit_one(&s, &p, t).await?;
+    let response = submit_one(s, p, t).await?;
     if response.status().is_success() {
-        risk.settle_hold(&record, true, &p.prefix).await.map_err(internal)?;
+        risk.settle_hold(&record, approved, &p.prefix).await.map_err(internal)?;
     }
     Ok(response)
 }
@@ -441,21 +446,7 @@ pub async fn reject(
     Extension(p): Extension<Arc<Principal>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Response> {
-    p.require_writer()?;
-    let risk = risk_of(&s)?;
-    let id = parse_id("id", &id)?;
-    let (_, record, _) = held(&s, &p, risk, id).await?;
-    let t = Transfer {
-        id: id_or_new("id", &None)?,
-        pending_id: id,
-        flags: TransferFlags::VOID_PENDING,
-        ..Transfer::default()
-    };
-    let response = submit_one(&s, &p, t).await?;
-    if response.status().is_success() {
-        risk.settle_hold(&record, false, &p.prefix).await.map_err(internal)?;
-    }
-    Ok(response)
+    decide_hold(&s, &p, &id, false).await
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -362,6 +362,18 @@ pub struct Policy {
     pub velocity: Vec<VelocityCap>,
     #[serde(default)]
     pub tiers: Vec<Tier>,
+    /// Caps on payment channels, per asset.
+    #[serde(default)]
+    pub channels: Vec<ChannelCap>,
+}
+
+/// A cap on what one payment channel may lock (its opening amount and every top-up), for
+/// channels in one asset: what its vouchers can ever claim.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelCap {
+    pub asset: String,
+    pub locked_max: Dec,
 }
 
 impl Policy {
@@ -430,6 +442,13 @@ impl Policy {
                 }
             }
         }
+        let mut channel_assets = std::collections::HashSet::new();
+        for (i, c) in self.channels.iter().enumerate() {
+            check_code(&c.asset, &format!("channels[{i}].asset"))?;
+            if !channel_assets.insert(c.asset.as_str()) {
+                return fail(format!("channels[{i}]: a second channel cap for {}", c.asset));
+            }
+        }
         if self.holds.step_up_timeout_s == 0 || self.holds.review_timeout_s == 0 {
             return fail("holds: a timeout of 0 would hold funds forever".into());
         }
@@ -452,6 +471,15 @@ mod tests {
     fn the_default_policy_parses() {
         let p = Policy::default_policy();
         assert!(!p.caps.is_empty() && !p.tiers.is_empty() && !p.velocity.is_empty());
+    }
+
+    #[test]
+    fn channel_caps_parse_and_are_checked() {
+        let p = Policy::parse("[[channels]]\nasset = \"EUR\"\nlocked_max = \"20.00\"\n").unwrap();
+        assert_eq!(p.channels[0].locked_max.to_minor(2), 2_000);
+        let twice = "[[channels]]\nasset = \"EUR\"\nlocked_max = \"1\"\n".repeat(2);
+        assert!(Policy::parse(&twice).unwrap_err().0.contains("second channel cap"));
+        assert!(Policy::parse("[[channels]]\nasset = \"EUR\"\n").is_err());
     }
 
     #[test]

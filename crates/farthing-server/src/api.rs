@@ -106,7 +106,7 @@ fn unprocessable(code: &str, detail: &str) -> ApiError {
 
 /// A ledger refusal of a transfer as an answer: conflicts for ids reused with other fields,
 /// 422 for every business rule.
-fn transfer_refused(code: CreateTransferResult) -> ApiError {
+pub(crate) fn transfer_refused(code: CreateTransferResult) -> ApiError {
     let status =
         if code.is_exists() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
     ApiError::new(status, code.code(), code.message())
@@ -248,6 +248,15 @@ pub async fn create_account(
         return Err(ApiError::forbidden("This key is limited to a list of accounts."));
     }
     let asset = s.directory.asset_by_code(&req.asset)?;
+    if req.code == Some(crate::channels::CODE_ESCROW) {
+        return Err(ApiError::invalid(
+            "code",
+            format!(
+                "Account code {} is reserved for channels' escrow accounts.",
+                crate::channels::CODE_ESCROW
+            ),
+        ));
+    }
     let account = Account {
         id: id_or_new("id", &req.id)?,
         owner_id: owner,
@@ -485,6 +494,13 @@ pub(crate) fn build_transfer(
     if !p.may_debit(debit, debit_info.owner) {
         return Err(ApiError::forbidden("This key may not move money out of that account.")
             .field("/debit_account_id"));
+    }
+    let escrow =
+        |id| s.directory.account(id).is_some_and(|a| a.code == crate::channels::CODE_ESCROW);
+    if escrow(debit) || escrow(credit) {
+        return Err(ApiError::forbidden(
+            "A channel's escrow account moves only by the channel's rules (settle, top-up, close).",
+        ));
     }
     if p.role != Role::Admin && !debit_info.bounded {
         return Err(ApiError::forbidden(

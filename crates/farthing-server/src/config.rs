@@ -67,6 +67,20 @@ pub struct Config {
     pub risk_policy: Option<PathBuf>,
     /// How often the policy file (and the model files it names) are checked for changes.
     pub risk_reload_ms: u64,
+    /// The rails' network name, in CAIP-2 form (`farthing:<ledger>`), that paywalls quote.
+    pub rails_network: String,
+    /// How often channels with new claims are settled on the ledger (one transfer each,
+    /// all in one batch), and closing or expired channels finalized.
+    pub channel_settle_ms: u64,
+    /// A channel's life when its opener does not say, and the longest it may ask for.
+    pub channel_expires_in_s: u64,
+    pub channel_expires_in_s_max: u64,
+    /// The dispute window after a payer closes a channel, when the opener does not say,
+    /// and the shortest one may ask for.
+    pub channel_dispute_s: u64,
+    pub channel_dispute_s_min: u64,
+    /// Hash-chain ticks a stream's payee hashes forward over at most (skipped ticks).
+    pub stream_ticks_skip_max: u64,
 }
 
 impl Default for Config {
@@ -99,6 +113,13 @@ impl Default for Config {
             risk: true,
             risk_policy: None,
             risk_reload_ms: 1_000,
+            rails_network: "farthing:local".into(),
+            channel_settle_ms: 1_000,
+            channel_expires_in_s: 86_400,
+            channel_expires_in_s_max: 30 * 86_400,
+            channel_dispute_s: 3_600,
+            channel_dispute_s_min: 1,
+            stream_ticks_skip_max: 10_000,
         }
     }
 }
@@ -119,7 +140,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 27] = [
+    const FIELDS: [&'static str; 34] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -147,6 +168,13 @@ impl Config {
         "risk",
         "risk_policy",
         "risk_reload_ms",
+        "rails_network",
+        "channel_settle_ms",
+        "channel_expires_in_s",
+        "channel_expires_in_s_max",
+        "channel_dispute_s",
+        "channel_dispute_s_min",
+        "stream_ticks_skip_max",
     ];
 
     /// Whether webhooks may reach internal addresses (see `webhook_private_addresses`).
@@ -186,10 +214,30 @@ impl Config {
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("connections_max", self.connections_max as u64),
             ("risk_reload_ms", self.risk_reload_ms),
+            ("channel_settle_ms", self.channel_settle_ms),
+            ("channel_expires_in_s", self.channel_expires_in_s),
+            ("channel_dispute_s_min", self.channel_dispute_s_min),
+            ("stream_ticks_skip_max", self.stream_ticks_skip_max),
         ] {
             if value == 0 {
                 return Err(format!("{name} must be at least 1"));
             }
+        }
+        if self.channel_expires_in_s > self.channel_expires_in_s_max {
+            return Err("channel_expires_in_s must be at most channel_expires_in_s_max".into());
+        }
+        if self.channel_dispute_s < self.channel_dispute_s_min {
+            return Err("channel_dispute_s must be at least channel_dispute_s_min".into());
+        }
+        let reference = self.rails_network.strip_prefix("farthing:").unwrap_or("");
+        if reference.is_empty()
+            || reference.len() > 32
+            || !reference.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "rails_network {:?} must be farthing:<name>, the name 1 to 32 letters, digits, - or _ (CAIP-2)",
+                self.rails_network
+            ));
         }
         if self.webhook_retry_max_ms < self.webhook_retry_base_ms {
             return Err("webhook_retry_max_ms must be at least webhook_retry_base_ms".into());

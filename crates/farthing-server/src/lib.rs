@@ -11,6 +11,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod channels;
+pub mod channels_api;
 pub mod config;
 pub mod error;
 pub mod events;
@@ -116,9 +118,18 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .routes(routes!(risk_api::audit_trail))
         .routes(routes!(risk_api::get_limits, risk_api::put_limits))
         .routes(routes!(risk_api::put_profiling))
+        .routes(routes!(channels_api::open_channel, channels_api::list_channels))
+        .routes(routes!(channels_api::get_channel))
+        .routes(routes!(channels_api::post_voucher))
+        .routes(routes!(channels_api::post_tick))
+        .routes(routes!(channels_api::settle_channel))
+        .routes(routes!(channels_api::top_up))
+        .routes(routes!(channels_api::close_channel))
+        .routes(routes!(channels_api::rails_info))
         .layer(DefaultBodyLimit::max(state.config.body_bytes_max));
     let batch = OpenApiRouter::new()
         .routes(routes!(api::create_transfer_batch))
+        .routes(routes!(channels_api::post_vouchers))
         .layer(DefaultBodyLimit::max(state.config.batch_body_bytes_max));
     let authed = authed
         .merge(batch)
@@ -352,6 +363,7 @@ impl Server {
             ),
             false => None,
         };
+        let rails = Arc::new(channels::Rails::open(meta.clone(), handle.clone(), id_secret).await?);
         let state = AppState(Arc::new(Shared {
             engine: handle,
             idempotency: idempotency::Idempotency::new(meta.clone(), config.idempotency_ttl_h),
@@ -365,6 +377,7 @@ impl Server {
             verifier_key,
             id_secret,
             risk,
+            rails,
             streams: Default::default(),
             asset_lock: Default::default(),
             stop,
@@ -396,6 +409,11 @@ impl Server {
             tokio::spawn(prune(state.clone(), state.stop_signal())),
         ];
         let mut tasks = tasks;
+        tasks.push(tokio::spawn(channels::run(
+            state.rails.clone(),
+            Duration::from_millis(config.channel_settle_ms),
+            state.stop_signal(),
+        )));
         if let Some(r) = &state.risk {
             let every = Duration::from_millis(config.risk_reload_ms);
             tasks.push(tokio::spawn(risk::watch(r.clone(), every, state.stop_signal())));

@@ -39,6 +39,10 @@ pub enum Table {
     RiskAccounts,
     /// Transfer id (big-endian u128) → the confirmed outcome.
     RiskLabels,
+    /// Channel id (big-endian u128) → the channel: its parties, terms and state.
+    Channels,
+    /// Channel id (big-endian u128) → the best claim on it (voucher or hash-chain tick).
+    ChannelClaims,
 }
 
 impl Table {
@@ -54,9 +58,11 @@ impl Table {
             Self::RiskAudit => TableDefinition::new("risk_audit"),
             Self::RiskAccounts => TableDefinition::new("risk_accounts"),
             Self::RiskLabels => TableDefinition::new("risk_labels"),
+            Self::Channels => TableDefinition::new("channels"),
+            Self::ChannelClaims => TableDefinition::new("channel_claims"),
         }
     }
-    const ALL: [Table; 10] = [
+    const ALL: [Table; 12] = [
         Self::Keys,
         Self::Idempotency,
         Self::Webhooks,
@@ -67,6 +73,8 @@ impl Table {
         Self::RiskAudit,
         Self::RiskAccounts,
         Self::RiskLabels,
+        Self::Channels,
+        Self::ChannelClaims,
     ];
 }
 
@@ -81,6 +89,9 @@ pub enum Write {
     DeleteIfEqual(Table, Vec<u8>, Vec<u8>),
     /// Rewrite the value there (if any) as `update` says (`None`: leave it).
     Update(Table, Vec<u8>, fn(&[u8]) -> Option<Vec<u8>>),
+    /// Put, unless the value there is already ahead of this one, as `ahead(old, new)`
+    /// judges: writes racing in any order leave the highest.
+    PutUnlessAhead(Table, Vec<u8>, Vec<u8>, fn(&[u8], &[u8]) -> bool),
 }
 
 const CLOSED: &str = "the server's store is closed";
@@ -242,7 +253,8 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
                 | Write::Delete(t, k)
                 | Write::PutIf(t, k, _, _)
                 | Write::DeleteIfEqual(t, k, _)
-                | Write::Update(t, k, _) => (*t, k),
+                | Write::Update(t, k, _)
+                | Write::PutUnlessAhead(t, k, _, _) => (*t, k),
             };
             let slot = &mut tables[table as usize];
             if slot.is_none() {
@@ -262,6 +274,15 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
                         .map_err(|e| e.to_string())?
                         .is_none_or(|old| replace(old.value()));
                     if may {
+                        t.insert(key.as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
+                    }
+                }
+                Write::PutUnlessAhead(_, _, value, ahead) => {
+                    let behind = t
+                        .get(key.as_slice())
+                        .map_err(|e| e.to_string())?
+                        .is_none_or(|old| !ahead(old.value(), value));
+                    if behind {
                         t.insert(key.as_slice(), value.as_slice()).map_err(|e| e.to_string())?;
                     }
                 }

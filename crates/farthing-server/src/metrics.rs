@@ -29,6 +29,10 @@ pub struct Metrics {
     pub webhook_deliveries_failed: AtomicU64,
     /// Risk decisions by action (approve, step_up, review, decline).
     pub risk_decisions: [AtomicU64; 4],
+    /// Vouchers taken as a channel's best (through the API).
+    pub vouchers_accepted: AtomicU64,
+    /// Channel settlements made on the ledger.
+    pub channel_settlements: AtomicU64,
 }
 
 impl Metrics {
@@ -122,6 +126,16 @@ impl Metrics {
                 "farthing_transfers_refused_total",
                 "Transfers the ledger refused.",
                 &self.transfers_refused,
+            ),
+            (
+                "farthing_vouchers_accepted_total",
+                "Channel vouchers accepted and kept as their channel's best.",
+                &self.vouchers_accepted,
+            ),
+            (
+                "farthing_channel_settlements_total",
+                "Channel settlements made on the ledger (one transfer each).",
+                &self.channel_settlements,
             ),
             (
                 "farthing_idempotent_replays_total",

@@ -535,7 +535,9 @@ impl Risk {
         for t in &recent {
             let [d, c] = directory.accounts([t.debit_account_id, t.credit_account_id]);
             let (Some(d), Some(c)) = (d, c) else { continue };
-            if !d.bounded {
+            // Settlements and refunds out of a channel's escrow are not payments: the lock
+            // into it was (judged at the channel's opening or top-up).
+            if !d.bounded || d.code == crate::channels::CODE_ESCROW {
                 continue;
             }
             let scale = directory.asset(t.asset).map_or(0, |a| a.scale);
@@ -603,6 +605,12 @@ impl Risk {
 
     pub fn release(&self, r: &Request, d: &Decision, refused_by_ledger: bool) {
         self.engine.lock().unwrap().release(r, d, refused_by_ledger)
+    }
+
+    /// What one payment channel in this asset may lock in all, under the policy.
+    pub fn channel_locked_max(&self, asset: &str, scale: u8) -> Option<u128> {
+        let e = self.engine.lock().unwrap();
+        e.policy().channels.iter().find(|c| c.asset == asset).map(|c| c.locked_max.to_minor(scale))
     }
 
     pub fn hold_timeout_s(&self, action: Action) -> u32 {

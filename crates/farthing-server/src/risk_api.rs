@@ -49,7 +49,7 @@ pub fn payment(
     risk.payment(t, scale, &d, c.as_ref(), context)
 }
 
-fn declined(record: &DecisionRecord) -> ApiError {
+pub(crate) fn declined(record: &DecisionRecord) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::PAYMENT_REQUIRED,
         "risk_declined",

@@ -39,6 +39,8 @@ pub struct Shared {
     pub webhooks: Arc<Webhooks>,
     /// The risk engine (None when `risk = false`).
     pub risk: Option<Arc<crate::risk::Risk>>,
+    /// Payment channels and streams.
+    pub rails: Arc<crate::channels::Rails>,
     /// The transparency log's verifier key, if the log is on.
     pub verifier_key: Option<String>,
     /// Secret of this data directory, for ids derived from idempotency keys.

@@ -169,3 +169,58 @@ async fn a_busy_port_creates_nothing_and_a_lost_admin_key_can_be_replaced() {
     assert!(!out.status.success());
     stop(child);
 }
+
+/// A payment channel's vouchers, acknowledged one after another while the server is killed
+/// (SIGKILL, no chance to flush anything): after the restart the channel's best voucher is
+/// at least the last one acknowledged, and the lock is intact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_keeps_the_highest_voucher_acknowledged() {
+    use ed25519_dalek::SigningKey;
+    use farthing_rails::channel::Voucher;
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, url, _) = start(dir.path(), Some(KEY));
+    let admin = Client::new(&url, KEY);
+    admin.create_asset("USD", 6).await.unwrap();
+    admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "USD"})).await.unwrap();
+    for id in ["1001", "2001"] {
+        admin
+            .create_account(&json!({"id": id, "owner_id": id, "asset": "USD",
+                                    "flags": ["debits_must_not_exceed_credits"]}))
+            .await
+            .unwrap();
+    }
+    let fund = json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "10"});
+    admin.post("/v1/transfers", &fund, None).await.unwrap();
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let open = json!({"id": "700", "payer_account_id": "1001", "payee_account_id": "2001",
+                      "amount": "5", "payer_key": hex(key.verifying_key().as_bytes())});
+    admin.post("/v1/channels", &open, None).await.unwrap();
+    let sender = tokio::spawn(async move {
+        let mut acknowledged = 0u64;
+        for n in 1..1_000_000u64 {
+            let sv = Voucher { channel: 700, sequence: n, cumulative: u128::from(n), expires_at_s: u64::MAX / 2 }
+                .sign(&key);
+            let body = json!({"sequence": n.to_string(), "cumulative": n.to_string(),
+                              "expires_at": sv.voucher.expires_at_s, "signature": hex(&sv.signature)});
+            match admin.post_raw("/v1/channels/700/vouchers", &body, None).await {
+                Ok(a) if a.status == 200 => acknowledged = n,
+                _ => break,
+            }
+        }
+        acknowledged
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    let mut killed = child.0.take().unwrap();
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let acknowledged = sender.await.unwrap();
+    assert!(acknowledged > 10, "vouchers flowed before the kill: {acknowledged}");
+    let (child, url, _) = start(dir.path(), None);
+    let ch = Client::new(&url, KEY).get("/v1/channels/700").await.unwrap();
+    let best: u64 = ch["best_voucher"]["sequence"].as_str().unwrap().parse().unwrap();
+    assert!(best >= acknowledged, "best {best} < acknowledged {acknowledged}");
+    assert_eq!(ch["locked_units"], "5000000");
+    assert_eq!(ch["state"], "open");
+    stop(child);
+}

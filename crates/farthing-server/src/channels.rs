@@ -498,12 +498,14 @@ impl Rails {
         &self,
         mut rec: ChannelRecord,
         amount: u128,
+        payer_owner: u128,
     ) -> Result<Result<(Live, Account), CreateTransferResult>, String> {
         let id: u128 = rec.id.parse().map_err(|_| "bad id".to_string())?;
         let escrow = Account {
             id: self.escrow_id(id),
-            // Nobody's: no key moves money in or out of it but by the channel's rules.
-            owner_id: 0,
+            // The payer's, to see; but no key moves money in or out of it other than by the
+            // channel's rules (the API refuses transfers that touch an escrow account).
+            owner_id: payer_owner,
             user_data_64: 0,
             asset: rec.asset,
             code: CODE_ESCROW,

@@ -143,6 +143,9 @@ pub struct PaywordView {
     /// Minor units per tick.
     pub unit_price: String,
     pub length: u64,
+    /// The payer's signature over the commitment: a payee checks it with the payer's key
+    /// alone.
+    pub signature: String,
     pub ticks: u64,
     pub best_tick: Option<u64>,
 }
@@ -197,6 +200,7 @@ fn view(s: &AppState, live: &Live) -> ChannelView {
                 root: to_hex(&stream.commitment.root),
                 unit_price: stream.commitment.unit_price.to_string(),
                 length: stream.commitment.length,
+                signature: live.rec.payword.as_ref().map(|t| t.signature.clone()).unwrap_or_default(),
                 ticks: stream.ticks,
                 best_tick: best.map(|b| b.0),
             }),
@@ -536,7 +540,7 @@ pub async fn open_channel(
     };
     let judged = judge(&s, &lock, payee, req.risk_context.as_ref()).await?;
     rails.put_record(&rec).await.map_err(internal)?;
-    match rails.make(rec, amount).await {
+    match rails.make(rec, amount, payer_info.owner).await {
         Ok(Ok((live, escrow))) => {
             s.directory.add_account(&escrow);
             judged_outcome(&s, lock.id, judged, true).await?;

@@ -1,0 +1,461 @@
+//! The merchant's side: a book of channels in memory, a batching signature verifier, and a
+//! flusher that settles the best new voucher of each channel with Farthing.
+//!
+//! A voucher is accepted — it becomes its channel's best in memory — before the paid route
+//! runs, and reaches Farthing at the next flush. What was served but not yet flushed is at
+//! the merchant's risk only until then (a refusal at flush blocks the channel here), and
+//! the client's next voucher is cumulative, so it covers everything served before it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::VerifyingKey;
+use farthing_rails::channel::{
+    verify_signatures, Channel, ChannelError, SignedVoucher, VERIFY_BATCH_SIZE_MAX,
+};
+
+use crate::source::{ChannelInfo, ChannelSource, ChannelState, SourceError};
+use crate::x402::{
+    PaymentPayload, PaymentRequired, PaymentRequirements, RequirementsExtra, Resource,
+    SettlementExtra, SettlementResponse, SCHEME, VOUCHER_ENCODING, X402_VERSION,
+};
+
+/// Vouchers waiting for the verifier at most; beyond, requests are turned away (busy).
+pub const VERIFY_QUEUE_MAX: usize = 16 * 1024;
+
+/// What the paywall sells under, and how often it settles.
+#[derive(Clone, Debug)]
+pub struct PaywallConfig {
+    /// `farthing:<ledger>`.
+    pub network: String,
+    /// The merchant's (payee's) account id.
+    pub pay_to: String,
+    /// Asset code, and its decimal places (prices are minor units).
+    pub asset: String,
+    pub asset_scale: u32,
+    /// Farthing's base URL, told to clients (`extra.farthing`) to open channels at.
+    pub farthing_url: String,
+    pub max_timeout_seconds: u64,
+    /// Minor units suggested for a new channel's deposit.
+    pub suggested_deposit: u128,
+    /// How often the best new vouchers are submitted to Farthing.
+    pub flush_interval: Duration,
+    /// Threads verifying signatures (each batches whatever is waiting).
+    pub verifier_threads: usize,
+    /// A known channel is refetched (for a voucher over its locked amount: a top-up?) at
+    /// most this often.
+    pub refetch_interval: Duration,
+}
+
+impl PaywallConfig {
+    /// Defaults: 60 s timeout, flush every 5 s, one verifier thread per core.
+    pub fn new(network: &str, pay_to: &str, asset: &str, asset_scale: u32, farthing: &str) -> Self {
+        Self {
+            network: network.into(),
+            pay_to: pay_to.into(),
+            asset: asset.into(),
+            asset_scale,
+            farthing_url: farthing.into(),
+            max_timeout_seconds: 60,
+            suggested_deposit: 10u128.pow(asset_scale),
+            flush_interval: Duration::from_secs(5),
+            verifier_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            refetch_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a payment was turned away. `code` goes in the 402's `error`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// A code of docs/RAILS.md (`voucher_bad_signature`, ...) or one of this paywall's:
+    /// `payment_invalid` (an unreadable or mismatched header), `voucher_wrong_payee`,
+    /// `voucher_wrong_asset`, `voucher_below_price`, `channel_unavailable` (Farthing
+    /// could not be asked), `paywall_busy`.
+    pub code: &'static str,
+    pub detail: String,
+}
+
+impl Refused {
+    fn new(code: &'static str, detail: impl Into<String>) -> Self {
+        Self { code, detail: detail.into() }
+    }
+    fn channel(e: ChannelError) -> Self {
+        Self::new(e.code(), e.to_string())
+    }
+}
+
+/// A channel as the paywall keeps it.
+struct Entry {
+    channel: Channel,
+    payer_account_id: String,
+    payee_account_id: String,
+    asset: String,
+    open: bool,
+    /// The best voucher is newer than what Farthing was last given.
+    dirty: bool,
+    /// Farthing refused a voucher this paywall accepted (a bad signature): no more.
+    blocked: bool,
+    fetched_at: Instant,
+}
+
+impl Entry {
+    fn new(info: ChannelInfo) -> Self {
+        let mut channel =
+            Channel::open(info.id, info.payer_key, info.locked_units, info.expires_at);
+        channel.best = info.best_voucher;
+        Self {
+            channel,
+            payer_account_id: info.payer_account_id,
+            payee_account_id: info.payee_account_id,
+            asset: info.asset,
+            open: info.state == ChannelState::Open,
+            dirty: false,
+            blocked: false,
+            fetched_at: Instant::now(),
+        }
+    }
+
+    /// Learns a refetched channel, keeping a better voucher accepted here meanwhile.
+    fn refresh(&mut self, info: ChannelInfo) {
+        let mine = self.channel.best;
+        let dirty = self.dirty;
+        let blocked = self.blocked;
+        *self = Self::new(info);
+        self.blocked = blocked;
+        if let Some(mine) = mine {
+            if self.channel.claimable() < mine.voucher.cumulative {
+                self.channel.best = Some(mine);
+                self.dirty = dirty;
+            }
+        }
+    }
+
+    /// Every rule but the signature; `Ok` with the payer's key.
+    fn check(
+        &self,
+        config: &PaywallConfig,
+        sv: &SignedVoucher,
+        price: u128,
+        now_s: u64,
+    ) -> Result<VerifyingKey, Refused> {
+        if self.blocked || !self.open {
+            return Err(Refused::channel(ChannelError::Closed));
+        }
+        if self.payee_account_id != config.pay_to {
+            return Err(Refused::new("voucher_wrong_payee", "the channel pays someone else"));
+        }
+        if self.asset != config.asset {
+            return Err(Refused::new("voucher_wrong_asset", "the channel is in another asset"));
+        }
+        let increment = self.channel.check_verified(sv, now_s).map_err(Refused::channel)?;
+        if increment < price {
+            return Err(Refused::new(
+                "voucher_below_price",
+                format!("the voucher adds {increment}, the price is {price}"),
+            ));
+        }
+        Ok(*self.channel.payer_key())
+    }
+}
+
+/// A voucher waiting for its signature check.
+struct Job {
+    voucher: SignedVoucher,
+    key: VerifyingKey,
+    answer: tokio::sync::oneshot::Sender<bool>,
+}
+
+struct Inner {
+    config: PaywallConfig,
+    source: Arc<dyn ChannelSource>,
+    book: Mutex<HashMap<u128, Entry>>,
+    verifier: crossbeam_channel::Sender<Job>,
+    /// One flush at a time.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+/// The paywall: cheap to clone (an `Arc` inside). Make per-route layers with
+/// [`Paywall::layer`].
+#[derive(Clone)]
+pub struct Paywall {
+    inner: Arc<Inner>,
+}
+
+/// What one flush did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    pub submitted: usize,
+    pub refused: Vec<(u128, String)>,
+}
+
+impl Paywall {
+    /// Starts the verifier threads and the flusher task: call it inside a Tokio runtime.
+    /// Both stop once the last clone of the paywall is dropped (call [`Paywall::flush`]
+    /// before, at shutdown).
+    pub fn new(config: PaywallConfig, source: Arc<dyn ChannelSource>) -> Self {
+        let (verifier, jobs) = crossbeam_channel::bounded(VERIFY_QUEUE_MAX);
+        for _ in 0..config.verifier_threads.max(1) {
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name("paywall-verify".into())
+                .spawn(move || verify_loop(jobs))
+                .expect("a verifier thread starts");
+        }
+        let interval = config.flush_interval;
+        let inner = Arc::new(Inner {
+            config,
+            source,
+            book: Mutex::new(HashMap::new()),
+            verifier,
+            flushing: tokio::sync::Mutex::new(()),
+        });
+        tokio::spawn(flush_loop(Arc::downgrade(&inner), interval));
+        Self { inner }
+    }
+
+    pub fn config(&self) -> &PaywallConfig {
+        &self.inner.config
+    }
+
+    /// What to ask for: the `PAYMENT-REQUIRED` of a route, with `error`.
+    pub fn required(
+        &self,
+        url: &str,
+        description: &str,
+        mime_type: &str,
+        price: u128,
+        error: &str,
+    ) -> PaymentRequired {
+        let c = &self.inner.config;
+        PaymentRequired {
+            x402_version: X402_VERSION,
+            error: error.into(),
+            resource: Resource {
+                url: url.into(),
+                description: description.into(),
+                mime_type: mime_type.into(),
+            },
+            accepts: vec![PaymentRequirements {
+                scheme: SCHEME.into(),
+                network: c.network.clone(),
+                amount: price.to_string(),
+                asset: c.asset.clone(),
+                pay_to: c.pay_to.clone(),
+                max_timeout_seconds: c.max_timeout_seconds,
+                extra: RequirementsExtra {
+                    farthing: c.farthing_url.clone(),
+                    asset_scale: c.asset_scale,
+                    voucher: VOUCHER_ENCODING.into(),
+                    suggested_deposit: c.suggested_deposit.to_string(),
+                },
+            }],
+        }
+    }
+
+    /// Reads a `PAYMENT-SIGNATURE` header and takes its voucher for `price` minor units:
+    /// on `Ok` the voucher is its channel's best, and the answer is the `PAYMENT-RESPONSE`.
+    pub async fn admit(&self, header: &str, price: u128) -> Result<SettlementResponse, Refused> {
+        let payload = PaymentPayload::from_header(header)
+            .map_err(|e| Refused::new("payment_invalid", e.to_string()))?;
+        let c = &self.inner.config;
+        let accepted = &payload.accepted;
+        if accepted.network != c.network || accepted.pay_to != c.pay_to || accepted.asset != c.asset
+        {
+            return Err(Refused::new("payment_invalid", "accepted is not what this route offers"));
+        }
+        let sv = payload
+            .payload
+            .to_signed()
+            .map_err(|e| Refused::new("payment_invalid", e.to_string()))?;
+        self.take(&sv, price, now_s()).await
+    }
+
+    /// Takes a voucher for `price` minor units at `now_s`; see [`Paywall::admit`].
+    pub async fn take(
+        &self,
+        sv: &SignedVoucher,
+        price: u128,
+        now_s: u64,
+    ) -> Result<SettlementResponse, Refused> {
+        let key = self.precheck(sv, price, now_s).await?;
+        if !self.verify(sv, key).await? {
+            return Err(Refused::channel(ChannelError::BadSignature));
+        }
+        // Again under the lock: another request may have moved the channel meanwhile.
+        let mut book = self.inner.book.lock().expect("book lock");
+        let entry = book.get_mut(&sv.voucher.channel).ok_or_else(|| {
+            Refused::new("channel_unavailable", "the channel was dropped meanwhile")
+        })?;
+        let verified_key = entry.check(&self.inner.config, sv, price, now_s)?;
+        if verified_key != key {
+            return Err(Refused::channel(ChannelError::BadSignature));
+        }
+        entry.channel.accept_verified(sv, now_s).map_err(Refused::channel)?;
+        entry.dirty = true;
+        let v = &sv.voucher;
+        debug_assert!(entry.channel.claimable() == v.cumulative);
+        Ok(SettlementResponse {
+            success: true,
+            network: self.inner.config.network.clone(),
+            transaction: format!("{}/{}", v.channel, v.sequence),
+            payer: entry.payer_account_id.clone(),
+            extra: SettlementExtra {
+                channel_id: v.channel.to_string(),
+                claimed: v.cumulative.to_string(),
+                remaining: (entry.channel.locked - v.cumulative).to_string(),
+            },
+        })
+    }
+
+    /// The channel's rules, learning the channel if new, and refetching it once if the
+    /// voucher is over the locked amount (a top-up).
+    async fn precheck(
+        &self,
+        sv: &SignedVoucher,
+        price: u128,
+        now_s: u64,
+    ) -> Result<VerifyingKey, Refused> {
+        let id = sv.voucher.channel;
+        let known = {
+            let book = self.inner.book.lock().expect("book lock");
+            book.get(&id).map(|e| {
+                let fresh = e.fetched_at.elapsed() < self.inner.config.refetch_interval;
+                (e.check(&self.inner.config, sv, price, now_s), fresh)
+            })
+        };
+        match known {
+            Some((Err(r), false)) if r.code == ChannelError::OverLocked.code() => {}
+            Some((result, _)) => return result,
+            None => {}
+        }
+        let info = self.inner.source.fetch(id).await.map_err(|e| match e {
+            SourceError::NotFound => Refused::channel(ChannelError::WrongChannel),
+            e => Refused::new("channel_unavailable", e.to_string()),
+        })?;
+        if info.id != id {
+            return Err(Refused::channel(ChannelError::WrongChannel));
+        }
+        let mut book = self.inner.book.lock().expect("book lock");
+        let entry = match book.entry(id) {
+            std::collections::hash_map::Entry::Occupied(e) => {
+                let entry = e.into_mut();
+                entry.refresh(info);
+                entry
+            }
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Entry::new(info)),
+        };
+        entry.check(&self.inner.config, sv, price, now_s)
+    }
+
+    /// Hands the voucher to the verifier threads; `Ok(signature good)`.
+    async fn verify(&self, sv: &SignedVoucher, key: VerifyingKey) -> Result<bool, Refused> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let job = Job { voucher: *sv, key, answer };
+        self.inner
+            .verifier
+            .try_send(job)
+            .map_err(|_| Refused::new("paywall_busy", "too many payments waiting"))?;
+        answered.await.map_err(|_| Refused::new("paywall_busy", "the verifier stopped"))
+    }
+
+    /// The best voucher kept for a channel, if the paywall knows it.
+    pub fn best(&self, channel_id: u128) -> Option<SignedVoucher> {
+        let book = self.inner.book.lock().expect("book lock");
+        book.get(&channel_id).and_then(|e| e.channel.best)
+    }
+
+    /// Submits the best new voucher of each channel to Farthing, in one call. Run by the
+    /// flusher every flush interval; call it at shutdown too.
+    pub async fn flush(&self) -> Result<FlushReport, SourceError> {
+        flush_inner(&self.inner).await
+    }
+}
+
+async fn flush_inner(inner: &Inner) -> Result<FlushReport, SourceError> {
+    let _one = inner.flushing.lock().await;
+    let vouchers: Vec<SignedVoucher> = {
+        let mut book = inner.book.lock().expect("book lock");
+        book.values_mut()
+            .filter(|e| e.dirty)
+            .filter_map(|e| {
+                e.dirty = false;
+                e.channel.best
+            })
+            .collect()
+    };
+    if vouchers.is_empty() {
+        return Ok(FlushReport::default());
+    }
+    let results = match inner.source.submit(vouchers.clone()).await {
+        Ok(results) => results,
+        Err(e) => {
+            redirty(inner, &vouchers);
+            return Err(e);
+        }
+    };
+    let mut report = FlushReport { submitted: vouchers.len(), refused: Vec::new() };
+    let mut book = inner.book.lock().expect("book lock");
+    for (sv, result) in vouchers.iter().zip(results) {
+        let Err(refusal) = result.outcome else { continue };
+        let id = sv.voucher.channel;
+        if refusal.code == ChannelError::BadSignature.code() {
+            // Passed the batch here, failed one by one there: never serve it again.
+            if let Some(e) = book.get_mut(&id) {
+                e.blocked = true;
+            }
+        } else if book.get(&id).is_some_and(|e| !e.dirty) {
+            // Farthing knows better (a close, a higher voucher): learn it afresh.
+            book.remove(&id);
+        }
+        report.refused.push((id, refusal.code));
+    }
+    Ok(report)
+}
+
+/// After a failed submit: the vouchers are still to send, unless a newer one is.
+fn redirty(inner: &Inner, vouchers: &[SignedVoucher]) {
+    let mut book = inner.book.lock().expect("book lock");
+    for sv in vouchers {
+        if let Some(e) = book.get_mut(&sv.voucher.channel) {
+            e.dirty = true;
+        }
+    }
+}
+
+async fn flush_loop(inner: Weak<Inner>, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        // A failure leaves the vouchers dirty: the next tick tries again.
+        let _ = flush_inner(&inner).await;
+    }
+}
+
+/// One verifier thread: takes whatever is waiting (up to a batch), verifies it at once,
+/// answers each. A lone voucher is verified alone, without waiting for company.
+fn verify_loop(jobs: crossbeam_channel::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(VERIFY_BATCH_SIZE_MAX);
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < VERIFY_BATCH_SIZE_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let items: Vec<_> = batch.iter().map(|j| (&j.voucher, &j.key)).collect();
+        let ok = verify_signatures(&items);
+        for (job, ok) in batch.drain(..).zip(ok) {
+            let _ = job.answer.send(ok);
+        }
+    }
+}
+
+pub(crate) fn now_s() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}

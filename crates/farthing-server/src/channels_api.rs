@@ -200,7 +200,12 @@ fn view(s: &AppState, live: &Live) -> ChannelView {
                 root: to_hex(&stream.commitment.root),
                 unit_price: stream.commitment.unit_price.to_string(),
                 length: stream.commitment.length,
-                signature: live.rec.payword.as_ref().map(|t| t.signature.clone()).unwrap_or_default(),
+                signature: live
+                    .rec
+                    .payword
+                    .as_ref()
+                    .map(|t| t.signature.clone())
+                    .unwrap_or_default(),
                 ticks: stream.ticks,
                 best_tick: best.map(|b| b.0),
             }),

@@ -53,7 +53,10 @@ async fn car() -> Result<(), String> {
     farthing.usd().await?;
     let (car_account, car_api) = farthing.party("payer", "20").await?;
     let (charger_account, charger_api) = farthing.party("merchant", "0").await?;
-    println!("car: account {car_account}, charger: account {charger_account}, Farthing at {}", farthing.url);
+    println!(
+        "car: account {car_account}, charger: account {charger_account}, Farthing at {}",
+        farthing.url
+    );
 
     // The car's own key, made on the car; Farthing only ever sees its public half.
     let device_key = SigningKey::from_bytes(&rand::random());
@@ -121,7 +124,8 @@ async fn car() -> Result<(), String> {
                         continue;
                     }
                     spent += PRICE_PER_TENTH;
-                    writeln!(out, "TICK {n} {}", hex(&chain[n as usize])).map_err(|e| e.to_string())?;
+                    writeln!(out, "TICK {n} {}", hex(&chain[n as usize]))
+                        .map_err(|e| e.to_string())?;
                 }
                 ["SETTLED", transfer] => return Ok(transfer.to_string()),
                 _ => return Err(format!("the charger said {line:?}")),
@@ -151,7 +155,8 @@ async fn car() -> Result<(), String> {
 fn charger(url: &str, key: &str, stream_id: &str) -> Result<(), String> {
     let rt = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let api = Client::new(url, key);
-    let terms = rt.block_on(api.get(&format!("/v1/channels/{stream_id}"))).map_err(|e| e.to_string())?;
+    let terms =
+        rt.block_on(api.get(&format!("/v1/channels/{stream_id}"))).map_err(|e| e.to_string())?;
     let pw = &terms["payword"];
     let car_key = VerifyingKey::from_bytes(&unhex32(&text(&terms, "payer_key"))?)
         .map_err(|e| e.to_string())?;
@@ -181,7 +186,9 @@ fn charger(url: &str, key: &str, stream_id: &str) -> Result<(), String> {
                 let t: u64 = t.parse().map_err(|_| "bad tick")?;
                 let w = unhex32(w)?;
                 let now = farthing_server::auth::now_unix_s();
-                stream.tick(t, &w, now, 1).map_err(|e| format!("charger: refused tick {t}: {e}"))?;
+                stream
+                    .tick(t, &w, now, 1)
+                    .map_err(|e| format!("charger: refused tick {t}: {e}"))?;
                 best = Some((t, w));
                 if n % 10 == 0 {
                     println!("charger: {}.0 kWh delivered and paid", n / 10);
@@ -197,12 +204,19 @@ fn charger(url: &str, key: &str, stream_id: &str) -> Result<(), String> {
     let (t, w) = best.ok_or("nothing was paid")?;
     let transfer = rt.block_on(async {
         let e = |e: farthing_client::Error| e.to_string();
-        api.post(&format!("/v1/channels/{stream_id}/ticks"), &json!({"tick": t, "preimage": hex(&w)}), None)
-            .await
-            .map_err(e)?;
+        api.post(
+            &format!("/v1/channels/{stream_id}/ticks"),
+            &json!({"tick": t, "preimage": hex(&w)}),
+            None,
+        )
+        .await
+        .map_err(e)?;
         api.post(&format!("/v1/channels/{stream_id}/close"), &json!({}), None).await.map_err(e)?;
         // The close settled what the ticks are worth: the transfer is on the ledger.
-        let history = api.get(&format!("/v1/accounts/{}/transfers", text(&terms, "payee_account_id"))).await.map_err(e)?;
+        let history = api
+            .get(&format!("/v1/accounts/{}/transfers", text(&terms, "payee_account_id")))
+            .await
+            .map_err(e)?;
         history["data"]
             .as_array()
             .and_then(|d| d.iter().find(|t| t["user_data_128"] == stream_id))

@@ -1,6 +1,6 @@
 //! `farthing bench rails`: the micropayment rails' checks, one core — Ed25519 voucher
 //! verifications (the whole check: channel, order, amount, and the signature), batched as
-//! a paywall does ([`verify_signatures`], 64 at a time) and one at a time, and hash-chain
+//! a paywall does ([`verify_signatures`], up to 512 at a time) and one at a time, and hash-chain
 //! ticks (one SHA-256 each).
 
 use std::time::Instant;

@@ -199,8 +199,13 @@ async fn a_kill_keeps_the_highest_voucher_acknowledged() {
     let sender = tokio::spawn(async move {
         let mut acknowledged = 0u64;
         for n in 1..1_000_000u64 {
-            let sv = Voucher { channel: 700, sequence: n, cumulative: u128::from(n), expires_at_s: u64::MAX / 2 }
-                .sign(&key);
+            let sv = Voucher {
+                channel: 700,
+                sequence: n,
+                cumulative: u128::from(n),
+                expires_at_s: u64::MAX / 2,
+            }
+            .sign(&key);
             let body = json!({"sequence": n.to_string(), "cumulative": n.to_string(),
                               "expires_at": sv.voucher.expires_at_s, "signature": hex(&sv.signature)});
             match admin.post_raw("/v1/channels/700/vouchers", &body, None).await {

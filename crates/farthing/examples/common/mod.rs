@@ -65,7 +65,8 @@ impl Farthing {
             let t = json!({"debit_account_id": house, "credit_account_id": id, "amount": funds});
             self.admin.post("/v1/transfers", &t, None).await.map_err(e)?;
         }
-        let made = self.admin.create_key(&json!({"role": role, "owner_id": id})).await.map_err(e)?;
+        let made =
+            self.admin.create_key(&json!({"role": role, "owner_id": id})).await.map_err(e)?;
         let key = made["key"].as_str().ok_or("no key")?;
         Ok((id, self.admin.with_key(key)))
     }
@@ -80,7 +81,10 @@ pub async fn verify_receipt(client: &Client, transfer_id: &str) -> Result<String
     let mut text = None;
     // The log takes in a transfer within a moment of its commit.
     for _ in 0..100 {
-        match client.get_text(&format!("/v1/transfers/{transfer_id}/receipt?format=tlog-proof")).await {
+        match client
+            .get_text(&format!("/v1/transfers/{transfer_id}/receipt?format=tlog-proof"))
+            .await
+        {
             Ok(t) => {
                 text = Some(t);
                 break;
@@ -91,7 +95,8 @@ pub async fn verify_receipt(client: &Client, transfer_id: &str) -> Result<String
     let text = text.ok_or("no receipt")?;
     let verifier = NoteVerifier::parse(key.trim()).map_err(|e| e.to_string())?;
     let proof = TlogProof::parse(&text).map_err(|e| e.to_string())?;
-    let (checkpoint, leaf) = proof.verify(&verifier).map_err(|e| format!("receipt refused: {e}"))?;
+    let (checkpoint, leaf) =
+        proof.verify(&verifier).map_err(|e| format!("receipt refused: {e}"))?;
     let t = decode_leaf(leaf)?;
     if t.id.to_string() != transfer_id {
         return Err("the receipt proves another transfer".into());

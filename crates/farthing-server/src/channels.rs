@@ -137,6 +137,7 @@ impl Claim {
 
 /// How claims on a channel are checked.
 #[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)] // one per channel, held in place: never moved about
 pub enum Rule {
     Vouchers(Channel),
     Stream { stream: Stream, locked: u128, best: Option<(u64, [u8; 32])> },

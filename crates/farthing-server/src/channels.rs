@@ -628,14 +628,22 @@ impl Rails {
     /// Closes a channel for good (its `ops` lock held by the caller): no more claims; the
     /// payee gets what is due, the payer the rest; the record says so, durably.
     pub async fn finalize(&self, slot: &Slot, now_s: u64) -> Result<Live, String> {
-        {
+        let ending = {
             // No claim gets in from here on.
             let mut live = slot.live.lock().unwrap();
             match live.rec.state {
                 Phase::Closed { .. } => return Ok(live.clone()),
-                Phase::Closing { dispute_until } if dispute_until <= now_s => {}
-                _ => live.set_phase(Phase::Closing { dispute_until: now_s }),
+                Phase::Closing { dispute_until } if dispute_until <= now_s => None,
+                _ => {
+                    live.set_phase(Phase::Closing { dispute_until: now_s });
+                    Some(live.rec.clone())
+                }
             }
+        };
+        if let Some(rec) = ending {
+            // Durably: a crash in the middle of what follows must not reopen it to claims
+            // (the best claim is final once the money starts to move).
+            self.put_record(&rec).await?;
         }
         self.settle_one(slot).await?;
         let refund = {

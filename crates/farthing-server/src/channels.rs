@@ -701,7 +701,7 @@ impl Rails {
 /// The rails' background work: settles due claims in batches and finalizes channels
 /// whose window or life ended, every `every`, until the server stops (then once more).
 pub async fn run(
-    rails: Arc<Rails>,
+    state: crate::state::AppState,
     every: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -712,10 +712,17 @@ pub async fn run(
             _ = tick.tick() => {}
             _ = stop.changed() => {}
         }
-        if let Err(e) = rails.settle_all().await {
-            tracing::warn!(error = %e, "settling channels");
+        match state.rails.settle_all().await {
+            Ok(made) => {
+                let n = made.len() as u64;
+                state
+                    .metrics
+                    .channel_settlements
+                    .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(error = %e, "settling channels"),
         }
-        rails.finalize_ripe(crate::auth::now_unix_s()).await;
+        state.rails.finalize_ripe(crate::auth::now_unix_s()).await;
         if *stop.borrow() {
             return;
         }

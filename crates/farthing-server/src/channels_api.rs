@@ -814,6 +814,9 @@ pub async fn settle_channel(
     let slot = slot_for(&s, &p, &id)?;
     let _op = slot.ops.lock().await;
     let transfer = s.rails.settle_one(&slot).await.map_err(internal)?;
+    if transfer.is_some() {
+        s.metrics.channel_settlements.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let live = slot.live.lock().unwrap().clone();
     Ok(Json(Settlement { transfer_id: transfer.map(|t| t.to_string()), channel: view(&s, &live) }))
 }

@@ -410,7 +410,7 @@ impl Server {
         ];
         let mut tasks = tasks;
         tasks.push(tokio::spawn(channels::run(
-            state.rails.clone(),
+            state.clone(),
             Duration::from_millis(config.channel_settle_ms),
             state.stop_signal(),
         )));

@@ -278,6 +278,9 @@ async fn claims_settle_by_themselves_in_batches_and_the_best_survives_a_restart(
     let settlements: Vec<&Value> =
         history["data"].as_array().unwrap().iter().filter(|t| t["code"] == 0x7203).collect();
     assert_eq!(settlements.len(), 2, "{history}");
+    let metrics = admin.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("farthing_channel_settlements_total 2"), "{metrics}");
+    assert!(metrics.contains("farthing_vouchers_accepted_total 100"), "{metrics}");
     // A newer voucher, acknowledged, then a restart: it is still the best.
     admin.post("/v1/channels/41/vouchers", &voucher("41", 60, 6_500, &k), None).await.unwrap();
     server.shutdown().await.unwrap();

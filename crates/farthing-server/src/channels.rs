@@ -180,6 +180,12 @@ impl Live {
         self.claimable().saturating_sub(self.settled)
     }
 
+    /// Locked and neither settled nor refunded: the payer's at the end, once what is due
+    /// is settled.
+    pub fn unclaimed(&self) -> u128 {
+        self.locked() - self.settled - self.refunded
+    }
+
     pub fn best_claim(&self) -> Option<Claim> {
         match &self.rule {
             Rule::Vouchers(c) => c.best.map(Claim::Voucher),
@@ -237,6 +243,29 @@ impl Live {
         let gained = stream.tick(tick, preimage, now_s, skip_max)?;
         *best = Some((tick, *preimage));
         Ok(gained)
+    }
+
+    /// No claim gets in from `now_s` on (the first step of a final close): the record to
+    /// keep, if this changed it.
+    pub fn stop_claims(&mut self, now_s: u64) -> Option<ChannelRecord> {
+        match self.rec.state {
+            Phase::Closed { .. } => None,
+            Phase::Closing { dispute_until } if dispute_until <= now_s => None,
+            _ => {
+                self.set_phase(Phase::Closing { dispute_until: now_s });
+                Some(self.rec.clone())
+            }
+        }
+    }
+
+    /// The last step of a final close, once what was due is settled and the rest refunded.
+    pub fn mark_closed(&mut self, now_s: u64) {
+        let phase = Phase::Closed {
+            paid: self.settled.to_string(),
+            refunded: self.refunded.to_string(),
+            closed_at: now_s,
+        };
+        self.set_phase(phase);
     }
 
     /// Sets the state, here and in the voucher rules (which refuse by it).
@@ -629,16 +658,11 @@ impl Rails {
     /// payee gets what is due, the payer the rest; the record says so, durably.
     pub async fn finalize(&self, slot: &Slot, now_s: u64) -> Result<Live, String> {
         let ending = {
-            // No claim gets in from here on.
             let mut live = slot.live.lock().unwrap();
-            match live.rec.state {
-                Phase::Closed { .. } => return Ok(live.clone()),
-                Phase::Closing { dispute_until } if dispute_until <= now_s => None,
-                _ => {
-                    live.set_phase(Phase::Closing { dispute_until: now_s });
-                    Some(live.rec.clone())
-                }
+            if matches!(live.rec.state, Phase::Closed { .. }) {
+                return Ok(live.clone());
             }
+            live.stop_claims(now_s)
         };
         if let Some(rec) = ending {
             // Durably: a crash in the middle of what follows must not reopen it to claims
@@ -648,7 +672,7 @@ impl Rails {
         self.settle_one(slot).await?;
         let refund = {
             let live = slot.live.lock().unwrap();
-            let rest = live.locked() - live.settled - live.refunded;
+            let rest = live.unclaimed();
             (rest > 0).then(|| Transfer {
                 id: self.transfer_id(live.id, OP_REFUND, 0),
                 debit_account_id: live.escrow,
@@ -669,12 +693,7 @@ impl Rails {
         }
         let rec = {
             let mut live = slot.live.lock().unwrap();
-            let phase = Phase::Closed {
-                paid: live.settled.to_string(),
-                refunded: live.refunded.to_string(),
-                closed_at: now_s,
-            };
-            live.set_phase(phase);
+            live.mark_closed(now_s);
             live.rec.clone()
         };
         self.put_record(&rec).await?;
@@ -746,6 +765,87 @@ mod tests {
         assert!(Claim::ahead(&h, &l) && !Claim::ahead(&l, &h));
         assert!(Claim::ahead(&l, &l), "the same claim again is not written twice");
         assert_eq!(Claim::decode(9, &l[..40]), None, "a damaged row is not a claim");
+    }
+
+    fn record(payword: Option<PaywordTerms>) -> ChannelRecord {
+        ChannelRecord {
+            id: "7".into(),
+            payer_account_id: "1".into(),
+            payee_account_id: "2".into(),
+            escrow_account_id: "3".into(),
+            asset: 1,
+            payer_key: to_hex(SigningKey::from_bytes(&[1; 32]).verifying_key().as_bytes()),
+            expires_at: 150,
+            dispute_s: 40,
+            state: Phase::Open,
+            payword,
+            opened_amount: "100".into(),
+            created_at: 0,
+        }
+    }
+
+    proptest::proptest! {
+        /// The server's channel, driven as its routes and background task drive it — vouchers
+        /// (the payer's or forged), top-ups, settlements, the payer's close, the payee's
+        /// close, finalization when ripe — never pays the payee more than was locked, nor
+        /// less than the best voucher taken before it closed; payee and payer together get
+        /// exactly what was locked, once; and nothing is taken after the close.
+        #[test]
+        fn the_servers_channel_money_always_adds_up(
+            ops in proptest::collection::vec((0u8..7, 0u64..50, 0u128..300, 0u64..30), 1..80)
+        ) {
+            let payer = SigningKey::from_bytes(&[1; 32]);
+            let forger = SigningKey::from_bytes(&[2; 32]);
+            let mut live = Live::restore(record(None), None, 100, 0, 0).unwrap();
+            let mut now = 0u64;
+            let mut best_taken = 0u128;
+            for (op, seq, amount, dt) in ops {
+                now += dt;
+                let closed_before = matches!(live.rec.state, Phase::Closed { .. });
+                match op {
+                    0 | 1 => {
+                        let signer = if op == 0 { &payer } else { &forger };
+                        let v = Voucher { channel: 7, sequence: seq, cumulative: amount, expires_at_s: now + 30 };
+                        if live.accept_voucher(&v.sign(signer), now).is_ok() {
+                            proptest::prop_assert_eq!(op, 0, "only the payer's signature is taken");
+                            proptest::prop_assert!(!closed_before, "nothing is taken after the close");
+                            best_taken = best_taken.max(live.claimable());
+                        }
+                    }
+                    2 => live.settled += live.due(),
+                    3 => {
+                        // A top-up: as the route allows it (open, before expiry).
+                        if live.rec.state == Phase::Open && now < live.rec.expires_at {
+                            live.add_locked(amount % 50);
+                        }
+                    }
+                    4 => {
+                        // The payer closes: the dispute window starts.
+                        if live.rec.state == Phase::Open {
+                            let until = now + live.rec.dispute_s;
+                            live.set_phase(Phase::Closing { dispute_until: until });
+                        }
+                    }
+                    _ => {
+                        // The payee closes (op 5), or the background task finds it ripe.
+                        if !closed_before && (op == 5 || live.ripe(now)) {
+                            // As `Rails::finalize` does, the ledger's part aside.
+                            live.stop_claims(now);
+                            live.settled += live.due();
+                            live.refunded += live.unclaimed();
+                            live.mark_closed(now);
+                        }
+                    }
+                }
+                proptest::prop_assert!(live.claimable() <= live.locked(), "never more than locked");
+                proptest::prop_assert!(live.settled + live.refunded <= live.locked());
+                proptest::prop_assert!(live.settled <= live.claimable());
+            }
+            if matches!(live.rec.state, Phase::Closed { .. }) {
+                proptest::prop_assert_eq!(live.settled + live.refunded, live.locked(), "everything locked goes somewhere");
+                proptest::prop_assert_eq!(live.settled, best_taken, "the payee gets its best voucher");
+            }
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! forward over skipped ticks, up to a bound).
 
 use crate::channel::ChannelError;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
 use sha2::{Digest, Sha256};
 
 const TAG: &[u8; 20] = b"farthing-payword/v1\n";
@@ -87,9 +87,9 @@ impl Stream {
         signature: &[u8; 64],
         payer: &VerifyingKey,
     ) -> Result<Self, ChannelError> {
-        payer
-            .verify(&commitment.signing_bytes(), &Signature::from_bytes(signature))
-            .map_err(|_| ChannelError::BadSignature)?;
+        if !crate::channel::verify_signature(payer, &commitment.signing_bytes(), signature) {
+            return Err(ChannelError::BadSignature);
+        }
         Ok(Self { commitment, last: commitment.root, ticks: 0, redeemed: 0 })
     }
 

@@ -357,7 +357,13 @@ pub fn commitment(
 
 pub fn parse_key(text: &str) -> Result<VerifyingKey, String> {
     let bytes = hex32(text)?;
-    VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_string())
+    let key =
+        VerifyingKey::from_bytes(&bytes).map_err(|_| "not an Ed25519 public key".to_string())?;
+    if key.is_weak() {
+        // A small-order key: signatures under it prove nothing.
+        return Err("a weak (small-order) Ed25519 key".into());
+    }
+    Ok(key)
 }
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N], String> {

@@ -180,10 +180,9 @@ impl Live {
         self.claimable().saturating_sub(self.settled)
     }
 
-    /// Locked and neither settled nor refunded: the payer's at the end, once what is due
-    /// is settled.
-    pub fn unclaimed(&self) -> u128 {
-        self.locked() - self.settled - self.refunded
+    /// Locked and neither claimed nor refunded: the payer's, at the end.
+    pub fn payer_rest(&self) -> u128 {
+        self.locked().saturating_sub(self.claimable()).saturating_sub(self.refunded)
     }
 
     pub fn best_claim(&self) -> Option<Claim> {
@@ -594,14 +593,44 @@ impl Rails {
                 None => return Ok(None),
             }
         };
-        let result =
-            self.engine.create_transfers_async(vec![t]).await.map_err(|e| e.to_string())?;
-        match result[0].code {
-            CreateTransferResult::Ok | CreateTransferResult::Exists => {
+        let result = self.engine.create_transfers_async(vec![t]).await;
+        match result.as_deref().map(|r| r[0].code) {
+            Ok(CreateTransferResult::Ok | CreateTransferResult::Exists) => {
                 slot.live.lock().unwrap().settled += t.amount;
                 Ok(Some(t.id))
             }
-            code => Err(format!("the ledger refused the settlement: {}", code.code())),
+            other => {
+                // The counters may be behind the ledger (an outcome unknown, say): read
+                // them again, so the next attempt names the right transfer.
+                self.resync(slot).await;
+                Err(format!("the settlement was not made: {other:?}"))
+            }
+        }
+    }
+
+    /// Sets a channel's amounts from the ledger again: locked = the escrow's credits,
+    /// refunded = the refund transfer's amount, settled = the rest of its debits.
+    pub async fn resync(&self, slot: &Slot) {
+        let (id, escrow) = {
+            let live = slot.live.lock().unwrap();
+            (live.id, live.escrow)
+        };
+        let refund_id = self.transfer_id(id, OP_REFUND, 0);
+        let read = self
+            .engine
+            .read_async(move |sm| {
+                (sm.account(escrow).map(|a| a.balances), sm.transfer(refund_id).map(|t| t.amount))
+            })
+            .await;
+        if let Ok((Some(b), refund)) = read {
+            let mut live = slot.live.lock().unwrap();
+            let refunded = refund.unwrap_or(0);
+            live.refunded = refunded;
+            live.settled = b.debits_posted - refunded;
+            let locked = live.locked();
+            if b.credits_posted > locked {
+                live.add_locked(b.credits_posted - locked);
+            }
         }
     }
 
@@ -640,8 +669,15 @@ impl Rails {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let results =
-            self.engine.create_transfers_async(batch.clone()).await.map_err(|e| e.to_string())?;
+        let results = match self.engine.create_transfers_async(batch.clone()).await {
+            Ok(r) => r,
+            Err(e) => {
+                for (slot, _) in &held {
+                    self.resync(slot).await;
+                }
+                return Err(e.to_string());
+            }
+        };
         let mut made = Vec::new();
         for ((slot, _guard), (t, r)) in held.iter().zip(batch.iter().zip(results)) {
             match r.code {
@@ -675,10 +711,11 @@ impl Rails {
             // (the best claim is final once the money starts to move).
             self.put_record(&rec).await?;
         }
-        self.settle_one(slot).await?;
+        // The payer's part first: it is due whatever becomes of the settlement (a payee
+        // account that refuses credits must not keep the payer's money locked).
         let refund = {
             let live = slot.live.lock().unwrap();
-            let rest = live.unclaimed();
+            let rest = live.payer_rest();
             (rest > 0).then(|| Transfer {
                 id: self.transfer_id(live.id, OP_REFUND, 0),
                 debit_account_id: live.escrow,
@@ -691,12 +728,18 @@ impl Rails {
             })
         };
         if let Some(t) = refund {
-            let r = self.engine.create_transfers_async(vec![t]).await.map_err(|e| e.to_string())?;
-            if !matches!(r[0].code, CreateTransferResult::Ok | CreateTransferResult::Exists) {
-                return Err(format!("the ledger refused the refund: {}", r[0].code.code()));
+            let r = self.engine.create_transfers_async(vec![t]).await;
+            match r.as_deref().map(|r| r[0].code) {
+                Ok(CreateTransferResult::Ok | CreateTransferResult::Exists) => {
+                    slot.live.lock().unwrap().refunded += t.amount;
+                }
+                other => {
+                    self.resync(slot).await;
+                    return Err(format!("the refund was not made: {other:?}"));
+                }
             }
-            slot.live.lock().unwrap().refunded += t.amount;
         }
+        self.settle_one(slot).await?;
         let rec = {
             let mut live = slot.live.lock().unwrap();
             live.mark_closed(now_s);
@@ -837,8 +880,8 @@ mod tests {
                         if !closed_before && (op == 5 || live.ripe(now)) {
                             // As `Rails::finalize` does, the ledger's part aside.
                             live.stop_claims(now);
+                            live.refunded += live.payer_rest();
                             live.settled += live.due();
-                            live.refunded += live.unclaimed();
                             live.mark_closed(now);
                         }
                     }

@@ -20,7 +20,7 @@ use crate::api::{id_or_new, page_limit, parse_id, parse_u128, transfer_refused};
 use crate::auth::{now_unix_s, Principal, Role};
 use crate::channels::{
     commitment, hex32, hex64, parse_key, to_hex, ChannelRecord, Claim, Live, PaywordTerms, Phase,
-    Rails, Rule, CODE_TOP_UP,
+    Rails, Rule, CODE_ESCROW, CODE_TOP_UP,
 };
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
@@ -415,6 +415,11 @@ pub async fn open_channel(
     if payee == payer {
         return Err(ApiError::invalid("payee_account_id", "A channel pays another account."));
     }
+    if payer_info.code == CODE_ESCROW || payee_info.code == CODE_ESCROW {
+        return Err(ApiError::forbidden(
+            "A channel's escrow account moves only by its own channel's rules.",
+        ));
+    }
     if payee_info.asset != payer_info.asset {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -544,7 +549,10 @@ pub async fn open_channel(
         ..Transfer::default()
     };
     let judged = judge(&s, &lock, payee, req.risk_context.as_ref()).await?;
-    rails.put_record(&rec).await.map_err(internal)?;
+    if let Err(e) = rails.put_record(&rec).await {
+        judged_outcome(&s, lock.id, judged, false).await?;
+        return Err(internal(e));
+    }
     match rails.make(rec, amount, payer_info.owner).await {
         Ok(Ok((live, escrow))) => {
             s.directory.add_account(&escrow);
@@ -555,7 +563,14 @@ pub async fn open_channel(
             judged_outcome(&s, lock.id, judged, false).await?;
             Err(transfer_refused(code))
         }
-        Err(e) => Err(internal(e)),
+        Err(e) => {
+            // Not opened (the engine's answer is in `e`); if the lock's outcome is unknown,
+            // the next start resolves the record from the ledger and the reservation stays.
+            if !e.contains(&farthing_store::EngineError::OutcomeUnknown.to_string()) {
+                judged_outcome(&s, lock.id, judged, false).await?;
+            }
+            Err(internal(e))
+        }
     }
 }
 
@@ -889,12 +904,23 @@ pub async fn top_up(
         ..Transfer::default()
     };
     let judged = judge(&s, &t, live.payee, req.risk_context.as_ref()).await?;
-    let result = s.engine.create_transfers_async(vec![t]).await?[0];
-    if result.code != CreateTransferResult::Ok {
+    let result = match s.engine.create_transfers_async(vec![t]).await {
+        Ok(r) => r[0],
+        Err(e) => {
+            // Not made — unless the outcome is unknown: then the reservation stays, and the
+            // channel's amounts are read again from the ledger.
+            if matches!(e, farthing_store::EngineError::OutcomeUnknown) {
+                s.rails.resync(&slot).await;
+            } else {
+                judged_outcome(&s, t.id, judged, false).await?;
+            }
+            return Err(e.into());
+        }
+    };
+    if !matches!(result.code, CreateTransferResult::Ok | CreateTransferResult::Exists) {
         judged_outcome(&s, t.id, judged, false).await?;
         return Err(transfer_refused(result.code));
     }
-    judged_outcome(&s, t.id, judged, true).await?;
     let rec = {
         let mut live = slot.live.lock().unwrap();
         live.add_locked(amount);
@@ -905,6 +931,7 @@ pub async fn top_up(
         live.rec.clone()
     };
     s.rails.put_record(&rec).await.map_err(internal)?;
+    judged_outcome(&s, t.id, judged, true).await?;
     let live = slot.live.lock().unwrap().clone();
     Ok(Json(view(&s, &live)))
 }

@@ -118,7 +118,7 @@ impl Default for Config {
             channel_expires_in_s: 86_400,
             channel_expires_in_s_max: 30 * 86_400,
             channel_dispute_s: 3_600,
-            channel_dispute_s_min: 1,
+            channel_dispute_s_min: 60,
             stream_ticks_skip_max: 10_000,
         }
     }

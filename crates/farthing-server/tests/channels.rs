@@ -201,7 +201,18 @@ async fn every_refusal_has_its_code_and_changes_nothing() {
                       "payer_key": hex(k.verifying_key().as_bytes())});
     assert_eq!(code(poor.post("/v1/channels", &body, None).await), "exceeds_credits");
     assert_eq!(admin.get("/v1/channels/9").await.unwrap_err().status(), Some(404));
-    // Only the payer tops up; a merchant cannot close someone else's channel.
+    // An escrow account is never a channel's payer or payee (the payer would drain it).
+    let ch5 = admin.get("/v1/channels/5").await.unwrap();
+    let escrow = ch5["escrow_account_id"].as_str().unwrap();
+    for (from, to) in [(escrow, "1001"), ("1001", escrow)] {
+        let body = json!({"payer_account_id": from, "payee_account_id": to, "amount": "0.01",
+                          "payer_key": hex(k.verifying_key().as_bytes())});
+        assert_eq!(code(payer.post("/v1/channels", &body, None).await), "forbidden");
+    }
+    // A weak (small-order) key proves nothing: refused.
+    let weak = format!("01{}", "00".repeat(31));
+    assert_eq!(code(open(&payer, "8", "1", json!({"payer_key": weak})).await), "invalid_field");
+    // Only the payer tops up; another payer cannot even see the channel.
     let up = json!({"amount": "0.01"});
     assert_eq!(code(merchant.post("/v1/channels/5/top-up", &up, None).await), "forbidden");
     assert_eq!(code(other_payer.post("/v1/channels/5/close", &json!({}), None).await), "not_found");
@@ -213,6 +224,7 @@ async fn a_payers_close_waits_out_the_dispute_window_and_the_higher_voucher_wins
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path());
     config.channel_settle_ms = 50;
+    config.channel_dispute_s_min = 1;
     let (server, admin) = start(config).await;
     seed(&admin).await;
     let payer = key(&admin, "payer", Some("1001")).await;
@@ -391,5 +403,37 @@ async fn opening_and_topping_up_go_through_the_risk_policy_and_the_payers_limits
         .await
         .unwrap();
     assert_eq!(decision["action"], "approve");
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_payers_part_comes_back_even_when_the_payee_cannot_be_paid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.channel_settle_ms = 3_600_000;
+    let (server, admin) = start(cfg).await;
+    seed(&admin).await;
+    // A payee account that refuses credits beyond its debits: no settlement can reach it.
+    admin
+        .create_account(&json!({"id": "2009", "owner_id": "2009", "asset": "USD",
+                                "flags": ["credits_must_not_exceed_debits"]}))
+        .await
+        .unwrap();
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let k = payer_key();
+    let body = json!({"id": "90", "payer_account_id": "1001", "payee_account_id": "2009", "amount": "1.00",
+                      "payer_key": hex(k.verifying_key().as_bytes())});
+    payer.post("/v1/channels", &body, None).await.unwrap();
+    admin.post("/v1/channels/90/vouchers", &voucher("90", 1, 400_000, &k), None).await.unwrap();
+    // The payee side closes; the settlement fails, the refund of the unclaimed part does not.
+    let r = admin.post("/v1/channels/90/close", &json!({}), None).await;
+    assert!(r.is_err(), "the settlement cannot be made");
+    let ch = admin.get("/v1/channels/90").await.unwrap();
+    assert_eq!(ch["refunded_units"], "600000", "{ch}");
+    assert_eq!(ch["settled_units"], "0");
+    assert_eq!(ch["state"], "closing", "closed for claims, the claimed part still held");
+    assert_eq!(balance(&admin, "1001").await, "99.600000");
+    let late = voucher("90", 2, 500_000, &k);
+    assert_eq!(code(admin.post("/v1/channels/90/vouchers", &late, None).await), "channel_closed");
     server.shutdown().await.unwrap();
 }

@@ -198,16 +198,19 @@ export async function importPublicKeyHex(hex) {
 // Opening channels on a Farthing server
 
 /**
- * An `openChannel` for FarthingPay that opens the channel on a Farthing server:
- * `POST {farthingUrl}/v1/channels` (the server defaults to the paywall's `extra.farthing`).
+ * An `openChannel` for FarthingPay that opens the channel on the payer's own Farthing:
+ * `POST {farthingUrl}/v1/channels`. `farthingUrl` is required: the payer's API key never
+ * goes where a paywall's 402 (`extra.farthing`) points.
  */
 export function farthingOpener({ farthingUrl, apiKey, payerAccountId, expiresInS, fetch: fetchImpl } = {}) {
   if (payerAccountId === undefined || payerAccountId === null) {
     throw new TypeError('farthingOpener needs payerAccountId');
   }
+  if (!farthingUrl) {
+    throw new TypeError('farthingOpener needs farthingUrl (the payer\'s own Farthing)');
+  }
+  const base = String(farthingUrl).replace(/\/+$/, '');
   return async (accept, { publicKeyHex, depositUnits }) => {
-    const base = (farthingUrl ?? accept.extra?.farthing ?? '').replace(/\/+$/, '');
-    if (!base) throw new FarthingPayError('no_farthing_url', 'no farthingUrl and no extra.farthing');
     const body = {
       payer_account_id: String(payerAccountId),
       payee_account_id: String(accept.payTo),

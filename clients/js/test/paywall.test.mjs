@@ -221,12 +221,16 @@ test('a replayed channel state is refused as not higher', async () => {
   await assert.rejects(pay.fetch(`${base}/articles/7`), { code: 'voucher_not_higher' });
 });
 
+test('farthingOpener needs the payer\'s own Farthing', () => {
+  assert.throws(() => farthingOpener({ apiKey: 'k', payerAccountId: 1 }), TypeError);
+});
+
 test('farthingOpener opens the channel through POST /v1/channels', async () => {
   const seeded = await importSeed(new Uint8Array(32).fill(9));
   opens.length = 0;
   const payingFetch = createPayingFetch({
     ...seeded, budget: '5000',
-    openChannel: farthingOpener({ apiKey: 'k-test', payerAccountId: 1001, expiresInS: 600 }),
+    openChannel: farthingOpener({ farthingUrl: base, apiKey: 'k-test', payerAccountId: 1001, expiresInS: 600 }),
   });
   const res = await payingFetch(`${base}/articles/8`);
   assert.equal(res.status, 200);

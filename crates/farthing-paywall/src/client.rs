@@ -66,24 +66,32 @@ pub trait ChannelOpener: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<OpenedChannel, SourceError>>;
 }
 
-/// Opens channels with the Farthing API named in the terms (`extra.farthing`):
-/// `POST /v1/channels` with the payer's API key.
+/// Opens channels with the payer's own Farthing: `POST /v1/channels` with the payer's API
+/// key. The Farthing is the payer's choice, never the paywall's (`extra.farthing` is only a
+/// hint): a payer key must not go wherever a 402 points.
 #[derive(Clone, Debug)]
 pub struct FarthingOpener {
     http: reqwest::Client,
+    base_url: String,
     api_key: String,
     payer_account_id: String,
     expires_in_s: u64,
 }
 
 impl FarthingOpener {
-    pub fn new(api_key: &str, payer_account_id: &str, expires_in_s: u64) -> Self {
+    pub fn new(
+        farthing_url: &str,
+        api_key: &str,
+        payer_account_id: &str,
+        expires_in_s: u64,
+    ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_millis(crate::source::FARTHING_TIMEOUT_MS))
             .build()
             .expect("a reqwest client with a timeout builds");
         Self {
             http,
+            base_url: farthing_url.trim_end_matches('/').into(),
             api_key: api_key.into(),
             payer_account_id: payer_account_id.into(),
             expires_in_s,
@@ -96,7 +104,7 @@ impl FarthingOpener {
         deposit: u128,
         payer_key: VerifyingKey,
     ) -> Result<OpenedChannel, SourceError> {
-        let url = format!("{}/v1/channels", terms.extra.farthing.trim_end_matches('/'));
+        let url = format!("{}/v1/channels", self.base_url);
         let body = serde_json::json!({
             "payer_account_id": self.payer_account_id,
             "payee_account_id": terms.pay_to,
@@ -180,6 +188,7 @@ pub struct PaywallClient {
 /// A voucher signed for a request, to undo if refused.
 struct Signed {
     channel_key: (String, String, String),
+    channel_id: u128,
     header: String,
     price: u128,
     cumulative: u128,
@@ -306,20 +315,23 @@ impl PaywallClient {
             expires_at_s: pay.channel.expires_at,
         };
         let cumulative = pay.cumulative;
+        let channel_id = pay.channel.id;
         book.spent += price;
         let payload = PaymentPayload {
             x402_version: X402_VERSION,
             accepted: terms.clone(),
             payload: VoucherPayload::from_signed(&voucher.sign(&self.key)),
         };
-        Ok(Signed { channel_key, header: payload.to_header(), price, cumulative })
+        Ok(Signed { channel_key, channel_id, header: payload.to_header(), price, cumulative })
     }
 
     /// A refused voucher paid nothing: its amount is not spent (its sequence stays used).
     async fn undo(&self, signed: &Signed) {
         let mut book = self.book.lock().await;
         let Some(pay) = book.channels.get_mut(&signed.channel_key) else { return };
-        if pay.cumulative == signed.cumulative {
+        // Only if it is still the channel and the voucher last signed (a channel opened
+        // since, or a later voucher, must not be rewound).
+        if pay.channel.id == signed.channel_id && pay.cumulative == signed.cumulative {
             pay.cumulative -= signed.price;
             book.spent -= signed.price;
         }

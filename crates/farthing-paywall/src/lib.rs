@@ -19,7 +19,7 @@
 //! // ... serve `app`; at shutdown, `paywall.flush().await?`.
 //!
 //! let key = ed25519_dalek::SigningKey::from_bytes(&[7; 32]);
-//! let opener = Arc::new(FarthingOpener::new("fk_payer", "1001", 86_400));
+//! let opener = Arc::new(FarthingOpener::new(farthing, "fk_payer", "1001", 86_400));
 //! let client = PaywallClient::with_opener(reqwest::Client::new(), key, 10_000, opener);
 //! let paid = client.get("http://127.0.0.1:3000/articles/7").await?;
 //! println!("{} for {}", paid.response.text().await?, paid.price);

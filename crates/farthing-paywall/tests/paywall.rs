@@ -149,6 +149,8 @@ struct Env {
     app: String,
     /// Requests that reached the paid app.
     hits: Arc<AtomicUsize>,
+    /// The (fake) Farthing's base URL.
+    farthing: String,
 }
 
 async fn env() -> Env {
@@ -181,22 +183,22 @@ async fn env() -> Env {
             })),
     )
     .await;
-    Env { fake, paywall, app, hits }
+    Env { fake, paywall, app, hits, farthing }
 }
 
 fn payer() -> SigningKey {
     SigningKey::from_bytes(&[5; 32])
 }
 
-fn client(budget: u128) -> PaywallClient {
-    let opener = Arc::new(FarthingOpener::new("fk_payer", "1001", 3_600));
+fn client(env: &Env, budget: u128) -> PaywallClient {
+    let opener = Arc::new(FarthingOpener::new(&env.farthing, "fk_payer", "1001", 3_600));
     PaywallClient::with_opener(reqwest::Client::new(), payer(), budget, opener)
 }
 
 #[tokio::test]
 async fn the_client_pays_after_a_402_then_in_one_round_trip() {
     let env = env().await;
-    let client = client(10_000);
+    let client = client(&env, 10_000);
     let url = format!("{}/articles/7", env.app);
 
     let paid = client.get(&url).await.unwrap();
@@ -224,7 +226,7 @@ async fn the_client_pays_after_a_402_then_in_one_round_trip() {
 #[tokio::test]
 async fn over_budget_is_a_typed_error_and_no_voucher_is_sent() {
     let env = env().await;
-    let client = client(150);
+    let client = client(&env, 150);
     let url = format!("{}/articles/1", env.app);
     client.get(&url).await.unwrap();
     assert_eq!(env.hits.load(Ordering::SeqCst), 2);

@@ -82,7 +82,8 @@ async fn main() -> Result<(), String> {
     println!("publisher's site at {site_url}");
 
     // The reader: an Ed25519 key of its own, a Farthing key to open channels, a budget.
-    let opener = Arc::new(FarthingOpener::new(reader_api.key(), &reader_account, 3_600));
+    let opener =
+        Arc::new(FarthingOpener::new(&farthing.url, reader_api.key(), &reader_account, 3_600));
     let client = PaywallClient::with_opener(
         reqwest::Client::new(),
         SigningKey::from_bytes(&rand::random()),

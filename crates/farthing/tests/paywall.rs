@@ -186,7 +186,7 @@ async fn the_javascript_client_pays_the_paywall() {
 import {{ generateKeyPair, FarthingPay, farthingOpener }} from {module:?};
 const keys = await generateKeyPair();
 const pay = new FarthingPay({{ ...keys, budget: '5000',
-  openChannel: farthingOpener({{ apiKey: {key:?}, payerAccountId: '1001', expiresInS: 3600 }}) }});
+  openChannel: farthingOpener({{ farthingUrl: {farthing:?}, apiKey: {key:?}, payerAccountId: '1001', expiresInS: 3600 }}) }});
 for (let i = 0; i < 2; i++) {{
   const res = await pay.fetch({url:?});
   console.log(res.status, await res.text(), res.payment.success, res.payment.extra.channelId);
@@ -195,6 +195,7 @@ console.log('spent', pay.spent.toString());
 "#,
         module = module.canonicalize().unwrap().display().to_string(),
         key = w.payer.key(),
+        farthing = w.server.url,
         url = format!("{}/article", w.site),
     );
     let out = tokio::process::Command::new("node")

@@ -57,6 +57,9 @@ pub struct PaywallArgs {
     /// stops early (reported as `vouchers_exhausted`).
     #[arg(long, default_value_t = 40_000)]
     pub rate_max: u64,
+    /// The paywall's signature verifier threads (default: the paywall's own default).
+    #[arg(long)]
+    pub verifier_threads: Option<usize>,
     /// Worker threads of the load generator (it shares the machine with the servers).
     #[arg(long, default_value_t = 1)]
     pub client_threads: usize,
@@ -94,6 +97,9 @@ pub fn run(args: &PaywallArgs) -> Result<(), String> {
     }
     if !(1..=SECONDS_MAX).contains(&args.seconds) || args.warmup_s > SECONDS_MAX {
         return Err(format!("--seconds must be 1..={SECONDS_MAX}, --warmup-s 0..={SECONDS_MAX}"));
+    }
+    if args.verifier_threads.is_some_and(|t| !(1..=256).contains(&t)) {
+        return Err("--verifier-threads must be 1..=256".into());
     }
     if !(1..=64).contains(&args.client_threads) {
         return Err("--client-threads must be 1..=64".into());
@@ -184,6 +190,10 @@ async fn bench_with(
     // The resource server.
     let mut config = PaywallConfig::new(&setup.network, &setup.merchant_id, "USD", 6, &setup.url);
     config.flush_interval = Duration::from_millis(FLUSH_INTERVAL_MS);
+    if let Some(threads) = args.verifier_threads {
+        config.verifier_threads = threads;
+    }
+    let verifier_threads = config.verifier_threads;
     let source = Arc::new(FarthingSource::new(&setup.url, &setup.merchant_key));
     let paywall = Paywall::new(config, source);
     let app = Router::new()
@@ -265,6 +275,7 @@ async fn bench_with(
         "latency_p999_us": percentile(0.999),
         "connections": connections,
         "channels": channel_count,
+        "verifier_threads": verifier_threads,
         "seconds": args.seconds,
         "warmup_s": args.warmup_s,
         "price_units": PRICE.to_string(),

@@ -7,7 +7,6 @@
 //! the client's next voucher is cumulative, so it covers everything served before it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -24,14 +23,6 @@ use crate::x402::{
 
 /// Vouchers waiting for the verifier at most; beyond, requests are turned away (busy).
 pub const VERIFY_QUEUE_MAX: usize = 16 * 1024;
-
-/// While one verifier thread is busy with a batch, another starts a batch of its own only
-/// once this many vouchers wait; fewer wait for the busy thread (see [`verify_loop`]).
-pub const VERIFY_PARALLEL_MIN: usize = 64;
-
-/// How often a verifier thread holding a small batch looks again whether the busy one is
-/// done.
-const VERIFY_POLL: Duration = Duration::from_micros(50);
 
 /// What the paywall sells under, and how often it settles.
 #[derive(Clone, Debug)]
@@ -205,16 +196,11 @@ impl Paywall {
     /// before, at shutdown).
     pub fn new(config: PaywallConfig, source: Arc<dyn ChannelSource>) -> Self {
         let (verifier, jobs) = crossbeam_channel::bounded(VERIFY_QUEUE_MAX);
-        let pool = Arc::new(VerifierPool {
-            jobs,
-            collecting: Mutex::new(()),
-            verifying: AtomicUsize::new(0),
-        });
         for _ in 0..config.verifier_threads.max(1) {
-            let pool = pool.clone();
+            let jobs = jobs.clone();
             std::thread::Builder::new()
                 .name("paywall-verify".into())
-                .spawn(move || verify_loop(&pool))
+                .spawn(move || verify_loop(jobs))
                 .expect("a verifier thread starts");
         }
         let interval = config.flush_interval;
@@ -450,57 +436,23 @@ async fn flush_loop(inner: Weak<Inner>, interval: Duration) {
     }
 }
 
-/// What the verifier threads share.
-struct VerifierPool {
-    jobs: crossbeam_channel::Receiver<Job>,
-    /// One thread at a time gathers a batch.
-    collecting: Mutex<()>,
-    /// Threads verifying a batch now.
-    verifying: AtomicUsize,
-}
-
 /// One verifier thread: takes whatever is waiting (up to a batch), verifies it at once,
-/// answers each. A lone voucher is verified alone, without waiting for company, when no
-/// other thread is verifying.
-///
-/// While another thread is verifying, the vouchers that arrive meanwhile are gathered into
-/// the next batch until it is done (or [`VERIFY_PARALLEL_MIN`] wait): verifying them in
-/// one batch right after costs far less than in small batches at once, and takes no longer
-/// when the cores are busy anyway. Threads that took turns on each arriving voucher made
-/// batches of one or two under load, checked one by one at several times the cost.
-fn verify_loop(pool: &VerifierPool) {
+/// answers each. A lone voucher is verified alone, without waiting for company.
+fn verify_loop(jobs: crossbeam_channel::Receiver<Job>) {
     let mut batch = Vec::with_capacity(VERIFY_BATCH_SIZE_MAX);
-    loop {
-        {
-            let _turn = pool.collecting.lock().expect("collector lock");
-            let Ok(first) = pool.jobs.recv() else { return };
-            batch.push(first);
-            loop {
-                while batch.len() < VERIFY_BATCH_SIZE_MAX {
-                    match pool.jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
-                if batch.len() >= VERIFY_PARALLEL_MIN || pool.verifying.load(Ordering::Acquire) == 0
-                {
-                    break;
-                }
-                match pool.jobs.recv_timeout(VERIFY_POLL) {
-                    Ok(job) => batch.push(job),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
-                }
+    while let Ok(first) = jobs.recv() {
+        batch.push(first);
+        while batch.len() < VERIFY_BATCH_SIZE_MAX {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            pool.verifying.fetch_add(1, Ordering::AcqRel);
         }
         let items: Vec<_> = batch.iter().map(|j| (&j.voucher, &j.key)).collect();
         let ok = verify_signatures(&items);
-        drop(items);
         for (job, ok) in batch.drain(..).zip(ok) {
             let _ = job.answer.send(ok);
         }
-        pool.verifying.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -4,7 +4,8 @@
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
-use hyper::Request;
+use hyper::header::{HeaderName, HeaderValue};
+use hyper::{HeaderMap, Request};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -39,5 +40,26 @@ impl Connection {
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.map_err(|e| e.to_string())?.to_bytes();
         Ok((status, body))
+    }
+
+    /// GETs `path` with `headers` (and no authorization); returns the status, the response's
+    /// headers and its body.
+    pub async fn get(
+        &mut self,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<(u16, HeaderMap, Bytes), String> {
+        self.sender.ready().await.map_err(|e| e.to_string())?;
+        let mut request = Request::get(path)
+            .header("host", &self.host)
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        for (name, value) in headers {
+            request.headers_mut().insert(name.clone(), value.clone());
+        }
+        let response = self.sender.send_request(request).await.map_err(|e| e.to_string())?;
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        Ok((parts.status.as_u16(), parts.headers, body))
     }
 }

@@ -1,6 +1,7 @@
 //! `farthing`: the command line. A thin layer of argument parsing over the library crates.
 
 mod bench;
+mod bench_paywall;
 mod bench_rails;
 mod bench_risk;
 mod bench_tlog;
@@ -112,6 +113,9 @@ enum BenchWhat {
     Risk(bench_risk::RiskBenchArgs),
     /// The micropayment rails' checks: voucher verifications and hash-chain ticks per core.
     Rails(bench_rails::RailsArgs),
+    /// Paid HTTP requests per second through the 402 paywall over loopback, with an
+    /// embedded Farthing settling the channels: throughput, latency, settlement.
+    Paywall(bench_paywall::PaywallArgs),
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -137,6 +141,7 @@ fn main() -> ExitCode {
         Command::Bench { what: BenchWhat::Tlog(args) } => bench_tlog::run(&args),
         Command::Bench { what: BenchWhat::Risk(args) } => bench_risk::run(&args),
         Command::Bench { what: BenchWhat::Rails(args) } => bench_rails::run(&args),
+        Command::Bench { what: BenchWhat::Paywall(args) } => bench_paywall::run(&args),
         Command::Inspect { data_dir, json } => inspect::run(&data_dir, json),
         Command::Query(args) => query::run(&args),
         Command::Codes => {

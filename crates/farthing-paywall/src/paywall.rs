@@ -46,6 +46,21 @@ pub struct PaywallConfig {
     /// A known channel is refetched (for a voucher over its locked amount: a top-up?) at
     /// most this often.
     pub refetch_interval: Duration,
+    /// A channel's state (open, closing) is asked again when older than this, before a
+    /// voucher on it is taken: a payer's close is seen within it.
+    pub state_refetch_interval: Duration,
+    /// Slack for clocks and slow calls in the safety rules below.
+    pub margin: Duration,
+}
+
+impl PaywallConfig {
+    /// The shortest dispute window a channel may have to be paid through here: a payer's
+    /// close is seen within `state_refetch_interval`, and what was taken before it reaches
+    /// Farthing within `flush_interval`, both inside the window. A shorter window would
+    /// let a payer close, spend, and take the money back before the vouchers arrive.
+    pub fn dispute_s_min(&self) -> u64 {
+        (self.flush_interval + self.state_refetch_interval + self.margin).as_secs().max(1)
+    }
 }
 
 impl PaywallConfig {
@@ -62,6 +77,8 @@ impl PaywallConfig {
             flush_interval: Duration::from_secs(5),
             verifier_threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             refetch_interval: Duration::from_secs(1),
+            state_refetch_interval: Duration::from_secs(5),
+            margin: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +110,7 @@ struct Entry {
     payee_account_id: String,
     asset: String,
     open: bool,
+    dispute_s: u64,
     /// The best voucher is newer than what Farthing was last given.
     dirty: bool,
     /// Farthing refused a voucher this paywall accepted (a bad signature): no more.
@@ -111,6 +129,7 @@ impl Entry {
             payee_account_id: info.payee_account_id,
             asset: info.asset,
             open: info.state == ChannelState::Open,
+            dispute_s: info.dispute_s,
             dirty: false,
             blocked: false,
             fetched_at: Instant::now(),
@@ -148,6 +167,23 @@ impl Entry {
         }
         if self.asset != config.asset {
             return Err(Refused::new("voucher_wrong_asset", "the channel is in another asset"));
+        }
+        if self.dispute_s < config.dispute_s_min() {
+            return Err(Refused::new(
+                "channel_dispute_too_short",
+                format!(
+                    "the channel's dispute window is {} s; this paywall needs at least {} s",
+                    self.dispute_s,
+                    config.dispute_s_min()
+                ),
+            ));
+        }
+        let last_flush = (config.flush_interval + config.margin).as_secs();
+        if now_s.saturating_add(last_flush) >= self.channel.expires_at_s {
+            return Err(Refused::new(
+                "channel_closed",
+                "the channel expires before a voucher taken now would reach Farthing",
+            ));
         }
         let increment = self.channel.check_verified(sv, now_s).map_err(Refused::channel)?;
         if increment < price {
@@ -321,13 +357,17 @@ impl Paywall {
         let known = {
             let book = self.inner.book.lock().expect("book lock");
             book.get(&id).map(|e| {
-                let fresh = e.fetched_at.elapsed() < self.inner.config.refetch_interval;
-                (e.check(&self.inner.config, sv, price, now_s), fresh)
+                let age = e.fetched_at.elapsed();
+                let fresh = age < self.inner.config.refetch_interval;
+                let stale = age >= self.inner.config.state_refetch_interval;
+                (e.check(&self.inner.config, sv, price, now_s), fresh, stale)
             })
         };
         match known {
-            Some((Err(r), false)) if r.code == ChannelError::OverLocked.code() => {}
-            Some((result, _)) => return result,
+            // Its state is old: a close may have come meanwhile.
+            Some((_, _, true)) => {}
+            Some((Err(r), false, _)) if r.code == ChannelError::OverLocked.code() => {}
+            Some((result, _, _)) => return result,
             None => {}
         }
         let info = self.inner.source.fetch(id).await.map_err(|e| match e {
@@ -405,8 +445,13 @@ async fn flush_inner(inner: &Inner) -> Result<FlushReport, SourceError> {
             if let Some(e) = book.get_mut(&id) {
                 e.blocked = true;
             }
+        } else if refusal.code == ChannelError::Closed.code() {
+            // Closed for good: take nothing more on it, whatever was taken meanwhile.
+            if let Some(e) = book.get_mut(&id) {
+                e.open = false;
+            }
         } else if book.get(&id).is_some_and(|e| !e.dirty) {
-            // Farthing knows better (a close, a higher voucher): learn it afresh.
+            // Farthing knows better (a higher voucher): learn it afresh.
             book.remove(&id);
         }
         report.refused.push((id, refusal.code));

@@ -35,6 +35,8 @@ pub struct ChannelInfo {
     pub state: ChannelState,
     /// Unix seconds.
     pub expires_at: u64,
+    /// The window after the payer's close in which the payee's vouchers still count.
+    pub dispute_s: u64,
     /// The best voucher Farthing keeps for the channel.
     pub best_voucher: Option<SignedVoucher>,
 }
@@ -225,6 +227,7 @@ pub mod wire {
         pub locked_units: String,
         pub state: String,
         pub expires_at: u64,
+        pub dispute_s: u64,
         #[serde(default)]
         pub best_voucher: Option<VoucherJson>,
         #[serde(default)]
@@ -251,6 +254,7 @@ pub mod wire {
                 locked_units: parse_units("locked_units", &self.locked_units)?,
                 state,
                 expires_at: self.expires_at,
+                dispute_s: self.dispute_s,
                 best_voucher: self.best_voucher.as_ref().map(|v| v.to_signed()).transpose()?,
             })
         }

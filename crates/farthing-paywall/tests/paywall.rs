@@ -74,6 +74,7 @@ impl Fake {
             locked_units: c.locked.to_string(),
             state: "open".into(),
             expires_at: c.expires_at_s,
+            dispute_s: 3_600,
             best_voucher: c.best.as_ref().map(VoucherJson::from_signed),
             network: Some(NETWORK.into()),
         })
@@ -164,7 +165,8 @@ async fn env() -> Env {
     )
     .await;
     let mut config = PaywallConfig::new(NETWORK, MERCHANT, "USD", 6, &farthing);
-    config.flush_interval = Duration::from_secs(3_600);
+    // Flushed by hand in the tests; the interval still sets the safety rules' bounds.
+    config.flush_interval = Duration::from_secs(60);
     config.refetch_interval = Duration::ZERO;
     config.suggested_deposit = 1_000_000;
     let paywall = Paywall::new(config, Arc::new(FarthingSource::new(&farthing, "fk_merchant")));
@@ -374,4 +376,26 @@ async fn concurrent_payments_on_many_channels_share_verifier_batches() {
         }
     }
     assert_eq!(paid, 40);
+}
+
+/// A channel whose dispute window is shorter than this paywall's flush and refetch cycle
+/// could be closed, spent and refunded before its vouchers arrive: refused. So is a
+/// channel that expires before a voucher taken now would be flushed.
+#[tokio::test]
+async fn channels_that_could_outrun_the_flush_are_refused() {
+    let env = env().await;
+    let id = env.fake.open(payer().verifying_key(), MERCHANT, 10_000);
+    // A paywall that flushes hourly needs more than the channel's hour-long window.
+    let mut config = PaywallConfig::new(NETWORK, MERCHANT, "USD", 6, &env.farthing);
+    config.flush_interval = Duration::from_secs(3_600);
+    assert!(config.dispute_s_min() > 3_600);
+    let slow = Paywall::new(config, Arc::new(FarthingSource::new(&env.farthing, "fk_merchant")));
+    let sv = voucher(id, 1, PRICE).sign(&payer());
+    let refused = slow.take(&sv, PRICE, now_s()).await.unwrap_err();
+    assert_eq!(refused.code, "channel_dispute_too_short");
+    // The usual paywall takes it; an hour on, the channel is too close to its expiry.
+    env.paywall.take(&sv, PRICE, now_s()).await.unwrap();
+    let later = voucher(id, 2, 2 * PRICE).sign(&payer());
+    let refused = env.paywall.take(&later, PRICE, now_s() + 3_590).await.unwrap_err();
+    assert_eq!(refused.code, "channel_closed");
 }

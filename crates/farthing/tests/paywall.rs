@@ -39,6 +39,7 @@ async fn world() -> World {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
         channel_settle_ms: 100,
+        channel_dispute_s_min: 1,
         ..farthing_server::Config::default()
     };
     let server = farthing_server::Server::start(config, Some(ADMIN.into())).await.unwrap();
@@ -65,7 +66,8 @@ async fn world() -> World {
     let payer = key("payer", "1001").await;
     let merchant = key("merchant", "2001").await;
     let mut config = PaywallConfig::new("farthing:local", "2001", "USD", 6, &server.url);
-    config.flush_interval = Duration::from_secs(3_600); // flushed by hand here
+    config.flush_interval = Duration::from_secs(60); // flushed by hand here
+    config.state_refetch_interval = Duration::ZERO; // every voucher asks for the state
     let paywall = Paywall::new(config, Arc::new(FarthingSource::new(&server.url, merchant.key())));
     let app = Router::new().route(
         "/article",
@@ -78,8 +80,13 @@ async fn world() -> World {
 }
 
 async fn open(w: &World, id: &str, payee: &str, key: &SigningKey) {
+    open_with(w, id, payee, key, 3_600).await
+}
+
+async fn open_with(w: &World, id: &str, payee: &str, key: &SigningKey, dispute_s: u64) {
     let body = json!({"id": id, "payer_account_id": "1001", "payee_account_id": payee,
-                      "amount": "0.01", "payer_key": hex(key.verifying_key().as_bytes())});
+                      "amount": "0.01", "payer_key": hex(key.verifying_key().as_bytes()),
+                      "dispute_s": dispute_s});
     w.payer.post("/v1/channels", &body, None).await.unwrap();
 }
 
@@ -171,6 +178,34 @@ async fn the_paywall_refuses_each_bad_payment_with_its_code_and_settles_the_good
     assert_eq!(ch["settled_units"], "2000", "{ch}");
     assert_eq!(ch["best_voucher"]["sequence"], "2");
     assert_eq!(w.admin.account("2001").await.unwrap()["balance"], "0.002000");
+    w.server.shutdown().await.unwrap();
+}
+
+/// A payer cannot close its channel and go on spending through the paywall: a dispute
+/// window shorter than the paywall's cycle is refused, and a close is seen before the next
+/// voucher is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payer_cannot_close_and_spend_on() {
+    let w = world().await;
+    let k = SigningKey::from_bytes(&[13; 32]);
+    let (_, required) = pay(&w.site, None).await;
+    let terms = required["accepts"][0].clone();
+    open_with(&w, "300", "2001", &k, 1).await;
+    let (status, doc) = pay(&w.site, Some(header(&terms, 300, 1, 1_000, FAR, &k))).await;
+    assert_eq!((status, doc["error"].as_str().unwrap()), (402, "channel_dispute_too_short"));
+    open(&w, "301", "2001", &k).await;
+    let (status, _) = pay(&w.site, Some(header(&terms, 301, 1, 1_000, FAR, &k))).await;
+    assert_eq!(status, 200);
+    w.payer.post("/v1/channels/301/close", &json!({}), None).await.unwrap();
+    let (status, doc) = pay(&w.site, Some(header(&terms, 301, 2, 2_000, FAR, &k))).await;
+    assert_eq!((status, doc["error"].as_str().unwrap()), (402, "channel_closed"), "{doc}");
+    // What was served before the close reaches Farthing within the window.
+    w.paywall.flush().await.unwrap();
+    let ch = w.merchant.get("/v1/channels/301").await.unwrap();
+    assert_eq!(
+        (ch["state"].as_str().unwrap(), ch["claimable_units"].as_str().unwrap()),
+        ("closing", "1000")
+    );
     w.server.shutdown().await.unwrap();
 }
 

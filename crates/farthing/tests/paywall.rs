@@ -2,6 +2,8 @@
 //! their code (in the 402's `PAYMENT-REQUIRED`), the best vouchers flushed to Farthing
 //! and settled on the ledger, and the JavaScript client paying the same paywall.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,17 +46,7 @@ async fn world() -> World {
     };
     let server = farthing_server::Server::start(config, Some(ADMIN.into())).await.unwrap();
     let admin = Client::new(&server.url, ADMIN);
-    admin.create_asset("USD", 6).await.unwrap();
-    admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "USD"})).await.unwrap();
-    for id in ["1001", "2001", "2002"] {
-        admin
-            .create_account(&json!({"id": id, "owner_id": id, "asset": "USD",
-                                    "flags": ["debits_must_not_exceed_credits"]}))
-            .await
-            .unwrap();
-    }
-    let fund = json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "10"});
-    admin.post("/v1/transfers", &fund, None).await.unwrap();
+    common::seed_usd(&admin, &["1001", "2001", "2002"]).await;
     let key = |role: &str, owner: &str| {
         let admin = admin.clone();
         let body = json!({"role": role, "owner_id": owner});

@@ -1,6 +1,8 @@
 //! `farthing serve` as a user runs it: the binary, its first start, and a stop in the middle
 //! of traffic that loses nothing it acknowledged.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
@@ -181,17 +183,7 @@ async fn a_kill_keeps_the_highest_voucher_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, url, _) = start(dir.path(), Some(KEY));
     let admin = Client::new(&url, KEY);
-    admin.create_asset("USD", 6).await.unwrap();
-    admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "USD"})).await.unwrap();
-    for id in ["1001", "2001"] {
-        admin
-            .create_account(&json!({"id": id, "owner_id": id, "asset": "USD",
-                                    "flags": ["debits_must_not_exceed_credits"]}))
-            .await
-            .unwrap();
-    }
-    let fund = json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "10"});
-    admin.post("/v1/transfers", &fund, None).await.unwrap();
+    common::seed_usd(&admin, &["1001", "2001"]).await;
     let key = SigningKey::from_bytes(&[5; 32]);
     let open = json!({"id": "700", "payer_account_id": "1001", "payee_account_id": "2001",
                       "amount": "5", "payer_key": hex(key.verifying_key().as_bytes())});

@@ -488,6 +488,15 @@ pub async fn open_channel(
             if pw.length == 0 || terms.unit_price == "0" {
                 return Err(ApiError::invalid("payword", "A stream has ticks, at a price."));
             }
+            if pw.length > STREAM_LENGTH_MAX {
+                // A restart hashes a stream's chain up to its best tick again.
+                return Err(ApiError::invalid(
+                    "payword/length",
+                    format!(
+                        "A stream has at most {STREAM_LENGTH_MAX} ticks; open another for more."
+                    ),
+                ));
+            }
             let c = commitment(id, payee, &terms, expires_at)
                 .map_err(|e| ApiError::invalid("payword", e))?;
             Stream::open(c, &sig, &key).map_err(|_| {
@@ -711,6 +720,10 @@ pub struct VoucherResult {
 pub struct VoucherBatchResult {
     pub results: Vec<VoucherResult>,
 }
+
+/// Ticks one stream may have (a restart hashes up to the best tick again: 10 million is
+/// under a second).
+pub const STREAM_LENGTH_MAX: u64 = 10_000_000;
 
 /// Vouchers one batch may hold.
 pub const VOUCHER_BATCH_MAX: usize = 4_096;

@@ -221,6 +221,37 @@ impl Live {
         c.accept(sv, now_s)
     }
 
+    /// Every check of [`Live::accept_voucher`] but the signature, changing nothing.
+    pub fn precheck_voucher(&self, sv: &SignedVoucher, now_s: u64) -> Result<u128, ChannelError> {
+        let Rule::Vouchers(c) = &self.rule else { return Err(ChannelError::WrongChannel) };
+        if c.best.as_ref() == Some(sv) {
+            return Ok(0);
+        }
+        c.check_verified(sv, now_s)
+    }
+
+    /// [`Live::accept_voucher`] for a voucher whose signature was verified against
+    /// [`Live::payer_key`].
+    pub fn accept_verified_voucher(
+        &mut self,
+        sv: &SignedVoucher,
+        now_s: u64,
+    ) -> Result<u128, ChannelError> {
+        let Rule::Vouchers(c) = &mut self.rule else { return Err(ChannelError::WrongChannel) };
+        if c.best.as_ref() == Some(sv) {
+            return Ok(0);
+        }
+        c.accept_verified(sv, now_s)
+    }
+
+    /// The key that signs the channel's vouchers (and its stream's commitment).
+    pub fn payer_key(&self) -> VerifyingKey {
+        match &self.rule {
+            Rule::Vouchers(c) => *c.payer_key(),
+            Rule::Stream { .. } => parse_key(&self.rec.payer_key).expect("checked at open"),
+        }
+    }
+
     /// Accepts a stream's tick: the ticks gained. The best tick again is a retry: `Ok(0)`.
     pub fn accept_tick(
         &mut self,

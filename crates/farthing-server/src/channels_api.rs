@@ -746,21 +746,50 @@ pub async fn post_vouchers(
         ));
     }
     let now = now_unix_s();
-    let mut writes = Vec::new();
-    let mut results = Vec::with_capacity(n);
-    for v in &req.vouchers {
-        let name = v.channel_id.clone().unwrap_or_default();
-        let outcome = (|| {
+    // First every rule but the signature, then the signatures of what passed, all in
+    // batches off the async threads, then the rules again as each is taken.
+    let mut outcomes: Vec<ApiResult<(SignedVoucher, Arc<crate::channels::Slot>)>> = req
+        .vouchers
+        .iter()
+        .map(|v| {
             let sv = v.parse(None)?;
             let slot = s.rails.get(sv.voucher.channel).ok_or_else(no_channel)?;
-            let mut live = slot.live.lock().unwrap();
+            let live = slot.live.lock().unwrap();
             if !sees(&s, &p, &live) {
                 return Err(no_channel());
             }
-            live.accept_voucher(&sv, now).map_err(refusal)?;
+            live.precheck_voucher(&sv, now).map_err(refusal)?;
+            drop(live);
+            Ok((sv, slot))
+        })
+        .collect();
+    let to_verify: Vec<(SignedVoucher, ed25519_dalek::VerifyingKey)> = outcomes
+        .iter()
+        .filter_map(|o| o.as_ref().ok())
+        .map(|(sv, slot)| (*sv, slot.live.lock().unwrap().payer_key()))
+        .collect();
+    let verified = tokio::task::spawn_blocking(move || {
+        let pairs: Vec<_> = to_verify.iter().map(|(sv, k)| (sv, k)).collect();
+        farthing_rails::channel::verify_signatures(&pairs)
+    })
+    .await
+    .map_err(|e| internal(e.to_string()))?;
+    let mut good = verified.into_iter();
+    for o in outcomes.iter_mut() {
+        if o.is_ok() && !good.next().unwrap_or(false) {
+            *o = Err(refusal(ChannelError::BadSignature));
+        }
+    }
+    let mut writes = Vec::new();
+    let mut results = Vec::with_capacity(n);
+    for (v, outcome) in req.vouchers.iter().zip(outcomes) {
+        let name = v.channel_id.clone().unwrap_or_default();
+        let outcome = outcome.and_then(|(sv, slot)| {
+            let mut live = slot.live.lock().unwrap();
+            live.accept_verified_voucher(&sv, now).map_err(refusal)?;
             writes.push(Rails::claim_write(live.id, &Claim::Voucher(sv)));
             Ok(live.claimable())
-        })();
+        });
         results.push(match outcome {
             Ok(claimable) => VoucherResult {
                 channel_id: name,

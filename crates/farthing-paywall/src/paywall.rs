@@ -21,6 +21,9 @@ use crate::x402::{
     SettlementExtra, SettlementResponse, SCHEME, VOUCHER_ENCODING, X402_VERSION,
 };
 
+/// Channel ids remembered as unknown at most.
+pub const UNKNOWN_CHANNELS_MAX: usize = 65_536;
+
 /// Vouchers waiting for the verifier at most; beyond, requests are turned away (busy).
 pub const VERIFY_QUEUE_MAX: usize = 16 * 1024;
 
@@ -207,6 +210,9 @@ struct Inner {
     config: PaywallConfig,
     source: Arc<dyn ChannelSource>,
     book: Mutex<HashMap<u128, Entry>>,
+    /// Channel ids Farthing said it does not know (for this merchant), and when: not
+    /// asked again within `refetch_interval`, so junk vouchers cost no call each.
+    unknown: Mutex<HashMap<u128, Instant>>,
     verifier: crossbeam_channel::Sender<Job>,
     /// One flush at a time.
     flushing: tokio::sync::Mutex<()>,
@@ -244,6 +250,7 @@ impl Paywall {
             config,
             source,
             book: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
             verifier,
             flushing: tokio::sync::Mutex::new(()),
         });
@@ -368,10 +375,30 @@ impl Paywall {
             Some((_, _, true)) => {}
             Some((Err(r), false, _)) if r.code == ChannelError::OverLocked.code() => {}
             Some((result, _, _)) => return result,
-            None => {}
+            None => {
+                let mut unknown = self.inner.unknown.lock().expect("unknown lock");
+                if let Some(at) = unknown.get(&id) {
+                    if at.elapsed() < self.inner.config.refetch_interval {
+                        return Err(Refused::channel(ChannelError::WrongChannel));
+                    }
+                    unknown.remove(&id);
+                }
+            }
         }
         let info = self.inner.source.fetch(id).await.map_err(|e| match e {
-            SourceError::NotFound => Refused::channel(ChannelError::WrongChannel),
+            SourceError::NotFound => {
+                let mut unknown = self.inner.unknown.lock().expect("unknown lock");
+                // Bounded: past the bound, the oldest half goes.
+                if unknown.len() >= UNKNOWN_CHANNELS_MAX {
+                    let mut ages: Vec<_> = unknown.iter().map(|(k, v)| (*v, *k)).collect();
+                    ages.sort();
+                    for (_, k) in ages.iter().take(UNKNOWN_CHANNELS_MAX / 2) {
+                        unknown.remove(k);
+                    }
+                }
+                unknown.insert(id, Instant::now());
+                Refused::channel(ChannelError::WrongChannel)
+            }
             e => Refused::new("channel_unavailable", e.to_string()),
         })?;
         if info.id != id {

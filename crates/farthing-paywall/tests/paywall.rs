@@ -45,6 +45,8 @@ struct Fake {
     next_id: AtomicUsize,
     /// Each `POST /v1/channels/vouchers` body.
     submits: Mutex<Vec<Vec<VoucherJson>>>,
+    /// `GET /v1/channels/{id}` calls.
+    fetches: AtomicUsize,
 }
 
 impl Fake {
@@ -85,6 +87,7 @@ async fn get_channel(
     State(fake): State<Arc<Fake>>,
     Path(id): Path<u128>,
 ) -> Result<Json<ChannelJson>, StatusCode> {
+    fake.fetches.fetch_add(1, Ordering::SeqCst);
     fake.json(id).map(Json).ok_or(StatusCode::NOT_FOUND)
 }
 
@@ -398,4 +401,20 @@ async fn channels_that_could_outrun_the_flush_are_refused() {
     let later = voucher(id, 2, 2 * PRICE).sign(&payer());
     let refused = env.paywall.take(&later, PRICE, now_s() + 3_590).await.unwrap_err();
     assert_eq!(refused.code, "channel_closed");
+}
+
+/// Vouchers for a channel Farthing does not know cost one call, not one each.
+#[tokio::test]
+async fn unknown_channels_are_remembered() {
+    let env = env().await;
+    let mut config = PaywallConfig::new(NETWORK, MERCHANT, "USD", 6, &env.farthing);
+    config.refetch_interval = Duration::from_secs(60);
+    let paywall = Paywall::new(config, Arc::new(FarthingSource::new(&env.farthing, "fk_merchant")));
+    let before = env.fake.fetches.load(Ordering::SeqCst);
+    for n in 1..=5 {
+        let sv = voucher(999, n, u128::from(n) * PRICE).sign(&payer());
+        let refused = paywall.take(&sv, PRICE, now_s()).await.unwrap_err();
+        assert_eq!(refused.code, "voucher_wrong_channel");
+    }
+    assert_eq!(env.fake.fetches.load(Ordering::SeqCst) - before, 1);
 }

@@ -25,7 +25,7 @@ use crate::x402::{
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Paying would spend more than the budget: nothing was signed or sent.
-    #[error("over budget: {price} more on {spent} spent exceeds {budget}")]
+    #[error("over budget: {price} more minor units on {spent} spent would exceed the budget of {budget}")]
     OverBudget { price: u128, spent: u128, budget: u128 },
     /// The route refused the voucher; `code` as in docs/RAILS.md.
     #[error("payment refused: {code}")]

@@ -160,7 +160,9 @@ async fn main() -> Result<(), String> {
     }
     let balance = publisher_api.account(&publisher_account).await.map_err(|e| e.to_string())?;
     println!("publisher's balance: {} USD", text(&balance, "balance"));
-    // Past the budget, the client refuses to pay (and sends nothing).
+    // The reader reads on until the budget runs out: the client then refuses to pay (and
+    // sends nothing). A channel spent out is replaced by a new one, with a new deposit.
+    let usd = |units: u128| farthing_ledger::amount::format_amount(units, 6);
     let mut refused = None;
     for n in 6..1_000 {
         if let Err(e) = client.get(&format!("{site_url}/articles/{n}")).await {
@@ -169,13 +171,19 @@ async fn main() -> Result<(), String> {
         }
     }
     if let Some((n, e)) = refused {
-        println!("article {n}: the client stops: {e}");
+        println!("read articles 6 to {} as well; article {n}: the client stops ({e})", n - 1);
     }
-
     paywall.flush().await.map_err(|e| e.to_string())?;
+    let channels = publisher_api
+        .get(&format!("/v1/channels?account_id={publisher_account}"))
+        .await
+        .map_err(|e| e.to_string())?;
+    let opened = channels["channels"].as_array().map_or(0, Vec::len);
     println!(
-        "reader spent {} USD in all; the rest of each deposit goes back to the reader when its channel closes",
-        farthing_ledger::amount::format_amount(client.spent().await, 6)
+        "reader spent {} USD of its {} USD budget, through {opened} channel(s); what a deposit \
+         holds beyond its vouchers goes back to the reader when its channel closes",
+        usd(client.spent().await),
+        usd(BUDGET)
     );
     if serve {
         println!("serving {site_url} until Ctrl-C (Farthing at {}; try the JavaScript client in clients/js)", farthing.url);

@@ -41,7 +41,8 @@ fn the_paywall_example_pays_articles_and_calls_and_settles_in_one_transfer() {
     assert!(out.contains("0.015000 USD settled on the ledger"), "{out}");
     assert!(out.contains("105 paid requests settled in 1 ledger transfer(s)"), "{out}");
     assert!(out.contains("receipt verified offline: transfer"), "{out}");
-    assert!(out.contains("the client stops: over budget"), "{out}");
+    assert!(out.contains("the client stops (over budget"), "{out}");
+    assert!(out.contains("reader spent 0.050000 USD of its 0.050000 USD budget"), "{out}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The README's first-payment walk-through, run as written (with this server's address, key
 //! and a free port) against a fresh server: a payment made with curl arrives on the event
-//! stream and at a webhook, and its receipt verifies offline.
+//! stream and at a webhook, and its receipt verifies offline. Then docs/RAILS.md's channel
+//! by hand: opened with curl, a voucher signed by Node, settled.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -16,11 +17,10 @@ impl Drop for Running {
     }
 }
 
-fn walkthrough() -> String {
-    let readme = include_str!("../../../README.md");
-    let start = readme.find("<!-- walkthrough:start -->").expect("the walk-through's start");
-    let end = readme.find("<!-- walkthrough:end -->").expect("the walk-through's end");
-    let block = &readme[start..end];
+fn walkthrough(doc: &str, name: &str) -> String {
+    let start = doc.find(&format!("<!-- {name}:start -->")).expect("the walk-through's start");
+    let end = doc.find(&format!("<!-- {name}:end -->")).expect("the walk-through's end");
+    let block = &doc[start..end];
     let body = block.split_once("```sh\n").expect("a sh block").1;
     body.rsplit_once("```").expect("the block's end").0.to_string()
 }
@@ -52,7 +52,9 @@ fn the_readme_walkthrough_works_as_written() {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let script: String = walkthrough()
+    let both = walkthrough(include_str!("../../../README.md"), "walkthrough")
+        + &walkthrough(include_str!("../../../docs/RAILS.md"), "rails-walkthrough");
+    let script: String = both
         .lines()
         .map(|line| match line.starts_with("export FARTHING_KEY=") {
             true => format!("export FARTHING_KEY={KEY}"),
@@ -85,5 +87,7 @@ fn the_readme_walkthrough_works_as_written() {
     assert!(!webhooks.contains("REFUSED"), "{webhooks}");
     assert!(stdout.contains(r#""available":"4.999000""#), "the wallet after paying: {stdout}");
     assert!(stdout.contains("OK"), "the receipt verified: {stdout}");
+    assert!(stdout.contains(r#""increment_units":"1000""#), "the voucher taken: {stdout}");
+    assert!(stdout.contains(r#""settled_units":"1000""#), "the channel settled: {stdout}");
     drop(server);
 }

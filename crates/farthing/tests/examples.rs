@@ -13,6 +13,15 @@ fn example(name: &str) -> PathBuf {
         "{} is not built: `cargo test -p farthing` builds the examples",
         path.display()
     );
+    // `cargo test --test examples` alone does not rebuild them: say so, not a false failure.
+    let source =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("examples/{name}.rs"));
+    let modified = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).unwrap();
+    assert!(
+        modified(&path) >= modified(&source),
+        "{} is older than its source: `cargo test -p farthing` (or `cargo build --examples`) rebuilds it",
+        path.display()
+    );
     path
 }
 

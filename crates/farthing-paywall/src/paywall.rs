@@ -62,7 +62,9 @@ impl PaywallConfig {
     /// Farthing within `flush_interval`, both inside the window. A shorter window would
     /// let a payer close, spend, and take the money back before the vouchers arrive.
     pub fn dispute_s_min(&self) -> u64 {
-        (self.flush_interval + self.state_refetch_interval + self.margin).as_secs().max(1)
+        // The state fetch and the submit may each take up to their timeout.
+        let calls = Duration::from_millis(2 * crate::source::FARTHING_TIMEOUT_MS);
+        (self.flush_interval + self.state_refetch_interval + calls + self.margin).as_secs()
     }
 }
 
@@ -122,7 +124,8 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(info: ChannelInfo) -> Self {
+    /// `asked`: when the fetch was sent (the state is at least that fresh, no fresher).
+    fn new(info: ChannelInfo, asked: Instant) -> Self {
         let mut channel =
             Channel::open(info.id, info.payer_key, info.locked_units, info.expires_at);
         channel.best = info.best_voucher;
@@ -135,16 +138,16 @@ impl Entry {
             dispute_s: info.dispute_s,
             dirty: false,
             blocked: false,
-            fetched_at: Instant::now(),
+            fetched_at: asked,
         }
     }
 
     /// Learns a refetched channel, keeping a better voucher accepted here meanwhile.
-    fn refresh(&mut self, info: ChannelInfo) {
+    fn refresh(&mut self, info: ChannelInfo, asked: Instant) {
         let mine = self.channel.best;
         let dirty = self.dirty;
         let blocked = self.blocked;
-        *self = Self::new(info);
+        *self = Self::new(info, asked);
         self.blocked = blocked;
         if let Some(mine) = mine {
             if self.channel.claimable() < mine.voucher.cumulative {
@@ -181,7 +184,8 @@ impl Entry {
                 ),
             ));
         }
-        let last_flush = (config.flush_interval + config.margin).as_secs();
+        let last_flush = (config.flush_interval + config.margin).as_secs()
+            + 2 * crate::source::FARTHING_TIMEOUT_MS / 1_000;
         if now_s.saturating_add(last_flush) >= self.channel.expires_at_s {
             return Err(Refused::new(
                 "channel_closed",
@@ -189,6 +193,13 @@ impl Entry {
             ));
         }
         let increment = self.channel.check_verified(sv, now_s).map_err(Refused::channel)?;
+        if now_s.saturating_add(last_flush) >= sv.voucher.expires_at_s {
+            return Err(Refused::new(
+                "voucher_expires_too_soon",
+                "the voucher expires before it would reach Farthing: sign it to last longer",
+            ));
+        }
+
         if increment < price {
             return Err(Refused::new(
                 "voucher_below_price",
@@ -210,6 +221,10 @@ struct Inner {
     config: PaywallConfig,
     source: Arc<dyn ChannelSource>,
     book: Mutex<HashMap<u128, Entry>>,
+    /// When a flush last reached Farthing whole (or found nothing to send). Past
+    /// `flush_interval` twice plus the margin, no voucher is taken: what is served must
+    /// reach Farthing within a channel's dispute window.
+    flushed_ok: Mutex<Instant>,
     /// Channel ids Farthing said it does not know (for this merchant), and when: not
     /// asked again within `refetch_interval`, so junk vouchers cost no call each.
     unknown: Mutex<HashMap<u128, Instant>>,
@@ -251,6 +266,7 @@ impl Paywall {
             source,
             book: Mutex::new(HashMap::new()),
             unknown: Mutex::new(HashMap::new()),
+            flushed_ok: Mutex::new(Instant::now()),
             verifier,
             flushing: tokio::sync::Mutex::new(()),
         });
@@ -322,6 +338,14 @@ impl Paywall {
         price: u128,
         now_s: u64,
     ) -> Result<SettlementResponse, Refused> {
+        let c = &self.inner.config;
+        let since = self.inner.flushed_ok.lock().expect("flushed lock").elapsed();
+        if since > 2 * c.flush_interval + c.margin {
+            return Err(Refused::new(
+                "paywall_busy",
+                "vouchers are not reaching Farthing (the last flushes failed): none is taken",
+            ));
+        }
         let key = self.precheck(sv, price, now_s).await?;
         if !self.verify(sv, key).await? {
             return Err(Refused::channel(ChannelError::BadSignature));
@@ -385,6 +409,7 @@ impl Paywall {
                 }
             }
         }
+        let asked = Instant::now();
         let info = self.inner.source.fetch(id).await.map_err(|e| match e {
             SourceError::NotFound => {
                 let mut unknown = self.inner.unknown.lock().expect("unknown lock");
@@ -408,10 +433,10 @@ impl Paywall {
         let entry = match book.entry(id) {
             std::collections::hash_map::Entry::Occupied(e) => {
                 let entry = e.into_mut();
-                entry.refresh(info);
+                entry.refresh(info, asked);
                 entry
             }
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(Entry::new(info)),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(Entry::new(info, asked)),
         };
         entry.check(&self.inner.config, sv, price, now_s)
     }
@@ -440,9 +465,12 @@ impl Paywall {
     }
 }
 
+/// Vouchers in one submit (Farthing's batch route takes 4,096).
+pub const SUBMIT_BATCH_MAX: usize = 4_096;
+
 async fn flush_inner(inner: &Inner) -> Result<FlushReport, SourceError> {
     let _one = inner.flushing.lock().await;
-    let vouchers: Vec<SignedVoucher> = {
+    let all: Vec<SignedVoucher> = {
         let mut book = inner.book.lock().expect("book lock");
         book.values_mut()
             .filter(|e| e.dirty)
@@ -452,17 +480,33 @@ async fn flush_inner(inner: &Inner) -> Result<FlushReport, SourceError> {
             })
             .collect()
     };
-    if vouchers.is_empty() {
-        return Ok(FlushReport::default());
-    }
-    let results = match inner.source.submit(vouchers.clone()).await {
-        Ok(results) => results,
-        Err(e) => {
-            redirty(inner, &vouchers);
-            return Err(e);
+    let mut report = FlushReport { submitted: all.len(), refused: Vec::new() };
+    let mut failed = None;
+    for vouchers in all.chunks(SUBMIT_BATCH_MAX) {
+        match inner.source.submit(vouchers.to_vec()).await {
+            Ok(results) => learn(inner, vouchers, results, &mut report),
+            Err(e) => {
+                redirty(inner, vouchers);
+                failed = Some(e);
+            }
         }
-    };
-    let mut report = FlushReport { submitted: vouchers.len(), refused: Vec::new() };
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => {
+            *inner.flushed_ok.lock().expect("flushed lock") = Instant::now();
+            Ok(report)
+        }
+    }
+}
+
+/// What Farthing answered to a submit.
+fn learn(
+    inner: &Inner,
+    vouchers: &[SignedVoucher],
+    results: Vec<crate::source::SubmitResult>,
+    report: &mut FlushReport,
+) {
     let mut book = inner.book.lock().expect("book lock");
     for (sv, result) in vouchers.iter().zip(results) {
         let Err(refusal) = result.outcome else { continue };
@@ -483,7 +527,6 @@ async fn flush_inner(inner: &Inner) -> Result<FlushReport, SourceError> {
         }
         report.refused.push((id, refusal.code));
     }
-    Ok(report)
 }
 
 /// After a failed submit: the vouchers are still to send, unless a newer one is.

@@ -398,9 +398,14 @@ async fn channels_that_could_outrun_the_flush_are_refused() {
     assert_eq!(refused.code, "channel_dispute_too_short");
     // The usual paywall takes it; an hour on, the channel is too close to its expiry.
     env.paywall.take(&sv, PRICE, now_s()).await.unwrap();
-    let later = voucher(id, 2, 2 * PRICE).sign(&payer());
+    let later =
+        Voucher { expires_at_s: now_s() + 100_000, ..voucher(id, 2, 2 * PRICE) }.sign(&payer());
     let refused = env.paywall.take(&later, PRICE, now_s() + 3_590).await.unwrap_err();
     assert_eq!(refused.code, "channel_closed");
+    // A voucher that would expire before it reaches Farthing pays for nothing: refused.
+    let brief = Voucher { expires_at_s: now_s() + 5, ..voucher(id, 2, 2 * PRICE) }.sign(&payer());
+    let refused = env.paywall.take(&brief, PRICE, now_s()).await.unwrap_err();
+    assert_eq!(refused.code, "voucher_expires_too_soon");
 }
 
 /// Vouchers for a channel Farthing does not know cost one call, not one each.

@@ -155,6 +155,9 @@ pub struct Live {
     /// Moved to the payee so far.
     pub settled: u128,
     pub refunded: u128,
+    /// A final close has begun: no claim is taken from here on, whatever a caller's clock
+    /// says (the claim is frozen before the money moves).
+    pub finalizing: bool,
 }
 
 impl Live {
@@ -196,6 +199,9 @@ impl Live {
 
     /// Takes claims now? (Open before its expiry, or closing within its window.)
     pub fn takes_claims(&self, now_s: u64) -> bool {
+        if self.finalizing {
+            return false;
+        }
         match self.rec.state {
             Phase::Open => now_s < self.rec.expires_at,
             Phase::Closing { dispute_until } => now_s < dispute_until,
@@ -214,6 +220,9 @@ impl Live {
 
     /// Accepts a voucher: the increment. The best one again is a retry: `Ok(0)`.
     pub fn accept_voucher(&mut self, sv: &SignedVoucher, now_s: u64) -> Result<u128, ChannelError> {
+        if self.finalizing {
+            return Err(ChannelError::Closed);
+        }
         let Rule::Vouchers(c) = &mut self.rule else { return Err(ChannelError::WrongChannel) };
         if c.best.as_ref() == Some(sv) {
             return Ok(0);
@@ -223,6 +232,9 @@ impl Live {
 
     /// Every check of [`Live::accept_voucher`] but the signature, changing nothing.
     pub fn precheck_voucher(&self, sv: &SignedVoucher, now_s: u64) -> Result<u128, ChannelError> {
+        if self.finalizing {
+            return Err(ChannelError::Closed);
+        }
         let Rule::Vouchers(c) = &self.rule else { return Err(ChannelError::WrongChannel) };
         if c.best.as_ref() == Some(sv) {
             return Ok(0);
@@ -237,6 +249,9 @@ impl Live {
         sv: &SignedVoucher,
         now_s: u64,
     ) -> Result<u128, ChannelError> {
+        if self.finalizing {
+            return Err(ChannelError::Closed);
+        }
         let Rule::Vouchers(c) = &mut self.rule else { return Err(ChannelError::WrongChannel) };
         if c.best.as_ref() == Some(sv) {
             return Ok(0);
@@ -278,6 +293,7 @@ impl Live {
     /// No claim gets in from `now_s` on (the first step of a final close): the record to
     /// keep, if this changed it.
     pub fn stop_claims(&mut self, now_s: u64) -> Option<ChannelRecord> {
+        self.finalizing = true;
         match self.rec.state {
             Phase::Closed { .. } => None,
             Phase::Closing { dispute_until } if dispute_until <= now_s => None,
@@ -361,9 +377,20 @@ impl Live {
             }
         };
         let phase = rec.state.clone();
-        let mut live =
-            Self { rec, id, payer, payee, escrow, rule, settled: moved_out - refunded, refunded };
+        let ripe = matches!(phase, Phase::Closing { dispute_until } if dispute_until <= crate::auth::now_unix_s());
+        let mut live = Self {
+            rec,
+            id,
+            payer,
+            payee,
+            escrow,
+            rule,
+            settled: moved_out - refunded,
+            refunded,
+            finalizing: false,
+        };
         live.set_phase(phase);
+        live.finalizing = ripe;
         Ok(live)
     }
 }
@@ -667,7 +694,10 @@ impl Rails {
 
     /// The settlement transfer for what is due now, if anything is.
     fn settlement(&self, live: &Live) -> Option<Transfer> {
-        let due = live.due();
+        // Never more than the escrow still holds (a backstop: the claim is frozen before a
+        // refund, so the two cannot overlap).
+        let held = live.locked().saturating_sub(live.settled).saturating_sub(live.refunded);
+        let due = live.due().min(held);
         (due > 0).then(|| Transfer {
             id: self.transfer_id(live.id, OP_SETTLE, live.settled),
             debit_account_id: live.escrow,
@@ -717,11 +747,14 @@ impl Rails {
                     live.settled += t.amount;
                     made.push((live.id, *t));
                 }
-                code => tracing::warn!(
-                    channel = t.user_data_128,
-                    code = code.code(),
-                    "settlement refused"
-                ),
+                code => {
+                    tracing::warn!(
+                        channel = t.user_data_128,
+                        code = code.code(),
+                        "settlement refused"
+                    );
+                    self.resync(slot).await;
+                }
             }
         }
         Ok(made)
@@ -730,17 +763,30 @@ impl Rails {
     /// Closes a channel for good (its `ops` lock held by the caller): no more claims; the
     /// payee gets what is due, the payer the rest; the record says so, durably.
     pub async fn finalize(&self, slot: &Slot, now_s: u64) -> Result<Live, String> {
-        let ending = {
+        // The amounts as the ledger has them (a top-up or settlement whose outcome was
+        // unknown is counted).
+        self.resync(slot).await;
+        let (ending, claim) = {
             let mut live = slot.live.lock().unwrap();
             if matches!(live.rec.state, Phase::Closed { .. }) {
                 return Ok(live.clone());
             }
-            live.stop_claims(now_s)
+            (live.stop_claims(now_s), live.best_claim().map(|c| (live.id, c)))
         };
+        // Durably, the record closed to claims and the frozen best claim together, before
+        // any money moves: a crash in what follows reopens nothing, and the refund's amount
+        // is the same after a restart.
+        let mut writes = Vec::new();
         if let Some(rec) = ending {
-            // Durably: a crash in the middle of what follows must not reopen it to claims
-            // (the best claim is final once the money starts to move).
-            self.put_record(&rec).await?;
+            let value = serde_json::to_vec(&rec).map_err(|e| e.to_string())?;
+            let id: u128 = rec.id.parse().map_err(|_| "bad id".to_string())?;
+            writes.push(Write::Put(Table::Channels, be128(id), value));
+        }
+        if let Some((id, claim)) = claim {
+            writes.push(Self::claim_write(id, &claim));
+        }
+        if !writes.is_empty() {
+            self.meta.write(writes).await?;
         }
         // The payer's part first: it is due whatever becomes of the settlement (a payee
         // account that refuses credits must not keep the payer's money locked).
@@ -926,6 +972,29 @@ mod tests {
                 proptest::prop_assert_eq!(live.settled, best_taken, "the payee gets its best voucher");
             }
         }
+    }
+
+    #[test]
+    fn a_final_close_takes_no_claim_whatever_the_callers_clock() {
+        let payer = SigningKey::from_bytes(&[1; 32]);
+        let mut live = Live::restore(record(None), None, 100, 0, 0).unwrap();
+        let v = |seq, total| Voucher {
+            channel: 7,
+            sequence: seq,
+            cumulative: total,
+            expires_at_s: 149,
+        };
+        live.accept_voucher(&v(1, 10).sign(&payer), 10).unwrap();
+        // Closing by the payer at 20: its window runs to 60.
+        live.set_phase(Phase::Closing { dispute_until: 60 });
+        live.accept_voucher(&v(2, 20).sign(&payer), 30).unwrap();
+        // The final close starts at 60; a claim read with an older clock (59) is refused.
+        live.stop_claims(60);
+        let late = v(3, 30).sign(&payer);
+        assert_eq!(live.accept_voucher(&late, 59), Err(ChannelError::Closed));
+        assert_eq!(live.precheck_voucher(&late, 59), Err(ChannelError::Closed));
+        assert_eq!(live.accept_verified_voucher(&late, 59), Err(ChannelError::Closed));
+        assert_eq!(live.claimable(), 20);
     }
 
     #[test]

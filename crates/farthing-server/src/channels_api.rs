@@ -573,9 +573,12 @@ pub async fn open_channel(
             Err(transfer_refused(code))
         }
         Err(e) => {
-            // Not opened (the engine's answer is in `e`); if the lock's outcome is unknown,
-            // the next start resolves the record from the ledger and the reservation stays.
-            if !e.contains(&farthing_store::EngineError::OutcomeUnknown.to_string()) {
+            // Not opened as asked. If the lock was made (or its outcome is unknown), the
+            // next start resolves the record from the ledger, and the reservation stays.
+            let lock_id = lock.id;
+            let made = s.engine.read_async(move |sm| sm.transfer(lock_id).is_some()).await;
+            let unknown = e.contains(&farthing_store::EngineError::OutcomeUnknown.to_string());
+            if !unknown && made == Ok(false) {
                 judged_outcome(&s, lock.id, judged, false).await?;
             }
             Err(internal(e))
@@ -780,6 +783,8 @@ pub async fn post_vouchers(
             *o = Err(refusal(ChannelError::BadSignature));
         }
     }
+    // The clock again: verifying took time, and a claim is judged when it is taken.
+    let now = now_unix_s();
     let mut writes = Vec::new();
     let mut results = Vec::with_capacity(n);
     for (v, outcome) in req.vouchers.iter().zip(outcomes) {
@@ -963,6 +968,8 @@ pub async fn top_up(
         judged_outcome(&s, t.id, judged, false).await?;
         return Err(transfer_refused(result.code));
     }
+    // The money moved: the reservation and the decision stand, whatever comes next.
+    judged_outcome(&s, t.id, judged, true).await?;
     let rec = {
         let mut live = slot.live.lock().unwrap();
         live.add_locked(amount);
@@ -973,7 +980,6 @@ pub async fn top_up(
         live.rec.clone()
     };
     s.rails.put_record(&rec).await.map_err(internal)?;
-    judged_outcome(&s, t.id, judged, true).await?;
     let live = slot.live.lock().unwrap().clone();
     Ok(Json(view(&s, &live)))
 }

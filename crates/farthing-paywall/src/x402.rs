@@ -248,30 +248,7 @@ pub fn parse_units(field: &'static str, text: &str) -> Result<u128, HeaderError>
     text.parse().map_err(|_| HeaderError::Field { field, why: format!("{text:?} is too large") })
 }
 
-/// Lowercase hex, as keys and signatures travel in JSON.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(DIGITS[usize::from(b >> 4)] as char);
-        out.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    out
-}
-
-/// Exactly `N` bytes of hex (either case), or `None`.
-pub fn from_hex<const N: usize>(text: &str) -> Option<[u8; N]> {
-    let text = text.as_bytes();
-    if text.len() != N * 2 {
-        return None;
-    }
-    let nibble = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    let mut out = [0u8; N];
-    for (i, pair) in text.chunks_exact(2).enumerate() {
-        out[i] = nibble(pair[0])? << 4 | nibble(pair[1])?;
-    }
-    Some(out)
-}
+pub use farthing_rails::hex::{from_hex, to_hex};
 
 #[cfg(test)]
 mod tests {

@@ -28,6 +28,18 @@ pub struct Voucher {
     pub expires_at_s: u64,
 }
 
+/// Parts laid end to end into exactly `N` bytes (a canonical encoding to sign).
+pub(crate) fn concat<const N: usize>(parts: &[&[u8]]) -> [u8; N] {
+    let mut out = [0u8; N];
+    let mut at = 0;
+    for part in parts {
+        out[at..at + part.len()].copy_from_slice(part);
+        at += part.len();
+    }
+    assert_eq!(at, N, "the parts fill the encoding");
+    out
+}
+
 /// The length of a voucher's canonical encoding.
 pub const SIGNING_BYTES: usize = TAG.len() + 16 + 8 + 16 + 8;
 
@@ -35,19 +47,13 @@ impl Voucher {
     /// The canonical encoding that is signed: the tag, then the fields big-endian, fixed
     /// width.
     pub fn signing_bytes(&self) -> [u8; SIGNING_BYTES] {
-        let mut out = [0u8; SIGNING_BYTES];
-        let mut at = 0;
-        for part in [
+        concat(&[
             &TAG[..],
             &self.channel.to_be_bytes(),
             &self.sequence.to_be_bytes(),
             &self.cumulative.to_be_bytes(),
             &self.expires_at_s.to_be_bytes(),
-        ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out
+        ])
     }
 
     pub fn sign(&self, key: &SigningKey) -> SignedVoucher {

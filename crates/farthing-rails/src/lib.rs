@@ -9,4 +9,5 @@
 //!   n ticks redeemed in one transfer.
 
 pub mod channel;
+pub mod hex;
 pub mod payword;

@@ -30,9 +30,7 @@ pub const COMMITMENT_BYTES: usize = TAG.len() + 16 + 16 + 32 + 16 + 8 + 8;
 
 impl Commitment {
     pub fn signing_bytes(&self) -> [u8; COMMITMENT_BYTES] {
-        let mut out = [0u8; COMMITMENT_BYTES];
-        let mut at = 0;
-        for part in [
+        crate::channel::concat(&[
             &TAG[..],
             &self.stream.to_be_bytes(),
             &self.payee.to_be_bytes(),
@@ -40,11 +38,7 @@ impl Commitment {
             &self.unit_price.to_be_bytes(),
             &self.length.to_be_bytes(),
             &self.expires_at_s.to_be_bytes(),
-        ] {
-            out[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
-        out
+        ])
     }
 
     pub fn sign(&self, key: &SigningKey) -> [u8; 64] {

@@ -19,9 +19,7 @@ const SIGNATURE: &str = "6f747963ceb2df1a53e34e8c5311c4b95c13979c67490f3d7dab3e1
 const VOUCHER: Voucher =
     Voucher { channel: 1, sequence: 2, cumulative: 300, expires_at_s: 4_000_000_000 };
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+use farthing_rails::hex::to_hex as hex;
 
 #[test]
 fn dalek_gives_the_constants() {

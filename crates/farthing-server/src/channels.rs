@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use ed25519_dalek::VerifyingKey;
 use farthing_ledger::{Account, AccountFlags, CreateAccountResult, CreateTransferResult, Transfer};
 use farthing_rails::channel::{Channel, ChannelError, SignedVoucher, State, Voucher};
+use farthing_rails::hex::from_hex;
 use farthing_rails::payword::{Commitment, Stream};
 use farthing_store::EngineHandle;
 use serde::{Deserialize, Serialize};
@@ -424,14 +425,7 @@ pub fn parse_key(text: &str) -> Result<VerifyingKey, String> {
 }
 
 fn unhex<const N: usize>(text: &str) -> Result<[u8; N], String> {
-    if text.len() != 2 * N || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(format!("{} hexadecimal characters expected", 2 * N));
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+    from_hex::<N>(text).ok_or_else(|| format!("{} hexadecimal characters expected", 2 * N))
 }
 
 pub fn hex32(text: &str) -> Result<[u8; 32], String> {
@@ -442,9 +436,7 @@ pub fn hex64(text: &str) -> Result<[u8; 64], String> {
     unhex::<64>(text)
 }
 
-pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use farthing_rails::hex::to_hex;
 
 /// One channel of the book: its state behind a lock held for microseconds (claims), and a
 /// second, async one that serializes the operations that write the ledger.

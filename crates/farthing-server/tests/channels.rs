@@ -13,9 +13,7 @@ use farthing_rails::channel::Voucher;
 use farthing_rails::payword::{make_chain, Commitment};
 use serde_json::{json, Value};
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use farthing_rails::hex::to_hex as hex;
 
 fn payer_key() -> SigningKey {
     SigningKey::from_bytes(&[42; 32])

@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Command, Stdio};
 
-use common::{hex, text, unhex32, unhex64, Farthing};
+use common::{hex, text, unhex, Farthing};
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use farthing_client::Client;
 use farthing_rails::payword::{make_chain, Commitment, Stream};
@@ -158,17 +158,17 @@ fn charger(url: &str, key: &str, stream_id: &str) -> Result<(), String> {
     let terms =
         rt.block_on(api.get(&format!("/v1/channels/{stream_id}"))).map_err(|e| e.to_string())?;
     let pw = &terms["payword"];
-    let car_key = VerifyingKey::from_bytes(&unhex32(&text(&terms, "payer_key"))?)
+    let car_key = VerifyingKey::from_bytes(&unhex::<32>(&text(&terms, "payer_key"))?)
         .map_err(|e| e.to_string())?;
     let commitment = Commitment {
         stream: stream_id.parse().map_err(|_| "stream id")?,
         payee: text(&terms, "payee_account_id").parse().map_err(|_| "payee")?,
-        root: unhex32(&text(pw, "root"))?,
+        root: unhex::<32>(&text(pw, "root"))?,
         unit_price: text(pw, "unit_price").parse().map_err(|_| "price")?,
         length: pw["length"].as_u64().ok_or("length")?,
         expires_at_s: terms["expires_at"].as_u64().ok_or("expires_at")?,
     };
-    let mut stream = Stream::open(commitment, &unhex64(&text(pw, "signature"))?, &car_key)
+    let mut stream = Stream::open(commitment, &unhex::<64>(&text(pw, "signature"))?, &car_key)
         .map_err(|e| format!("the car's commitment does not check out: {e}"))?;
     let listener = TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
     println!("listening on {}", listener.local_addr().map_err(|e| e.to_string())?);
@@ -184,7 +184,7 @@ fn charger(url: &str, key: &str, stream_id: &str) -> Result<(), String> {
         match words.as_slice() {
             ["TICK", t, w] => {
                 let t: u64 = t.parse().map_err(|_| "bad tick")?;
-                let w = unhex32(w)?;
+                let w = unhex::<32>(w)?;
                 let now = farthing_server::auth::now_unix_s();
                 stream
                     .tick(t, &w, now, 1)

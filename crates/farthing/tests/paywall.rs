@@ -19,9 +19,7 @@ use serde_json::{json, Value};
 
 const ADMIN: &str = "fk_paywalltestadmin0000000000000000000";
 
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+use farthing_rails::hex::to_hex as hex;
 
 struct World {
     server: farthing_server::Server,

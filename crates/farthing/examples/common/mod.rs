@@ -107,30 +107,12 @@ pub async fn verify_receipt(client: &Client, transfer_id: &str) -> Result<String
     ))
 }
 
-pub fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
+pub use farthing_rails::hex::to_hex as hex;
 
-pub fn unhex32(t: &str) -> Result<[u8; 32], String> {
-    if t.len() != 64 {
-        return Err("64 hexadecimal characters expected".into());
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
-}
-
-pub fn unhex64(t: &str) -> Result<[u8; 64], String> {
-    if t.len() != 128 {
-        return Err("128 hexadecimal characters expected".into());
-    }
-    let mut out = [0u8; 64];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(&t[2 * i..2 * i + 2], 16).map_err(|e| e.to_string())?;
-    }
-    Ok(out)
+/// Exactly `N` bytes of hex, or why not.
+pub fn unhex<const N: usize>(t: &str) -> Result<[u8; N], String> {
+    farthing_rails::hex::from_hex::<N>(t)
+        .ok_or_else(|| format!("{} hexadecimal characters expected", 2 * N))
 }
 
 pub fn text(v: &Value, field: &str) -> String {

@@ -2,15 +2,15 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::codec::{encode_account, encode_asset, encode_transfer};
+use crate::codec::{encode_account, encode_asset, encode_decision, encode_transfer};
 use crate::limits::{ASSET_BYTES, EVENT_BYTES};
 use crate::state::StateMachine;
 use crate::types::{AccountFlags, PendingStatus};
 
 impl StateMachine {
     /// SHA-256 over every asset and account (by id, with balances and flags), every transfer
-    /// in commit order, every pending status, every remembered failure and every balance
-    /// history row. Two ledgers with the same digest answer every query the same.
+    /// in commit order, every decision kept with one, every pending status, every remembered
+    /// failure and every balance history row. Two ledgers with the same digest answer every query the same.
     pub fn digest(&self) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(b"farthing-state-v1");
@@ -31,6 +31,15 @@ impl StateMachine {
         h.update((self.transfers.len() as u64).to_le_bytes());
         for t in &self.transfers {
             encode_transfer(t, &mut buf);
+            h.update(buf);
+        }
+        // Absent from ledgers without decisions, whose digest is as it always was.
+        if !self.decisions.is_empty() {
+            h.update((self.decisions.len() as u64).to_le_bytes());
+        }
+        for (position, d) in &self.decisions {
+            h.update(position.to_le_bytes());
+            encode_decision(d, &mut buf);
             h.update(buf);
         }
         let mut pending: Vec<_> = self.pending.iter().collect();

@@ -9,9 +9,12 @@
 //!   credits_posted 64, owner_id 80, user_data_64 96, asset 104, code 108, flags 110,
 //!   timestamp 112, zero 120..128.
 //! - `Asset` (32): id 0, code 4..16, scale 16, kind 17, zero 18..24, timestamp 24.
+//! - `Decision` (128): transfer_id 0, body 16..128.
 
 use crate::limits::{ASSET_BYTES, EVENT_BYTES};
-use crate::types::{Account, AccountFlags, Asset, Balances, Transfer, TransferFlags};
+use crate::types::{
+    Account, AccountFlags, Asset, Balances, Decision, Transfer, TransferFlags, DECISION_BODY_BYTES,
+};
 
 /// Reads little-endian integers at fixed offsets of a slice that is known to be long enough.
 struct Reader<'a>(&'a [u8]);
@@ -121,6 +124,52 @@ pub fn decode_asset(bytes: &[u8]) -> Asset {
         scale: bytes[16],
         kind: bytes[17],
         timestamp: r.u64(24),
+    }
+}
+
+pub fn encode_decision(d: &Decision, out: &mut [u8; EVENT_BYTES]) {
+    put(out, 0, &d.transfer_id.to_le_bytes());
+    put(out, 16, &d.body);
+}
+
+pub fn decode_decision(bytes: &[u8]) -> Decision {
+    let r = Reader(&bytes[..EVENT_BYTES]);
+    let mut body = [0u8; DECISION_BODY_BYTES];
+    body.copy_from_slice(&bytes[16..EVENT_BYTES]);
+    Decision { transfer_id: r.u128(0), body }
+}
+
+/// Appends judged transfers: each transfer (128 bytes) followed by its decision (128).
+pub fn encode_judged_transfers(events: &[Transfer], decisions: &[Decision], out: &mut Vec<u8>) {
+    assert_eq!(events.len(), decisions.len(), "one decision (or none) per transfer");
+    let mut buf = [0u8; EVENT_BYTES];
+    out.reserve(events.len() * 2 * EVENT_BYTES);
+    for (t, d) in events.iter().zip(decisions) {
+        encode_transfer(t, &mut buf);
+        out.extend_from_slice(&buf);
+        encode_decision(d, &mut buf);
+        out.extend_from_slice(&buf);
+    }
+}
+
+/// Decodes what [`encode_judged_transfers`] wrote.
+pub fn decode_judged_transfers(bytes: &[u8]) -> (Vec<Transfer>, Vec<Decision>) {
+    let pairs = bytes.chunks_exact(2 * EVENT_BYTES);
+    let (mut events, mut decisions) = (Vec::with_capacity(pairs.len()), Vec::new());
+    decisions.reserve(pairs.len());
+    for pair in pairs {
+        events.push(decode_transfer(&pair[..EVENT_BYTES]));
+        decisions.push(decode_decision(&pair[EVENT_BYTES..]));
+    }
+    (events, decisions)
+}
+
+pub fn encode_decisions(decisions: &[Decision], out: &mut Vec<u8>) {
+    let mut buf = [0u8; EVENT_BYTES];
+    out.reserve(decisions.len() * EVENT_BYTES);
+    for d in decisions {
+        encode_decision(d, &mut buf);
+        out.extend_from_slice(&buf);
     }
 }
 

@@ -40,6 +40,6 @@ pub use results::{CreateAccountResult, CreateAssetResult, CreateTransferResult, 
 pub use snapshot::SnapshotBuilder;
 pub use state::{Counts, StateMachine};
 pub use types::{
-    Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, PendingStatus, Transfer,
-    TransferFlags,
+    Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, Decision, PendingStatus,
+    Transfer, TransferFlags, DECISION_BODY_BYTES,
 };

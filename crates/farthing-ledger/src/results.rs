@@ -127,7 +127,8 @@ result_codes! {
         IdMustNotBeIntMax = 6, "id_must_not_be_int_max", "Transfer id 2^128-1 is reserved.";
         FlagsAreMutuallyExclusive = 7, "flags_are_mutually_exclusive",
             "These flags cannot be combined (pending, post_pending and void_pending exclude \
-             each other; balancing and closing apply only to new transfers).";
+             each other; balancing and closing apply only to new transfers; held only to \
+             pending ones, release_hold only to posts and voids).";
         DebitAccountIdMustNotBeZero = 8, "debit_account_id_must_not_be_zero",
             "The debit account id is missing.";
         DebitAccountIdMustNotBeIntMax = 9, "debit_account_id_must_not_be_int_max",
@@ -234,6 +235,11 @@ result_codes! {
             "Insufficient funds: the debit account's debits would exceed its credits.";
         ExceedsDebits = 61, "exceeds_debits",
             "The credit account's credits would exceed its debits (its limit).";
+        PendingTransferHeld = 62, "pending_transfer_held",
+            "The pending transfer is held for approval: only its approval or rejection \
+             (a post or void flagged release_hold) may settle it.";
+        PendingTransferNotHeld = 63, "pending_transfer_not_held",
+            "release_hold settles only a held pending transfer; this one is not held.";
     }
 }
 

@@ -6,23 +6,29 @@
 //! snapshots rebuilds the ledger. The transfers, the bulk, cost in proportion to what happened
 //! since the last snapshot; the mutable state grows with the ledger.
 //!
-//! Layout: `FSNAPST2`, `transfers_from` (u64), then u64 counts (assets, accounts, transfers
-//! in this part, pending, failed, history accounts) and `last_timestamp`, then the sections
-//! in that order: assets (32 B),
-//! accounts (128 B), transfers (128 B), pending (index u32, status u8, 3 zero bytes,
+//! Layout: `FSNAPST3`, `transfers_from` (u64), then u64 counts (assets, accounts, transfers
+//! in this part, pending, failed, history accounts, decisions in this part) and
+//! `last_timestamp`, then the sections in that order: assets (32 B), accounts (128 B),
+//! transfers (128 B), decisions (transfer position u32, 4 zero bytes, then the decision's
+//! 128 B: those kept with this part's transfers), pending (index u32, status u8, 3 zero bytes,
 //! expires_at u64), failed (id u128, code u8, 15 zero bytes), history (account index u32,
-//! rows u32, then rows of timestamp u64 and four u128 balances).
+//! rows u32, then rows of timestamp u64 and four u128 balances). `FSNAPST2`, written before
+//! decisions existed, has no decision count or section and is still read.
 
 use crate::codec::{
-    decode_account, decode_asset, decode_transfer, encode_accounts, encode_assets, encode_transfers,
+    decode_account, decode_asset, decode_decision, decode_transfer, encode_accounts, encode_assets,
+    encode_decision, encode_transfers,
 };
 use crate::limits::{ASSET_BYTES, EVENT_BYTES};
 use crate::results::CreateTransferResult;
 use crate::state::{PendingState, StateMachine};
 use crate::types::{BalanceAt, Balances, PendingStatus};
 
-const MAGIC: &[u8; 8] = b"FSNAPST2";
+const MAGIC: &[u8; 8] = b"FSNAPST3";
+/// The layout before decisions: read, never written.
+const MAGIC_V2: &[u8; 8] = b"FSNAPST2";
 const HISTORY_ROW_BYTES: usize = 8 + 64;
+const DECISION_ROW_BYTES: usize = 8 + EVENT_BYTES;
 
 /// A snapshot captured at one instant, its transfers encoded a piece at a time.
 #[derive(Debug)]
@@ -32,6 +38,10 @@ pub struct SnapshotBuilder {
     from: usize,
     next: usize,
     end: usize,
+    /// The decisions of this part (indexes into the ledger's list), encoded after the
+    /// transfers.
+    decision_next: usize,
+    decision_end: usize,
 }
 
 impl SnapshotBuilder {
@@ -40,8 +50,20 @@ impl SnapshotBuilder {
     pub fn step(&mut self, sm: &StateMachine, max: usize) -> bool {
         let stop = self.end.min(self.next.saturating_add(max));
         encode_transfers(&sm.transfers[self.next..stop], &mut self.out);
+        let budget = max - (stop - self.next).min(max);
         self.next = stop;
-        self.next == self.end
+        if self.next < self.end {
+            return false;
+        }
+        let stop = self.decision_end.min(self.decision_next.saturating_add(budget));
+        let mut buf = [0u8; EVENT_BYTES];
+        for (position, d) in &sm.decisions[self.decision_next..stop] {
+            self.out.extend_from_slice(&(*position as u64).to_le_bytes());
+            encode_decision(d, &mut buf);
+            self.out.extend_from_slice(&buf);
+        }
+        self.decision_next = stop;
+        self.decision_next == self.decision_end
     }
 
     /// Position of the first transfer this snapshot holds.
@@ -57,6 +79,7 @@ impl SnapshotBuilder {
     /// The encoded snapshot. Panics if transfers remain to be encoded.
     pub fn finish(mut self) -> Vec<u8> {
         assert_eq!(self.next, self.end, "snapshot finished before its transfers");
+        assert_eq!(self.decision_next, self.decision_end, "snapshot finished before decisions");
         self.out.extend_from_slice(&self.tail);
         self.out
     }
@@ -76,6 +99,8 @@ impl StateMachine {
     pub fn begin_snapshot(&self, transfers_from: usize) -> SnapshotBuilder {
         assert!(transfers_from <= self.transfers.len(), "snapshot starts past the log");
         let end = self.transfers.len();
+        let decisions_from = self.decisions.partition_point(|(p, _)| (*p as usize) < transfers_from);
+        let decisions_end = self.decisions.len();
         let mut tail = Vec::new();
         self.encode_tail(&mut tail);
         let mut out = Vec::with_capacity(64 + (end - transfers_from) * EVENT_BYTES + tail.len());
@@ -88,13 +113,22 @@ impl StateMachine {
             self.pending.len(),
             self.failed.len(),
             self.history.len(),
+            decisions_end - decisions_from,
         ] {
             out.extend_from_slice(&(n as u64).to_le_bytes());
         }
         out.extend_from_slice(&self.last_timestamp.to_le_bytes());
         encode_assets(&self.assets(), &mut out);
         encode_accounts(&self.accounts, &mut out);
-        SnapshotBuilder { out, tail, from: transfers_from, next: transfers_from, end }
+        SnapshotBuilder {
+            out,
+            tail,
+            from: transfers_from,
+            next: transfers_from,
+            end,
+            decision_next: decisions_from,
+            decision_end: decisions_end,
+        }
     }
 
     /// Pending states, failures and history: the sections after the transfers.
@@ -164,7 +198,8 @@ impl StateMachine {
     /// Decodes one part: its transfers always, the rest only for the `last` part.
     fn decode_part(&mut self, bytes: &[u8], last: bool) -> Result<(), String> {
         let mut r = Cursor { bytes, at: 0 };
-        if r.take(8)? != MAGIC {
+        let magic = r.take(8)?;
+        if magic != MAGIC && magic != MAGIC_V2 {
             return Err("not a Farthing state snapshot (bad magic)".into());
         }
         let transfers_from = r.u64()?;
@@ -175,11 +210,12 @@ impl StateMachine {
                 self.transfers.len()
             ));
         }
-        let mut counts = [0usize; 6];
-        for c in &mut counts {
+        let mut counts = [0usize; 7];
+        let sections = if magic == MAGIC { 7 } else { 6 };
+        for c in &mut counts[..sections] {
             *c = usize::try_from(r.u64()?).map_err(|_| "count too large")?;
         }
-        let [assets, accounts, transfers, pending, failed, history] = counts;
+        let [assets, accounts, transfers, pending, failed, history, decisions] = counts;
         let last_timestamp = r.u64()?;
         let asset_bytes = r.take(assets.checked_mul(ASSET_BYTES).ok_or("count too large")?)?;
         let account_bytes = r.take(accounts.checked_mul(EVENT_BYTES).ok_or("count too large")?)?;
@@ -213,6 +249,7 @@ impl StateMachine {
             self.transfer_index.insert(t.id, position, &self.transfers);
             self.transfers.push(t);
         }
+        self.decode_decisions(&mut r, transfers_from as usize, decisions)?;
         if !last {
             return Ok(());
         }
@@ -233,6 +270,30 @@ impl StateMachine {
         self.decode_tables(&mut r, pending, failed, history)?;
         if r.at != bytes.len() {
             return Err(format!("{} unexpected bytes after the state", bytes.len() - r.at));
+        }
+        Ok(())
+    }
+
+    /// This part's decisions: each names one of this part's transfers, in position order.
+    fn decode_decisions(
+        &mut self,
+        r: &mut Cursor<'_>,
+        transfers_from: usize,
+        n: usize,
+    ) -> Result<(), String> {
+        let bytes = r.take(n.checked_mul(DECISION_ROW_BYTES).ok_or("count too large")?)?;
+        self.decisions.reserve(n);
+        for row in bytes.chunks_exact(DECISION_ROW_BYTES) {
+            let position = u64::from_le_bytes(row[..8].try_into().unwrap());
+            let d = decode_decision(&row[8..]);
+            let t = usize::try_from(position).ok().and_then(|p| self.transfers.get(p));
+            if position < transfers_from as u64 || t.is_none_or(|t| t.id != d.transfer_id) {
+                return Err(format!("decision for transfer {} at a wrong position", d.transfer_id));
+            }
+            if self.decisions.last().is_some_and(|(p, _)| *p as u64 >= position) {
+                return Err(format!("decision for transfer {} is out of order", d.transfer_id));
+            }
+            self.decisions.push((position as u32, d));
         }
         Ok(())
     }

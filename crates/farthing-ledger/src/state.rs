@@ -12,8 +12,8 @@ use crate::index::IdIndex;
 use crate::limits::{ASSETS_MAX, BATCH_EVENTS_MAX, NS_PER_S, TRANSFERS_MAX};
 use crate::results::{CreateAccountResult, CreateAssetResult, CreateTransferResult, EventResult};
 use crate::types::{
-    Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, PendingStatus, Transfer,
-    TransferFlags, ASSET_SCALE_MAX,
+    Account, AccountFlags, Asset, AssetKind, BalanceAt, Balances, Decision, PendingStatus,
+    Transfer, TransferFlags, ASSET_SCALE_MAX,
 };
 
 /// How many events ahead the transfer index is prefetched: enough to cover a memory miss,
@@ -56,6 +56,9 @@ pub struct StateMachine {
     pub(crate) expiries: BTreeSet<(u64, u32)>,
     /// Ids of transfers refused for a state-dependent reason, with that reason.
     pub(crate) failed: Map<u128, CreateTransferResult>,
+    /// The decisions kept with committed transfers, by the transfer's position: appended
+    /// as their transfers are, so in position order.
+    pub(crate) decisions: Vec<(u32, Decision)>,
     pub(crate) last_timestamp: u64,
     undo: Vec<Undo>,
     chain_open: bool,
@@ -83,6 +86,7 @@ impl StateMachine {
             pending: Map::default(),
             expiries: BTreeSet::new(),
             failed: Map::default(),
+            decisions: Vec::new(),
             last_timestamp: 0,
             undo: Vec::new(),
             chain_open: false,
@@ -373,6 +377,34 @@ impl StateMachine {
         results
     }
 
+    /// Creates transfers, each with the decision made about it (or [`Decision::NONE`]). A
+    /// decision is kept exactly when its transfer is committed by this call (`ok`): a
+    /// refused or repeated transfer leaves the decision kept before it, if any, alone.
+    pub fn create_judged_transfers(
+        &mut self,
+        events: &[Transfer],
+        decisions: &[Decision],
+        timestamp: u64,
+    ) -> Vec<EventResult<CreateTransferResult>> {
+        assert_eq!(events.len(), decisions.len(), "one decision (or none) per transfer");
+        for (t, d) in events.iter().zip(decisions) {
+            assert!(d.is_none() || d.transfer_id == t.id, "a decision names its own transfer");
+        }
+        let results = self.create_transfers(events, timestamp);
+        for ((r, t), d) in results.iter().zip(events).zip(decisions) {
+            if r.code != CreateTransferResult::Ok || d.is_none() {
+                continue;
+            }
+            let position = self.transfer_position(t.id).expect("a committed transfer");
+            assert!(
+                self.decisions.last().is_none_or(|(p, _)| *p < position),
+                "decisions are kept in position order"
+            );
+            self.decisions.push((position, *d));
+        }
+        results
+    }
+
     fn create_transfer(&mut self, t: &Transfer, ts: u64) -> CreateTransferResult {
         let standalone = !self.chain_open && !t.flags.contains(TransferFlags::LINKED);
         let outcome = self.validate_transfer(t).and_then(|()| {
@@ -416,6 +448,10 @@ impl StateMachine {
         let closing =
             f.contains(TransferFlags::CLOSING_DEBIT) || f.contains(TransferFlags::CLOSING_CREDIT);
         check(phases <= 1 && !(resolving && (balancing || closing)), R::FlagsAreMutuallyExclusive)?;
+        // A hold is set on a pending transfer and released by a post or void only.
+        let held_ok = !f.contains(TransferFlags::HELD) || f.contains(TransferFlags::PENDING);
+        check(held_ok, R::FlagsAreMutuallyExclusive)?;
+        check(!f.contains(TransferFlags::RELEASE_HOLD) || resolving, R::FlagsAreMutuallyExclusive)?;
         if !resolving {
             check(t.debit_account_id != 0, R::DebitAccountIdMustNotBeZero)?;
         }
@@ -560,6 +596,11 @@ impl StateMachine {
         if post {
             self.check_post(&p, dr, cr, amount)?;
         }
+        // Last of all, so that the codes keep their order of precedence.
+        let held = p.flags.contains(TransferFlags::HELD);
+        let releasing = t.flags.contains(TransferFlags::RELEASE_HOLD);
+        check(!held || releasing, R::PendingTransferHeld)?;
+        check(held || !releasing, R::PendingTransferNotHeld)?;
 
         self.record_account(dr);
         self.record_account(cr);
@@ -793,6 +834,19 @@ impl StateMachine {
     }
 
     /// Status of a pending transfer by id; `None` if it is not a pending transfer.
+    /// The decision kept with a committed transfer, if one was.
+    pub fn decision(&self, id: u128) -> Option<&Decision> {
+        let position = self.transfer_position(id)?;
+        let at = self.decisions.binary_search_by_key(&position, |(p, _)| *p).ok()?;
+        Some(&self.decisions[at].1)
+    }
+
+    /// Whether a transfer is a pending transfer still held for approval.
+    pub fn is_held(&self, id: u128) -> bool {
+        self.transfer(id).is_some_and(|t| t.flags.contains(TransferFlags::HELD))
+            && self.pending_status(id) == Some(PendingStatus::Pending)
+    }
+
     pub fn pending_status(&self, id: u128) -> Option<PendingStatus> {
         let index = self.transfer_position(id)?;
         self.pending.get(&index).map(|p| p.status)

@@ -107,6 +107,12 @@ flag_set! {
         CLOSING_DEBIT = 6, "closing_debit";
         /// Close the credit account once this pending transfer is accepted (void reopens it).
         CLOSING_CREDIT = 7, "closing_credit";
+        /// A pending transfer held for approval (by the risk engine): only a post or void
+        /// flagged `release_hold` may settle it; it still expires by itself.
+        HELD = 8, "held";
+        /// A post or void that settles a `held` pending transfer: the approval or rejection
+        /// itself, recorded with the transfer that carries it.
+        RELEASE_HOLD = 9, "release_hold";
     }
 }
 
@@ -241,6 +247,36 @@ pub struct Transfer {
     pub flags: TransferFlags,
     /// Assigned by the engine; must be zero when submitted.
     pub timestamp: u64,
+}
+
+/// Bytes of a decision's body.
+pub const DECISION_BODY_BYTES: usize = 112;
+
+/// A decision about one transfer, made before it was submitted and kept with it: the risk
+/// engine's verdict (action, score, reasons, versions). It travels in the same WAL record
+/// as its transfer and is kept only if the transfer is committed, so a committed transfer
+/// and its decision are durable together or not at all. The body is the deciding layer's
+/// encoding; the ledger stores it and never interprets it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// The transfer decided on; zero in a judged batch means "no decision for this one".
+    pub transfer_id: u128,
+    pub body: [u8; DECISION_BODY_BYTES],
+}
+
+impl Default for Decision {
+    fn default() -> Self {
+        Self { transfer_id: 0, body: [0; DECISION_BODY_BYTES] }
+    }
+}
+
+impl Decision {
+    /// No decision: the transfer at this place in a judged batch was not judged.
+    pub const NONE: Self = Self { transfer_id: 0, body: [0; DECISION_BODY_BYTES] };
+
+    pub fn is_none(&self) -> bool {
+        self.transfer_id == 0
+    }
 }
 
 /// What happened to a pending transfer.

@@ -325,7 +325,7 @@ mod transfer_codes {
             Ledger::new().transfer(Transfer { timestamp: 1, ..tr(100, A, B, 10) })
         },
         reserved_flag => ReservedFlag: || {
-            Ledger::new().transfer(flagged(tr(100, A, B, 10), TransferFlags(1 << 8)))
+            Ledger::new().transfer(flagged(tr(100, A, B, 10), TransferFlags(1 << 15)))
         },
         id_must_not_be_zero => IdMustNotBeZero: || Ledger::new().transfer(tr(0, A, B, 10)),
         id_must_not_be_int_max => IdMustNotBeIntMax: || Ledger::new().transfer(tr(MAX, A, B, 10)),
@@ -533,6 +533,12 @@ mod transfer_codes {
             assert_eq!(l.balances(A).debits_pending, 10);
             r[1].code
         },
+        flags_held_on_a_plain_transfer => FlagsAreMutuallyExclusive: || {
+            Ledger::new().transfer(flagged(tr(100, A, B, 10), TransferFlags::HELD))
+        },
+        flags_release_hold_on_a_new_transfer => FlagsAreMutuallyExclusive: || {
+            Ledger::new().transfer(flagged(pending(100, A, B, 10), TransferFlags::RELEASE_HOLD))
+        },
         debit_account_closed => DebitAccountClosed: || {
             let mut l = Ledger::new();
             l.ok(flagged(pending(10, D, A, 1), TransferFlags::CLOSING_DEBIT));
@@ -583,6 +589,21 @@ mod transfer_codes {
         },
         exceeds_credits => ExceedsCredits: || Ledger::new().transfer(tr(100, WALLET, B, 1)),
         exceeds_debits => ExceedsDebits: || Ledger::new().transfer(tr(100, A, CAPPED, 1)),
+        pending_transfer_held => PendingTransferHeld: || {
+            // A held pending transfer is settled only by its release: neither side's post
+            // or void may take it, and the hold stays.
+            let mut l = Ledger::new();
+            l.ok(flagged(pending(10, A, B, 10), TransferFlags::HELD));
+            assert_eq!(l.transfer(void(101, 10)), TR::PendingTransferHeld);
+            assert_eq!(l.sm.pending_status(10), Some(PendingStatus::Pending));
+            assert!(l.sm.is_held(10));
+            l.transfer(post(100, 10, MAX))
+        },
+        pending_transfer_not_held => PendingTransferNotHeld: || {
+            let mut l = Ledger::new();
+            l.ok(pending(10, A, B, 10));
+            l.transfer(flagged(post(100, 10, MAX), TransferFlags::RELEASE_HOLD))
+        },
     });
 }
 

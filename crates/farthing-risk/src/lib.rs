@@ -11,6 +11,7 @@
 //!   categories, security tiers), checked;
 //! - [`engine`]: the decision — approve, step_up, review or decline — with a score,
 //!   reasons and the features that weighed most;
+//! - [`kept`]: a decision as kept with its transfer in the ledger (a fixed 112-byte body);
 //! - [`sca`]: the PSD2 RTS Art. 16 low-value exemption counters (which a strong
 //!   authentication resets);
 //! - [`gbdt`]: gradient-boosted trees imported from LightGBM's text format, evaluated and
@@ -35,6 +36,7 @@ pub mod eval;
 pub mod features;
 pub mod ftrl;
 pub mod gbdt;
+pub mod kept;
 pub mod policy;
 pub mod sca;
 pub mod simulate;

@@ -12,7 +12,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use farthing_ledger::codec::{decode_account, decode_asset, decode_transfer};
+use farthing_ledger::codec::{
+    decode_account, decode_asset, decode_judged_transfers, decode_transfer,
+};
 use farthing_ledger::limits::{ASSET_BYTES, EVENT_BYTES};
 use farthing_ledger::StateMachine;
 
@@ -284,6 +286,14 @@ pub fn apply_record(
                 let events: Vec<_> =
                     b.events.chunks_exact(EVENT_BYTES).map(decode_transfer).collect();
                 sm.create_transfers(&events, b.timestamp);
+            }
+            Op::CreateJudgedTransfers => {
+                let (events, decisions) = decode_judged_transfers(b.events);
+                let paired = events.iter().zip(&decisions);
+                if paired.clone().any(|(t, d)| !d.is_none() && d.transfer_id != t.id) {
+                    return Err(corrupt(file, offset, "a decision names another transfer"));
+                }
+                sm.create_judged_transfers(&events, &decisions, b.timestamp);
             }
             Op::Pulse => {
                 sm.pulse(b.timestamp);

@@ -18,11 +18,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender, TrySendError};
-use farthing_ledger::codec::{encode_accounts, encode_assets, encode_transfers};
+use farthing_ledger::codec::{
+    encode_accounts, encode_assets, encode_judged_transfers, encode_transfers,
+};
 use farthing_ledger::limits::{BATCH_EVENTS_MAX, LOOKUP_IDS_MAX};
 use farthing_ledger::{
     Account, AccountFilter, Asset, BalanceAt, CreateAccountResult, CreateAssetResult,
-    CreateTransferResult, EventResult, Page, QueryError, SnapshotBuilder, StateMachine, Transfer,
+    CreateTransferResult, Decision, EventResult, Page, QueryError, SnapshotBuilder, StateMachine,
+    Transfer,
 };
 
 use crate::clock::{Clock, SystemClock};
@@ -102,6 +105,8 @@ enum Command {
     CreateAssets(Vec<Asset>),
     CreateAccounts(Vec<Account>),
     CreateTransfers(Vec<Transfer>),
+    /// Transfers, each with its decision (or `Decision::NONE`), in one WAL sub-batch.
+    CreateJudgedTransfers(Vec<Transfer>, Vec<Decision>),
     Read(ReadFn),
     Snapshot,
     Stop,
@@ -113,6 +118,8 @@ impl Command {
             Self::CreateAssets(e) => e.len(),
             Self::CreateAccounts(e) => e.len(),
             Self::CreateTransfers(e) => e.len(),
+            // A transfer and its decision take the room of two events in a record.
+            Self::CreateJudgedTransfers(e, _) => 2 * e.len(),
             Self::Read(_) | Self::Snapshot | Self::Stop => 0,
         }
     }
@@ -453,6 +460,47 @@ impl EngineHandle {
         }
     }
 
+    /// Creates transfers, each with the decision made about it (or `Decision::NONE`), in
+    /// one WAL record: a decision is durable exactly when its transfer is, and kept only if
+    /// its transfer is committed. A judged batch holds at most `BATCH_EVENTS_MAX / 2`
+    /// transfers.
+    pub async fn create_judged_transfers_async(
+        &self,
+        transfers: Vec<Transfer>,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        Self::check_judged(&transfers, &decisions)?;
+        match self.submit_async(Command::CreateJudgedTransfers(transfers, decisions)).await? {
+            Answer::Transfers(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// [`Self::create_judged_transfers_async`], blocking while the queue is full.
+    pub fn create_judged_transfers(
+        &self,
+        transfers: Vec<Transfer>,
+        decisions: Vec<Decision>,
+    ) -> Result<Vec<EventResult<CreateTransferResult>>, EngineError> {
+        Self::check_judged(&transfers, &decisions)?;
+        match self.submit(Command::CreateJudgedTransfers(transfers, decisions), true)? {
+            Answer::Transfers(r) => Ok(r),
+            _ => unreachable!("answer kind"),
+        }
+    }
+
+    /// A judged batch's preconditions, checked before it reaches the WAL (replay asserts
+    /// them).
+    fn check_judged(transfers: &[Transfer], decisions: &[Decision]) -> Result<(), EngineError> {
+        Self::check_batch(2 * transfers.len())?;
+        let paired = transfers.len() == decisions.len()
+            && transfers.iter().zip(decisions).all(|(t, d)| d.is_none() || d.transfer_id == t.id);
+        if !paired {
+            return Err(EngineError::DecisionMismatch);
+        }
+        Ok(())
+    }
+
     /// [`Self::read`] for async callers.
     pub async fn read_async<T: Send + 'static>(
         &self,
@@ -755,6 +803,7 @@ impl Writer {
                 Command::CreateAssets(e) => (Op::CreateAssets, e.len()),
                 Command::CreateAccounts(e) => (Op::CreateAccounts, e.len()),
                 Command::CreateTransfers(e) => (Op::CreateTransfers, e.len()),
+                Command::CreateJudgedTransfers(e, _) => (Op::CreateJudgedTransfers, e.len()),
                 _ => {
                     planned.push((command, reply, 0));
                     continue;
@@ -765,6 +814,7 @@ impl Writer {
                 Command::CreateAssets(e) => encode_assets(e, b),
                 Command::CreateAccounts(e) => encode_accounts(e, b),
                 Command::CreateTransfers(e) => encode_transfers(e, b),
+                Command::CreateJudgedTransfers(e, d) => encode_judged_transfers(e, d, b),
                 _ => unreachable!("write command"),
             });
             last = ts + n.max(1) as u64 - 1;
@@ -800,6 +850,9 @@ impl Writer {
                 }
                 Command::CreateTransfers(events) => {
                     Answer::Transfers(self.sm.create_transfers(&events, ts))
+                }
+                Command::CreateJudgedTransfers(events, decisions) => {
+                    Answer::Transfers(self.sm.create_judged_transfers(&events, &decisions, ts))
                 }
                 Command::Read(f) => {
                     // A read cannot change the ledger, so its panic is the reader's alone.

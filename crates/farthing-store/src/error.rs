@@ -33,6 +33,9 @@ pub enum EngineError {
     Overloaded,
     #[error("a batch holds 1 to {max} events; this one has {events}")]
     BatchSize { events: usize, max: usize },
+    /// A judged batch needs one decision (or none) per transfer, naming that transfer.
+    #[error("a judged batch pairs each transfer with a decision naming it")]
+    DecisionMismatch,
     /// Not applied: the engine was stopping or stopped.
     #[error("the engine is stopped; the request was not applied")]
     Stopped,

@@ -40,11 +40,19 @@ pub enum Op {
     CreateTransfers = 3,
     /// Advance time with no events (expires pending transfers).
     Pulse = 4,
+    /// Transfers each followed by the decision made about it (256 bytes a pair).
+    CreateJudgedTransfers = 5,
 }
 
 impl Op {
     pub fn from_u8(value: u8) -> Option<Self> {
-        [Self::CreateAssets, Self::CreateAccounts, Self::CreateTransfers, Self::Pulse]
+        [
+            Self::CreateAssets,
+            Self::CreateAccounts,
+            Self::CreateTransfers,
+            Self::Pulse,
+            Self::CreateJudgedTransfers,
+        ]
             .into_iter()
             .find(|op| *op as u8 == value)
     }
@@ -53,6 +61,7 @@ impl Op {
             Self::CreateAssets => ASSET_BYTES,
             Self::CreateAccounts | Self::CreateTransfers => EVENT_BYTES,
             Self::Pulse => 0,
+            Self::CreateJudgedTransfers => 2 * EVENT_BYTES,
         }
     }
 }

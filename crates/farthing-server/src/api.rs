@@ -107,6 +107,14 @@ fn unprocessable(code: &str, detail: &str) -> ApiError {
 /// A ledger refusal of a transfer as an answer: conflicts for ids reused with other fields,
 /// 422 for every business rule.
 pub(crate) fn transfer_refused(code: CreateTransferResult) -> ApiError {
+    if code == CreateTransferResult::PendingTransferHeld {
+        return ApiError::new(
+            StatusCode::CONFLICT,
+            "held_by_risk",
+            "The risk engine holds this payment: approve or reject it at \
+             /v1/transfers/{id}/approve or /reject.",
+        );
+    }
     let status =
         if code.is_exists() { StatusCode::CONFLICT } else { StatusCode::UNPROCESSABLE_ENTITY };
     ApiError::new(status, code.code(), code.message())
@@ -667,7 +675,9 @@ pub async fn create_transfer_batch(
 ) -> ApiResult<Json<BatchResult>> {
     p.require_writer()?;
     let n = req.transfers.len();
-    let max = s.config.batch_transfers_max.min(BATCH_EVENTS_MAX);
+    // With the risk engine on, each transfer travels with its decision: two events' room.
+    let engine_max = if s.risk.is_some() { BATCH_EVENTS_MAX / 2 } else { BATCH_EVENTS_MAX };
+    let max = s.config.batch_transfers_max.min(engine_max);
     if n == 0 || n > max {
         return Err(ApiError::bad_request(
             "batch_size",
@@ -689,18 +699,26 @@ pub async fn create_transfer_batch(
     let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
     let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
     let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
-    let results = match s.engine.create_transfers_async(judged.transfers.clone()).await {
+    let sent = match s.risk.is_some() {
+        true => {
+            s.engine
+                .create_judged_transfers_async(judged.transfers.clone(), judged.decisions.clone())
+                .await
+        }
+        false => s.engine.create_transfers_async(judged.transfers.clone()).await,
+    };
+    let results = match sent {
         Ok(results) => results,
         Err(e) => {
             // Nothing was made: give every reservation back. If the outcome is unknown,
-            // keep them (and the decisions): the payments may have been made.
+            // keep them: the payments may have been made (with their decisions).
             if !matches!(e, farthing_store::EngineError::OutcomeUnknown) {
-                judged.settle(&s, &[]).await?;
+                judged.settle(&s, &[]);
             }
             return Err(e.into());
         }
     };
-    judged.settle(&s, &results).await?;
+    judged.settle(&s, &results);
     let (mut accepted, mut existing, mut failed) = (0, 0, judged.declined(&ids));
     for (k, r) in results.iter().enumerate() {
         let i = judged.index[k];
@@ -778,7 +796,6 @@ pub async fn post_pending(
     let req = body.map(|b| b.0).unwrap_or_default();
     let pending_id = parse_id("id", &id)?;
     let (pending, d, c) = pending_for(&s, &p, pending_id).await?;
-    crate::risk_api::not_held_by_risk(&s, pending_id)?;
     // Either side may complete a hold: the payee captures it (all or part: the rest goes
     // back to the payer), the payer pays it (in full only, else posting a millionth would
     // release the hold, which only the payee may do).
@@ -819,7 +836,6 @@ pub async fn void_pending(
     let req = body.map(|b| b.0).unwrap_or_default();
     let pending_id = parse_id("id", &id)?;
     let (pending, _, c) = pending_for(&s, &p, pending_id).await?;
-    crate::risk_api::not_held_by_risk(&s, pending_id)?;
     // Only the payee (or an admin) releases a hold: a payer cannot cancel what it authorised;
     // holds with a timeout also expire by themselves.
     if p.role != Role::Admin
@@ -870,8 +886,9 @@ pub async fn get_transfer(
     if let Some(risk) = &s.risk {
         view.risk = risk
             .decision(id)
+            .await
             .map_err(crate::risk_api::internal)?
-            .map(|r| Box::new(crate::risk_api::view_for(&s, &p, risk, &r)));
+            .map(|f| Box::new(crate::risk_api::view_for(&s, &p, risk, &f.record)));
     }
     Ok(Json(view))
 }

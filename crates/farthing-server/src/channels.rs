@@ -584,6 +584,7 @@ impl Rails {
         mut rec: ChannelRecord,
         amount: u128,
         payer_owner: u128,
+        decision: farthing_ledger::Decision,
     ) -> Result<Result<(Live, Account), CreateTransferResult>, String> {
         let id: u128 = rec.id.parse().map_err(|_| "bad id".to_string())?;
         let escrow = Account {
@@ -613,8 +614,12 @@ impl Rails {
             code: CODE_LOCK,
             ..Transfer::default()
         };
-        let result =
-            self.engine.create_transfers_async(vec![lock]).await.map_err(|e| e.to_string())?;
+        // The lock travels with the risk engine's decision on it (if any), in one record.
+        let result = self
+            .engine
+            .create_judged_transfers_async(vec![lock], vec![decision])
+            .await
+            .map_err(|e| e.to_string())?;
         if !matches!(result[0].code, CreateTransferResult::Ok | CreateTransferResult::Exists) {
             self.meta.write(vec![Write::Delete(Table::Channels, be128(id))]).await?;
             return Ok(Err(result[0].code));

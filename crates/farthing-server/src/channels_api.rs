@@ -245,7 +245,8 @@ fn view(s: &AppState, live: &Live) -> ChannelView {
 struct Judged {
     request: Request,
     decision: Decision,
-    kept: Vec<u8>,
+    /// The decision as the ledger keeps it with the transfer.
+    kept: farthing_ledger::Decision,
 }
 
 /// Locking funds in a channel is a payment to its payee, judged as one: caps, the payer's
@@ -268,16 +269,16 @@ async fn judge(
     s.metrics.count_risk(d.action);
     match d.action {
         Action::Approve => {
-            let kept = risk.keep(&record).await.map_err(internal)?;
+            let kept = risk.kept(lock.id, &r, &d);
             Ok(Some(Judged { request: r, decision: d, kept }))
         }
         Action::Decline => {
-            risk.keep(&record).await.map_err(internal)?;
+            risk.keep_decline(&record).await.map_err(internal)?;
             Err(declined(&record))
         }
         Action::StepUp | Action::Review => {
             risk.release(&r, &d, false);
-            risk.keep(&record).await.map_err(internal)?;
+            risk.keep_decline(&record).await.map_err(internal)?;
             let mut e = declined(&record);
             e.code = "risk_step_up_required".into();
             e.detail = format!(
@@ -291,19 +292,19 @@ async fn judge(
     }
 }
 
-/// After the ledger answered: a refusal gives the reservation and the decision back; a
-/// success makes sure the decision kept is this one.
-async fn judged_outcome(s: &AppState, id: u128, j: Option<Judged>, made: bool) -> ApiResult<()> {
+/// After the ledger answered: a refusal gives the reservation back (the decision was kept
+/// with the transfer, so only if it was made).
+async fn judged_outcome(s: &AppState, _id: u128, j: Option<Judged>, made: bool) -> ApiResult<()> {
     let (Some(risk), Some(j)) = (&s.risk, j) else { return Ok(()) };
-    if made {
-        if risk.decision_bytes(id).map_err(internal)?.as_deref() != Some(j.kept.as_slice()) {
-            risk.replace(id, j.kept).await.map_err(internal)?;
-        }
-    } else {
+    if !made {
         risk.release(&j.request, &j.decision, true);
-        risk.forget(id, j.kept).await.map_err(internal)?;
     }
     Ok(())
+}
+
+/// The decision to send with a transfer (none when the risk engine did not judge it).
+fn kept_of(j: &Option<Judged>) -> farthing_ledger::Decision {
+    j.as_ref().map_or(farthing_ledger::Decision::NONE, |j| j.kept)
 }
 
 fn cap_check(s: &AppState, asset: u32, locked_after: u128) -> ApiResult<()> {
@@ -562,7 +563,7 @@ pub async fn open_channel(
         judged_outcome(&s, lock.id, judged, false).await?;
         return Err(internal(e));
     }
-    match rails.make(rec, amount, payer_info.owner).await {
+    match rails.make(rec, amount, payer_info.owner, kept_of(&judged)).await {
         Ok(Ok((live, escrow))) => {
             s.directory.add_account(&escrow);
             judged_outcome(&s, lock.id, judged, true).await?;
@@ -951,7 +952,8 @@ pub async fn top_up(
         ..Transfer::default()
     };
     let judged = judge(&s, &t, live.payee, req.risk_context.as_ref()).await?;
-    let result = match s.engine.create_transfers_async(vec![t]).await {
+    let kept = kept_of(&judged);
+    let result = match s.engine.create_judged_transfers_async(vec![t], vec![kept]).await {
         Ok(r) => r[0],
         Err(e) => {
             // Not made — unless the outcome is unknown: then the reservation stays, and the

@@ -106,7 +106,9 @@ impl From<EngineError> for ApiError {
             EngineError::Stopped => (StatusCode::SERVICE_UNAVAILABLE, "stopping"),
             EngineError::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, "engine_failed"),
             EngineError::OutcomeUnknown => (StatusCode::SERVICE_UNAVAILABLE, "outcome_unknown"),
-            EngineError::ReadPanicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            EngineError::ReadPanicked(_) | EngineError::DecisionMismatch => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
             EngineError::SnapshotFailed(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             EngineError::LogOff => (StatusCode::NOT_FOUND, "log_off"),
             EngineError::Log(_) => (StatusCode::INTERNAL_SERVER_ERROR, "log_failed"),

@@ -29,8 +29,13 @@ pub enum Table {
     Deliveries,
     /// Named counters (the webhook dispatcher's position in the event feed...).
     Meta,
-    /// Transfer id (big-endian u128) → the risk decision made for it.
+    /// Transfer id (big-endian u128) → a declined payment's risk decision (no transfer was
+    /// made; the decisions of transfers made are kept with them in the ledger).
     RiskDecisions,
+    /// Transfer id (big-endian u128) → the features a decision was made on (34 f32, little
+    /// endian, NaN for missing): what a later label teaches the online model with, and what
+    /// an approval is explained from. Erasable (an opt-out strips them).
+    RiskFeatures,
     /// Policy version (big-endian u64) → the policy's text, digest and when it came in.
     RiskPolicies,
     /// Time and sequence (big-endian u64, u64) → one change to risk settings.
@@ -60,9 +65,10 @@ impl Table {
             Self::RiskLabels => TableDefinition::new("risk_labels"),
             Self::Channels => TableDefinition::new("channels"),
             Self::ChannelClaims => TableDefinition::new("channel_claims"),
+            Self::RiskFeatures => TableDefinition::new("risk_features"),
         }
     }
-    const ALL: [Table; 12] = [
+    const ALL: [Table; 13] = [
         Self::Keys,
         Self::Idempotency,
         Self::Webhooks,
@@ -75,6 +81,7 @@ impl Table {
         Self::RiskLabels,
         Self::Channels,
         Self::ChannelClaims,
+        Self::RiskFeatures,
     ];
 }
 
@@ -139,6 +146,13 @@ impl Meta {
                 .map_err(|_| "the store is closed".to_string())?;
         }
         wait.await.map_err(|_| "the store is closed".to_string())?
+    }
+
+    /// Queues the changes for the next transaction without waiting for it: for records
+    /// that may be lost in a crash. False (nothing queued) when the queue is full.
+    pub fn write_soon(&self, changes: Vec<Write>) -> bool {
+        let (done, _) = tokio::sync::oneshot::channel();
+        self.writes.try_send((changes, done)).is_ok()
     }
 
     /// Closes the store: later reads and writes fail with "closed".

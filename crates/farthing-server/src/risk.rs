@@ -16,6 +16,7 @@ use farthing_ledger::{PendingStatus, Transfer, TransferFlags};
 use farthing_risk::engine::{Decision, LoadedModel, Request, RiskEngine, SelfLimits};
 use farthing_risk::features::{Capacity, Channel, Payment, FEATURE_NAMES, N_FEATURES};
 use farthing_risk::ftrl::{Ftrl, FtrlParams};
+use farthing_risk::kept::Kept;
 use farthing_risk::policy::{Action, Policy, DEFAULT_POLICY};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -114,31 +115,6 @@ impl DecisionRecord {
         }
     }
 
-    /// The record as stored, settled (no longer held), for a conditional update.
-    fn unheld(stored: &[u8]) -> Option<Vec<u8>> {
-        let mut r: DecisionRecord = serde_json::from_slice(stored).ok()?;
-        r.held = false;
-        r.device = None;
-        serde_json::to_vec(&r).ok()
-    }
-
-    /// The record as stored, without the payer's features (they opted out).
-    fn stripped(stored: &[u8]) -> Option<Vec<u8>> {
-        let mut r: DecisionRecord = serde_json::from_slice(stored).ok()?;
-        if r.features.is_empty() && r.base_raw.is_none() {
-            return None;
-        }
-        r.features.clear();
-        r.base_raw = None;
-        serde_json::to_vec(&r).ok()
-    }
-
-    /// Whether a newer decision may take this one's place under the same transfer id:
-    /// only a decline (no transfer was made with it).
-    fn replaceable(stored: &[u8]) -> bool {
-        serde_json::from_slice::<DecisionRecord>(stored).map_or(true, |r| r.action == "decline")
-    }
-
     pub fn action(&self) -> Action {
         Action::parse(&self.action).unwrap_or(Action::Decline)
     }
@@ -229,6 +205,23 @@ pub struct Risk {
     hash_key: [u8; 32],
     meta: Meta,
     audit_seq: AtomicU64,
+    /// The ledger, where the decisions of transfers made are kept.
+    ledger: farthing_store::EngineHandle,
+    /// Every model version seen (live or shadow), by digest: a kept decision names its
+    /// model by digest only.
+    models: Mutex<std::collections::HashMap<u64, String>>,
+    /// Features not kept because the store's queue was full (they teach nothing later).
+    pub features_dropped: AtomicU64,
+    /// Each asset's scale, to show a kept decision's amount.
+    scales: Mutex<std::collections::HashMap<u32, u8>>,
+}
+
+/// A decision read back: from the ledger (with the transfer it judged), or a decline's
+/// from the server's records.
+pub struct Found {
+    pub record: DecisionRecord,
+    /// The transfer the decision judged, when one was made.
+    pub transfer: Option<Transfer>,
 }
 
 fn now_ns() -> u64 {
@@ -299,6 +292,16 @@ fn be128(id: u128) -> Vec<u8> {
     id.to_be_bytes().to_vec()
 }
 
+/// Features are kept under the payer, then the transfer: an opt-out strips a range.
+fn features_key(payer: u128, id: u128) -> Vec<u8> {
+    let mut key = payer.to_be_bytes().to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// Rows an opt-out deletes in one write.
+const STRIP_PAGE_ROWS: usize = 4_096;
+
 fn parse_dec(field: &str, text: &str, scale: u8) -> ApiResult<u128> {
     farthing_ledger::amount::parse_amount(text, scale).map_err(|e| {
         ApiError::invalid(field, format!("{field}: {e} (a decimal string such as \"25.00\")"))
@@ -332,7 +335,19 @@ impl Risk {
             hash_key,
             meta: meta.clone(),
             audit_seq: AtomicU64::new(0),
+            ledger: engine.clone(),
+            models: Mutex::new(std::collections::HashMap::new()),
+            features_dropped: AtomicU64::new(0),
+            scales: Mutex::new(std::collections::HashMap::new()),
         });
+        for v in meta.scan(Table::RiskPolicies, b"")? {
+            if let Ok(p) = serde_json::from_slice::<PolicyVersion>(&v.1) {
+                risk.know_models(p.live_model.iter().chain(&p.shadow_model));
+            }
+        }
+        risk.know_models(
+            c.live.iter().map(|m| &m.version).chain(c.shadow.iter().map(|m| &m.version)),
+        );
         match latest {
             Some(v)
                 if v.digest == c.digest
@@ -351,6 +366,7 @@ impl Risk {
             let mut e = risk.engine.lock().unwrap();
             for a in directory.assets() {
                 e.register_asset(a.id, &a.code, a.scale);
+                risk.scales.lock().unwrap().insert(a.id, a.scale);
             }
         }
         for (k, v) in meta.scan(Table::RiskAccounts, b"")? {
@@ -377,7 +393,8 @@ impl Risk {
         for (k, v) in meta.scan(Table::RiskLabels, b"")? {
             let Ok(id) = <[u8; 16]>::try_from(&k[..]).map(u128::from_be_bytes) else { continue };
             let Ok(entry) = serde_json::from_slice::<serde_json::Value>(&v) else { continue };
-            let Some(record) = risk.decision(id)? else { continue };
+            let Some(found) = risk.decision(id).await? else { continue };
+            let record = found.record;
             let fraud = entry["label"].as_str() != Some("legitimate");
             let amount = record.amount.parse::<f64>().unwrap_or(0.0);
             let at = entry["at_ns"].as_u64().unwrap_or_else(now_ns);
@@ -409,6 +426,7 @@ impl Risk {
         )];
         writes.push(self.audit_write("policy_loaded", "policy-file", detail));
         self.meta.write(writes).await?;
+        self.know_models(record.live_model.iter().chain(&record.shadow_model));
         {
             let mut e = self.engine.lock().unwrap();
             e.set_policy(c.policy, version);
@@ -420,6 +438,13 @@ impl Risk {
         l.refused = None;
         tracing::info!(version, source = %c.source, "risk policy in force");
         Ok(())
+    }
+
+    fn know_models<'a>(&self, versions: impl Iterator<Item = &'a String>) {
+        let mut m = self.models.lock().unwrap();
+        for v in versions {
+            m.insert(farthing_risk::kept::model_digest(v), v.clone());
+        }
     }
 
     fn audit_write(&self, kind: &str, actor: &str, detail: serde_json::Value) -> Write {
@@ -553,6 +578,7 @@ impl Risk {
     }
 
     pub fn register_asset(&self, id: u32, code: &str, scale: u8) {
+        self.scales.lock().unwrap().insert(id, scale);
         self.engine.lock().unwrap().register_asset(id, code, scale);
     }
 
@@ -667,46 +693,105 @@ impl Risk {
         }
     }
 
-    /// Keeps a decision, durably.
-    ///
-    /// The record of a transfer the ledger made is never replaced (a request reusing its
-    /// id cannot rewrite it); a decline's may be, by a later attempt under the same id.
-    pub async fn keep(&self, record: &DecisionRecord) -> Result<Vec<u8>, String> {
-        let write = self.keep_write(record)?;
-        let bytes = match &write {
-            Write::PutIf(_, _, v, _) => v.clone(),
-            _ => unreachable!("a conditional put"),
-        };
-        self.meta.write(vec![write]).await?;
-        Ok(bytes)
-    }
-
-    pub fn keep_write(&self, record: &DecisionRecord) -> Result<Write, String> {
+    /// Keeps a declined payment's decision, durably (no transfer was made to keep it with).
+    /// A decision kept with a transfer in the ledger always wins over this one.
+    pub async fn keep_decline(&self, record: &DecisionRecord) -> Result<(), String> {
         let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
         let value = serde_json::to_vec(record).map_err(|e| e.to_string())?;
-        Ok(Write::PutIf(Table::RiskDecisions, be128(id), value, DecisionRecord::replaceable))
+        self.meta.write(vec![Write::Put(Table::RiskDecisions, be128(id), value)]).await
     }
 
-    /// Takes back a decision kept for a transfer the ledger did not make (if it is still
-    /// the one kept).
-    pub async fn forget(&self, id: u128, bytes: Vec<u8>) -> Result<(), String> {
-        self.meta.write(vec![Write::DeleteIfEqual(Table::RiskDecisions, be128(id), bytes)]).await
+    /// The decision to keep with transfer `id` in the ledger (same WAL record).
+    pub fn kept(&self, id: u128, r: &Request, d: &Decision) -> farthing_ledger::Decision {
+        let opted_out = r.payment.opted_out || d.reasons.iter().any(|r| r == "profiling_opted_out");
+        let kept = Kept::of(d, opted_out, r.payment.device, r.payment.at_ns);
+        farthing_ledger::Decision { transfer_id: id, body: kept.encode() }
     }
 
-    pub fn decision_bytes(&self, id: u128) -> Result<Option<Vec<u8>>, String> {
-        self.meta.get(Table::RiskDecisions, &be128(id))
+    /// Keeps the features a payment made by this request was judged on, off the answer's
+    /// path: they only teach the online model when a label comes, and may be lost in a
+    /// crash (the decision itself is in the ledger).
+    pub fn keep_features(&self, t: &Transfer, d: &Decision) {
+        if d.score.is_none() {
+            // Not profiled (opted out, or no model): nothing to keep.
+            return;
+        }
+        let mut value = Vec::with_capacity(N_FEATURES * 4);
+        for v in d.features {
+            value.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+        let key = features_key(t.debit_account_id, t.id);
+        if !self.meta.write_soon(vec![Write::Put(Table::RiskFeatures, key, value)]) {
+            self.features_dropped.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Puts a decision in place, whatever was there (the ledger made its transfer).
-    pub async fn replace(&self, id: u128, bytes: Vec<u8>) -> Result<(), String> {
-        self.meta.write(vec![Write::Put(Table::RiskDecisions, be128(id), bytes)]).await
+    /// The decision made for transfer `id`: the one kept with it in the ledger, or a
+    /// decline's.
+    pub async fn decision(&self, id: u128) -> Result<Option<Found>, String> {
+        let (t, kept, held) = self
+            .ledger
+            .read_async(move |sm| (sm.transfer(id).copied(), sm.decision(id).copied(), sm.is_held(id)))
+            .await
+            .map_err(|e| e.to_string())?;
+        if let (Some(t), Some(kept)) = (t, kept) {
+            let record = self.record_of(&t, &kept, held)?;
+            return Ok(Some(Found { record, transfer: Some(t) }));
+        }
+        let declined = self.meta.get(Table::RiskDecisions, &be128(id))?;
+        let record = declined.and_then(|v| serde_json::from_slice::<DecisionRecord>(&v).ok());
+        // A record of an older version kept with a transfer made is shown, never held.
+        Ok(record.map(|r| Found { record: DecisionRecord { held: false, ..r }, transfer: t }))
     }
 
-    pub fn decision(&self, id: u128) -> Result<Option<DecisionRecord>, String> {
-        Ok(self
-            .meta
-            .get(Table::RiskDecisions, &be128(id))?
-            .and_then(|v| serde_json::from_slice(&v).ok()))
+    /// A decision kept in the ledger as the API's record, with its features if kept.
+    fn record_of(
+        &self,
+        t: &Transfer,
+        d: &farthing_ledger::Decision,
+        held: bool,
+    ) -> Result<DecisionRecord, String> {
+        let k = Kept::decode(&d.body).map_err(|e| e.to_string())?;
+        let features = match self.meta.get(Table::RiskFeatures, &features_key(t.debit_account_id, t.id))? {
+            Some(v) => v
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                .map(|v| v.is_finite().then_some(f64::from(v)))
+                .collect(),
+            None => Vec::new(),
+        };
+        let scale = self.scales.lock().unwrap().get(&t.asset).copied().unwrap_or(0);
+        let model = (k.model_digest != 0).then(|| {
+            let m = self.models.lock().unwrap();
+            m.get(&k.model_digest).cloned().unwrap_or_else(|| format!("@{:016x}", k.model_digest))
+        });
+        Ok(DecisionRecord {
+            transfer_id: t.id.to_string(),
+            action: k.action.as_str().to_string(),
+            score: k.score,
+            reasons: k.reasons.iter().map(|r| r.to_string()).collect(),
+            top_features: k
+                .top
+                .iter()
+                .map(|(f, c)| Contribution { feature: f.to_string(), contribution: *c })
+                .collect(),
+            model,
+            policy_version: k.policy_version,
+            exemption: k.exemption.map(|e| e.as_str().to_string()),
+            shadow: k.shadow.map(|(score, a)| ShadowView { score, action: a.as_str().into() }),
+            held,
+            at: crate::receipt::utc(k.at_ns),
+            payer_account_id: t.debit_account_id.to_string(),
+            payee_account_id: t.credit_account_id.to_string(),
+            asset: t.asset,
+            amount_minor: t.amount.to_string(),
+            amount: farthing_ledger::amount::format_amount(t.amount, scale),
+            opted_out: k.opted_out,
+            features,
+            base_raw: k.base_raw,
+            at_ns: k.at_ns,
+            device: if held { k.device } else { None },
+        })
     }
 
     /// A decision as the API shows it: an approval's top features, not worked out on the
@@ -738,8 +823,7 @@ impl Risk {
         let id: u128 = record.transfer_id.parse().map_err(|_| "bad id".to_string())?;
         let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
         let action = record.action();
-        let mut writes =
-            vec![Write::Update(Table::RiskDecisions, be128(id), DecisionRecord::unheld)];
+        let mut writes = Vec::new();
         let kind = if approved { "approved" } else { "rejected" };
         writes.push(self.audit_write(
             kind,
@@ -916,33 +1000,25 @@ impl Risk {
     }
 
     /// Removes the features kept with a payer's past decisions (they opted out of
-    /// profiling): the decisions stay, their inputs go.
+    /// profiling): the decisions stay, their inputs go. Keys start with the payer, so this
+    /// reads only the payer's rows, a page at a time.
     async fn strip_features(&self, payer: u128) -> Result<(), String> {
-        let payer_text = payer.to_string();
-        let mut start = vec![0u8; 16];
+        let prefix = payer.to_be_bytes();
         loop {
-            let rows = self.meta.range(Table::RiskDecisions, &start, 4_096)?;
-            let Some((last, _)) = rows.last() else { return Ok(()) };
-            let next = u128::from_be_bytes(last[..16].try_into().map_err(|_| "bad key")?);
-            let mut writes = Vec::new();
-            for (k, v) in &rows {
-                let Ok(r) = serde_json::from_slice::<DecisionRecord>(v) else { continue };
-                if r.payer_account_id == payer_text && !r.features.is_empty() {
-                    // Rewritten inside the store's transaction, from what is there then.
-                    writes.push(Write::Update(
-                        Table::RiskDecisions,
-                        k.clone(),
-                        DecisionRecord::stripped,
-                    ));
-                }
-            }
-            if !writes.is_empty() {
-                self.meta.write(writes).await?;
-            }
-            if rows.len() < 4_096 || next == u128::MAX {
+            let rows = self.meta.range(Table::RiskFeatures, &prefix, STRIP_PAGE_ROWS)?;
+            let mine: Vec<Write> = rows
+                .into_iter()
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| Write::Delete(Table::RiskFeatures, k))
+                .collect();
+            if mine.is_empty() {
                 return Ok(());
             }
-            start = (next + 1).to_be_bytes().to_vec();
+            let full = mine.len() == STRIP_PAGE_ROWS;
+            self.meta.write(mine).await?;
+            if !full {
+                return Ok(());
+            }
         }
     }
 

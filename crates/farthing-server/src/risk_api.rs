@@ -59,37 +59,11 @@ pub(crate) fn declined(record: &DecisionRecord) -> ApiError {
     e
 }
 
-/// Judges a payment, then: declined, nothing moves (402, the decision kept); step_up or
-/// review, the funds are held as a pending transfer until approved or rejected (202);
-/// approved, it is made (201). The decision is durable before the answer.
-pub async fn pay(
-    s: &AppState,
-    p: &Principal,
-    risk: &Risk,
-    mut t: Transfer,
-    r: Request,
-) -> ApiResult<Response> {
-    // A retry of a payment already made keeps its first decision (and its hold). A
-    // decision with no transfer is stale (an attempt the ledger refused): judged anew.
-    if let Some(old) = risk.decision(t.id).map_err(internal)? {
-        let id = t.id;
-        let (stored, status) = s
-            .engine
-            .read_async(move |sm| (sm.transfer(id).copied(), sm.pending_status(id)))
-            .await?;
-        if let Some(stored) = stored {
-            if !same_payment(&stored, &t) {
-                // The ledger names the difference (or that the id is someone else's).
-                return submit_one(s, p, t).await;
-            }
-            let mut view = crate::api::transfer_view(s, &stored, status);
-            view.risk = Some(Box::new(view_for(s, p, risk, &old)));
-            return Ok((StatusCode::OK, Json(view)).into_response());
-        }
-    }
-    let d = risk.assess(&r);
-    let held = matches!(d.action, Action::StepUp | Action::Review);
-    if held {
+/// Makes a payment the risk engine let through, or holds it: the transfer goes to the
+/// ledger with its decision in the same WAL record, and a hold is the ledger's own
+/// (`held`: only an approval or rejection settles it).
+fn judged(risk: &Risk, t: &mut Transfer, r: &Request, d: &Decision) -> farthing_ledger::Decision {
+    if matches!(d.action, Action::StepUp | Action::Review) {
         let timeout = risk.hold_timeout_s(d.action);
         t.timeout_s = if t.flags.contains(TransferFlags::PENDING) && t.timeout_s != 0 {
             t.timeout_s.min(timeout)
@@ -97,63 +71,100 @@ pub async fn pay(
             timeout
         };
         t.flags.set(TransferFlags::PENDING, true);
+        t.flags.set(TransferFlags::HELD, true);
     }
-    let record = risk.record(t.id, &r, &d, held, s.directory.asset(t.asset).map_or(0, |a| a.scale));
+    risk.kept(t.id, r, d)
+}
+
+/// Judges a payment, then: declined, nothing moves (402, the decision kept); step_up or
+/// review, the funds are held as a pending transfer until approved or rejected (202);
+/// approved, it is made (201). The decision is durable with the transfer, before the
+/// answer.
+pub async fn pay(
+    s: &AppState,
+    p: &Principal,
+    risk: &Risk,
+    mut t: Transfer,
+    r: Request,
+) -> ApiResult<Response> {
+    let d = risk.assess(&r);
+    let held = matches!(d.action, Action::StepUp | Action::Review);
+    let scale = s.directory.asset(t.asset).map_or(0, |a| a.scale);
     s.metrics.count_risk(d.action);
+    let requested = t;
     if d.action == Action::Decline {
-        risk.keep(&record).await.map_err(internal)?;
+        // A retry of a payment already made answers as it did, whatever the engine thinks
+        // of it now (its velocity counts the retry).
+        if let Some(answer) = existing(s, p, risk, &requested).await? {
+            return Ok(answer);
+        }
+        let record = risk.record(t.id, &r, &d, false, scale);
+        risk.keep_decline(&record).await.map_err(internal)?;
         return Err(declined(&record));
     }
-    let (result, kept) = tokio::join!(s.engine.create_transfers_async(vec![t]), risk.keep(&record));
-    let result = match result {
+    let kept = judged(risk, &mut t, &r, &d);
+    let result = match s.engine.create_judged_transfers_async(vec![t], vec![kept]).await {
         Ok(r) => r[0],
         Err(e) => {
-            // Not made — unless the outcome is unknown: then the reservation and the
-            // decision stay, as the payment may have been made.
+            // Not made — unless the outcome is unknown: then the reservation stays, as the
+            // payment may have been made (with its decision).
             if !matches!(e, farthing_store::EngineError::OutcomeUnknown) {
                 risk.release(&r, &d, false);
-                if let Ok(bytes) = kept {
-                    risk.forget(t.id, bytes).await.map_err(internal)?;
-                }
             }
             return Err(e.into());
         }
     };
     if result.code != CreateTransferResult::Ok {
-        // Not made by this request: the reservation and this decision go; the answer
-        // shows the decision of the transfer that exists, if any.
-        risk.release(&r, &d, result.code != CreateTransferResult::Exists);
-        if let Ok(bytes) = kept {
-            risk.forget(t.id, bytes).await.map_err(internal)?;
+        // Not made by this request: the reservation goes; a retry of the payment that
+        // exists answers with that payment and its decision.
+        risk.release(&r, &d, !result.code.is_exists());
+        if result.code.is_exists() {
+            if let Some(answer) = existing(s, p, risk, &requested).await? {
+                return Ok(answer);
+            }
         }
-        let (status, mut view) = outcome(s, p, t, result).await?;
-        view.risk =
-            risk.decision(t.id).map_err(internal)?.map(|old| Box::new(view_for(s, p, risk, &old)));
+        let (status, view) = outcome(s, p, t, result).await?;
         return Ok((status, Json(view)).into_response());
     }
-    // Made by this request: its decision must be the one kept. A conditional write loses
-    // to a stale record (an attempt whose outcome was unknown, or another request racing
-    // on the same id whose transfer the ledger did not make): then it is put in place.
-    let kept = kept.map_err(internal)?;
-    if risk.decision_bytes(t.id).map_err(internal)?.as_deref() != Some(kept.as_slice()) {
-        risk.replace(t.id, kept).await.map_err(internal)?;
-    }
+    risk.keep_features(&t, &d);
     let (mut status, mut view) = outcome(s, p, t, result).await?;
     if held && status == StatusCode::CREATED {
         status = StatusCode::ACCEPTED;
     }
-    view.risk = Some(Box::new(record.view()));
+    view.risk = Some(Box::new(risk.record(t.id, &r, &d, held, scale).view()));
     Ok((status, Json(view)).into_response())
 }
 
+/// The answer to a retry of a payment that exists (200, with its decision), if `t` is that
+/// payment.
+async fn existing(
+    s: &AppState,
+    p: &Principal,
+    risk: &Risk,
+    t: &Transfer,
+) -> ApiResult<Option<Response>> {
+    let id = t.id;
+    let Some(found) = risk.decision(id).await.map_err(internal)? else { return Ok(None) };
+    let Some(stored) = found.transfer else { return Ok(None) };
+    if !same_payment(&stored, t) {
+        return Ok(None);
+    }
+    let status = s.engine.read_async(move |sm| sm.pending_status(id)).await?;
+    let mut view = crate::api::transfer_view(s, &stored, status);
+    view.risk = Some(Box::new(view_for(s, p, risk, &found.record)));
+    Ok(Some((StatusCode::OK, Json(view)).into_response()))
+}
+
 /// Is a retried request the payment that exists? Everything the client chose must match;
-/// the pending flag and timeout the risk engine may have set do not count.
+/// the hold and timeout the risk engine may have set do not count.
 fn same_payment(stored: &Transfer, t: &Transfer) -> bool {
     let mut a = stored.flags;
     let mut b = t.flags;
     let requested_hold = b.contains(TransferFlags::PENDING);
-    a.set(TransferFlags::PENDING, false);
-    b.set(TransferFlags::PENDING, false);
+    for f in [TransferFlags::PENDING, TransferFlags::HELD] {
+        a.set(f, false);
+        b.set(f, false);
+    }
     stored.debit_account_id == t.debit_account_id
         && stored.credit_account_id == t.credit_account_id
         && stored.amount == t.amount
@@ -164,21 +175,6 @@ fn same_payment(stored: &Transfer, t: &Transfer) -> bool {
         && stored.code == t.code
         && a == b
         && (!requested_hold || stored.flags.contains(TransferFlags::PENDING))
-}
-
-/// Refuses to post or void a payment the risk engine holds: only its approval (by the
-/// payer for a step-up, an operator for a review) or rejection may settle it.
-pub fn not_held_by_risk(s: &AppState, id: u128) -> ApiResult<()> {
-    let Some(risk) = &s.risk else { return Ok(()) };
-    if risk.decision(id).map_err(internal)?.is_some_and(|r| r.held) {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "held_by_risk",
-            "The risk engine holds this payment: approve or reject it at \
-             /v1/transfers/{id}/approve or /reject.",
-        ));
-    }
-    Ok(())
 }
 
 /// A decision as this caller may see it: all of it for the payer's side and operators;
@@ -202,51 +198,27 @@ pub fn view_for(
 /// A batch after the risk engine: what goes to the ledger, and where each came from.
 pub struct JudgedBatch {
     pub transfers: Vec<Transfer>,
+    /// Each transfer's decision (`Decision::NONE` for those that are not payments).
+    pub decisions: Vec<farthing_ledger::Decision>,
     /// For each transfer sent, its index in the request.
     pub index: Vec<usize>,
     /// (index in the request, decision) for payments declined.
     declines: Vec<(usize, DecisionRecord)>,
-    /// (position among those sent, request, decision, the record as kept) for payments
-    /// judged and sent.
-    judged: Vec<(usize, Request, Decision, Vec<u8>)>,
+    /// (position among those sent, request, decision) for payments judged and sent.
+    judged: Vec<(usize, Request, Decision)>,
 }
 
 impl JudgedBatch {
-    /// Gives back the reservations (and the decisions kept) of payments the ledger did
-    /// not make (all of them when `results` is empty: the ledger call failed).
-    pub async fn settle(
-        &self,
-        s: &AppState,
-        results: &[EventResult<CreateTransferResult>],
-    ) -> ApiResult<()> {
-        let Some(risk) = &s.risk else { return Ok(()) };
-        let mut forget = Vec::new();
-        for (k, r, d, kept) in &self.judged {
-            let code = results.get(*k).map(|r| r.code);
-            let id = self.transfers[*k].id;
-            if code == Some(CreateTransferResult::Ok) {
-                // Made: its decision must be the one kept (see `pay`).
-                if risk.decision_bytes(id).map_err(internal)?.as_deref() != Some(kept.as_slice()) {
-                    forget.push(crate::meta::Write::Put(
-                        crate::meta::Table::RiskDecisions,
-                        id.to_be_bytes().to_vec(),
-                        kept.clone(),
-                    ));
-                }
-            } else {
-                let refused = code.is_some_and(|c| c != CreateTransferResult::Exists);
-                risk.release(r, d, refused);
-                forget.push(crate::meta::Write::DeleteIfEqual(
-                    crate::meta::Table::RiskDecisions,
-                    id.to_be_bytes().to_vec(),
-                    kept.clone(),
-                ));
+    /// Gives back the reservations of payments the ledger did not make (all of them when
+    /// `results` is empty: the ledger call failed), and keeps the features of those made.
+    pub fn settle(&self, s: &AppState, results: &[EventResult<CreateTransferResult>]) {
+        let Some(risk) = &s.risk else { return };
+        for (k, r, d) in &self.judged {
+            match results.get(*k).map(|r| r.code) {
+                Some(CreateTransferResult::Ok) => risk.keep_features(&self.transfers[*k], d),
+                code => risk.release(r, d, code.is_some_and(|c| !c.is_exists())),
             }
         }
-        if !forget.is_empty() {
-            s.meta.write(forget).await.map_err(internal)?;
-        }
-        Ok(())
     }
 
     pub fn declined(&self, ids: &[String]) -> Vec<crate::model::BatchFailure> {
@@ -266,35 +238,31 @@ impl JudgedBatch {
 }
 
 /// Judges the payments of a batch: declined ones are left out (and reported), held ones
-/// become pending. A batch with linked chains is all or nothing: if the engine declines
-/// any of its payments, nothing is applied (402).
+/// become held pending transfers. A batch with linked chains is all or nothing: if the
+/// engine declines or would hold any of its payments, nothing is applied.
 pub async fn judge_batch(
     s: &AppState,
     transfers: Vec<Transfer>,
     contexts: &[Option<RiskContext>],
 ) -> ApiResult<JudgedBatch> {
     let n = transfers.len();
-    let Some(risk) = &s.risk else {
-        return Ok(JudgedBatch {
-            transfers,
-            index: (0..n).collect(),
-            declines: Vec::new(),
-            judged: Vec::new(),
-        });
-    };
-    let linked = transfers.iter().any(|t| t.flags.contains(TransferFlags::LINKED));
     let mut out = JudgedBatch {
-        transfers: Vec::with_capacity(n),
-        index: Vec::with_capacity(n),
+        decisions: vec![farthing_ledger::Decision::NONE; n],
+        index: (0..n).collect(),
+        transfers,
         declines: Vec::new(),
         judged: Vec::new(),
     };
-    let mut writes = Vec::new();
-    let mut first_decline: Option<(usize, DecisionRecord)> = None;
+    let Some(risk) = &s.risk else { return Ok(out) };
+    let transfers = std::mem::take(&mut out.transfers);
+    out.decisions.clear();
+    out.index.clear();
+    let linked = transfers.iter().any(|t| t.flags.contains(TransferFlags::LINKED));
+    let mut declines = Vec::new();
     // In a batch with linked chains (all or nothing), a payment the engine would hold or
     // decline stops the whole batch: nothing is applied, every reservation is given back.
     let refuse_all = |out: &JudgedBatch, error: ApiError| {
-        for (_, r, d, _) in &out.judged {
+        for (_, r, d) in &out.judged {
             risk.release(r, d, false);
         }
         Err(error)
@@ -309,27 +277,18 @@ pub async fn judge_batch(
         let Some(r) = r else {
             out.index.push(i);
             out.transfers.push(t);
+            out.decisions.push(farthing_ledger::Decision::NONE);
             continue;
         };
         let d = risk.assess(&r);
         s.metrics.count_risk(d.action);
-        let held = matches!(d.action, Action::StepUp | Action::Review);
-        if held {
-            let timeout = risk.hold_timeout_s(d.action);
-            t.timeout_s = if t.flags.contains(TransferFlags::PENDING) && t.timeout_s != 0 {
-                t.timeout_s.min(timeout)
-            } else {
-                timeout
-            };
-            t.flags.set(TransferFlags::PENDING, true);
-        }
-        let record =
-            risk.record(t.id, &r, &d, held, s.directory.asset(t.asset).map_or(0, |a| a.scale));
         if linked && d.action != Action::Approve {
             risk.release(&r, &d, false);
+            let record =
+                risk.record(t.id, &r, &d, false, s.directory.asset(t.asset).map_or(0, |a| a.scale));
             let error = if d.action == Action::Decline {
-                match risk.keep(&record).await {
-                    Ok(_) => declined(&record).at(i),
+                match risk.keep_decline(&record).await {
+                    Ok(()) => declined(&record).at(i),
                     Err(e) => internal(e),
                 }
             } else {
@@ -343,44 +302,42 @@ pub async fn judge_batch(
             };
             return refuse_all(&out, error);
         }
-        let write = risk.keep_write(&record).map_err(internal)?;
         if d.action == Action::Decline {
-            first_decline.get_or_insert((i, record.clone()));
-            out.declines.push((i, record));
-        } else {
-            let kept = match &write {
-                crate::meta::Write::PutIf(_, _, v, _) => v.clone(),
-                _ => Vec::new(),
-            };
-            out.judged.push((out.transfers.len(), r, d, kept));
-            out.index.push(i);
-            out.transfers.push(t);
+            let scale = s.directory.asset(t.asset).map_or(0, |a| a.scale);
+            declines.push((i, risk.record(t.id, &r, &d, false, scale)));
+            continue;
         }
-        writes.push(write);
+        let kept = judged(risk, &mut t, &r, &d);
+        out.judged.push((out.transfers.len(), r, d));
+        out.index.push(i);
+        out.transfers.push(t);
+        out.decisions.push(kept);
     }
-    if !writes.is_empty() {
-        if let Err(e) = s.meta.write(writes).await {
+    for (_, record) in &declines {
+        if let Err(e) = risk.keep_decline(record).await {
             return refuse_all(&out, internal(e));
         }
     }
+    out.declines = declines;
     if out.transfers.is_empty() {
         // Everything was declined: nothing for the ledger.
-        if let Some((i, record)) = first_decline {
-            return Err(declined(&record).at(i));
+        if let Some((i, record)) = out.declines.first() {
+            return Err(declined(record).at(*i));
         }
     }
     Ok(out)
 }
 
-/// A held payment and its decision, if the caller may see it.
+/// A held payment and its decision, if the caller may see it and may decide it.
 async fn held(
     s: &AppState,
     p: &Principal,
     risk: &Risk,
     id: u128,
-) -> ApiResult<(Transfer, DecisionRecord, bool)> {
+) -> ApiResult<DecisionRecord> {
     let (pending, d, _) = pending_for(s, p, id).await?;
-    let record = risk.decision(id).map_err(internal)?.filter(|r| r.held).ok_or_else(|| {
+    let found = risk.decision(id).await.map_err(internal)?;
+    let record = found.map(|f| f.record).filter(|r| r.held).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "not_held_by_risk",
@@ -400,7 +357,7 @@ async fn held(
             _ => "Only an admin key may approve or reject a payment held for review.",
         }));
     }
-    Ok((pending, record, payer))
+    Ok(record)
 }
 
 #[utoipa::path(post, path = "/v1/transfers/{id}/approve", tag = "risk",
@@ -416,17 +373,34 @@ pub async fn approve(
     decide_hold(&s, &p, &id, true).await
 }
 
-/// Approves (posts in full) or rejects (voids) a held payment, then settles its decision.
+/// Who settled a hold, as the release records it: `user_data_32` says how it was decided,
+/// `user_data_128` the deciding key's prefix (ASCII, zero padded).
+pub const RELEASED_BY_PAYER: u32 = 1;
+pub const RELEASED_BY_OPERATOR: u32 = 2;
+
+fn key_prefix_bits(prefix: &str) -> u128 {
+    let mut bytes = [0u8; 16];
+    let n = prefix.len().min(16);
+    bytes[..n].copy_from_slice(&prefix.as_bytes()[..n]);
+    u128::from_be_bytes(bytes)
+}
+
+/// Approves (posts in full) or rejects (voids) a held payment: the ledger's release of
+/// its hold, recorded with who decided; then the engine and the audit trail follow.
 async fn decide_hold(s: &AppState, p: &Principal, id: &str, approved: bool) -> ApiResult<Response> {
     p.require_writer()?;
     let risk = risk_of(s)?;
     let id = parse_id("id", id)?;
-    let (_, record, _) = held(s, p, risk, id).await?;
+    let record = held(s, p, risk, id).await?;
+    let mut flags = if approved { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
+    flags.set(TransferFlags::RELEASE_HOLD, true);
     let t = Transfer {
         id: id_or_new("id", &None)?,
         pending_id: id,
         amount: if approved { u128::MAX } else { 0 },
-        flags: if approved { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING },
+        flags,
+        user_data_128: key_prefix_bits(&p.prefix),
+        user_data_32: if p.role == Role::Admin { RELEASED_BY_OPERATOR } else { RELEASED_BY_PAYER },
         ..Transfer::default()
     };
     let response = submit_one(s, p, t).await?;
@@ -483,8 +457,10 @@ pub async fn post_label(
     }
     let record = risk
         .decision(id)
+        .await
         .map_err(internal)?
-        .ok_or_else(|| ApiError::not_found("decided payment"))?;
+        .ok_or_else(|| ApiError::not_found("decided payment"))?
+        .record;
     risk.label(&record, &req.label, &p.prefix).await.map_err(|e| {
         if e == crate::risk::ALREADY_LABELLED {
             ApiError::new(
@@ -516,8 +492,12 @@ pub async fn get_decision(
 ) -> ApiResult<Json<DecisionRecord>> {
     let risk = risk_of(&s)?;
     let id = parse_id("id", &id)?;
-    let record =
-        risk.decision(id).map_err(internal)?.ok_or_else(|| ApiError::not_found("decision"))?;
+    let record = risk
+        .decision(id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::not_found("decision"))?
+        .record;
     let payer: u128 = record.payer_account_id.parse().unwrap_or(0);
     let payee: u128 = record.payee_account_id.parse().unwrap_or(0);
     let [d, c] = s.directory.accounts([payer, payee]);

@@ -464,3 +464,60 @@ async fn holds_and_decisions_cannot_be_bypassed_or_rewritten() {
     assert_eq!(twice.code(), Some("already_labelled"));
     server.shutdown().await.unwrap();
 }
+
+/// The race: from the moment a held payment is created, its payer and its payee hammer
+/// `/post`, `/void` and a batch reusing its id, many times over. The hold is the ledger's
+/// own, so not one of them settles it: it stays pending and held until rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_payment_is_never_settled_without_approval_however_it_is_raced() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    write_policy(&policy, "100000.00");
+    let mut cfg = config(&dir.path().join("data"));
+    cfg.risk_policy = Some(policy);
+    let (server, admin) = start(cfg).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    let merchant = key(&admin, "merchant", Some("2001")).await;
+    for round in 0..30 {
+        let id = format!("{}", 5_000 + round);
+        let create = {
+            let (payer, id) = (payer.clone(), id.clone());
+            tokio::spawn(async move { try_pay(&payer, &id, "1001", "2001", "31.00").await })
+        };
+        let mut attacks = Vec::new();
+        for k in 0..12 {
+            let (who, path) = match k % 4 {
+                0 => (payer.clone(), "post"),
+                1 => (merchant.clone(), "post"),
+                2 => (merchant.clone(), "void"),
+                _ => (payer.clone(), "batch"),
+            };
+            let id = id.clone();
+            attacks.push(tokio::spawn(async move {
+                if path == "batch" {
+                    // May make the payment itself (judged, so held as well): the state
+                    // checked below says whether anything settled it.
+                    let t = json!({"id": id, "debit_account_id": "1001",
+                                   "credit_account_id": "2001", "amount": "31.00"});
+                    let _ = who.create_transfers(&[t]).await;
+                    return false;
+                }
+                let r = who.post(&format!("/v1/transfers/{id}/{path}"), &json!({}), None).await;
+                r.is_ok()
+            }));
+        }
+        let held = create.await.unwrap().unwrap();
+        // A step-up (the amount), or a review once the payer's velocity cap fires.
+        let action = held["risk"]["action"].as_str();
+        assert!(matches!(action, Some("step_up" | "review")), "round {round}: {held}");
+        for a in attacks {
+            assert!(!a.await.unwrap(), "round {round}: a held payment was settled around the hold");
+        }
+        let t = admin.get(&format!("/v1/transfers/{id}")).await.unwrap();
+        assert_eq!(t["status"], "pending", "round {round}: {t}");
+        assert_eq!(t["risk"]["held"], true, "round {round}: {t}");
+        admin.post(&format!("/v1/transfers/{id}/reject"), &json!({}), None).await.unwrap();
+    }
+    server.shutdown().await.unwrap();
+}

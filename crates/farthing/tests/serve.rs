@@ -13,10 +13,19 @@ const KEY: &str = "fk_servetestadmin00000000000000000000";
 
 /// Starts the server on a free port; returns it, its URL and the lines it printed first.
 fn start(dir: &std::path::Path, admin_key: Option<&str>) -> (Running, String, Vec<String>) {
+    start_with(dir, admin_key, &[])
+}
+
+fn start_with(
+    dir: &std::path::Path,
+    admin_key: Option<&str>,
+    extra: &[&std::ffi::OsStr],
+) -> (Running, String, Vec<String>) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_farthing"));
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
+        .args(extra)
         .env_remove("FARTHING_ADMIN_KEY")
         .stdout(Stdio::piped());
     if let Some(k) = admin_key {
@@ -219,5 +228,89 @@ async fn a_kill_keeps_the_highest_voucher_acknowledged() {
     assert!(best >= acknowledged, "best {best} < acknowledged {acknowledged}");
     assert_eq!(ch["locked_units"], "5000000");
     assert_eq!(ch["state"], "open");
+    stop(child);
+}
+
+/// Every payment above 0.50 USD asks for a step-up, so it is held.
+const HOLDING_POLICY: &str = r#"
+name = "holds"
+[scoring]
+model = "none"
+[[tiers]]
+asset = "USD"
+step_up_above = "0.50"
+"#;
+
+/// The crash: SIGKILL at varied moments while held payments are being made, then a
+/// restart, four times over. Every held payment acknowledged (202) is still there, held,
+/// with its decision; every pending transfer the ledger holds has its decision; and none
+/// can be posted or voided around its approval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_never_leaves_a_held_payment_without_its_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, HOLDING_POLICY).unwrap();
+    let extra = [std::ffi::OsStr::new("--risk-policy"), policy.as_os_str()];
+    let (mut child, mut url, _) = start_with(&data, Some(KEY), &extra);
+    let admin = Client::new(&url, KEY);
+    common::seed_usd(&admin, &["1001", "2001"]).await;
+    let fund = json!({"debit_account_id": "1", "credit_account_id": "1001", "amount": "100000"});
+    admin.post("/v1/transfers", &fund, None).await.unwrap();
+    for round in 0..4u64 {
+        // Eight payers at once, each paying ids of its own one after another: at the kill,
+        // up to eight payments are in flight.
+        let payers: Vec<_> = (0..8u64)
+            .map(|task| {
+                let admin = Client::new(&url, KEY);
+                tokio::spawn(async move {
+                    let mut held = Vec::new();
+                    for n in 0..100_000u64 {
+                        let id = format!("{}", 1_000_000 * (round + 1) + 10_000 * task + n);
+                        let body = json!({"id": id, "debit_account_id": "1001",
+                                          "credit_account_id": "2001", "amount": "0.51"});
+                        match admin.post_raw("/v1/transfers", &body, None).await {
+                            Ok(a) if a.status == 202 => held.push(id),
+                            _ => return (held, id),
+                        }
+                    }
+                    unreachable!("the kill comes first")
+                })
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300 + 150 * round)).await;
+        let mut killed = child.0.take().unwrap();
+        killed.kill().unwrap();
+        killed.wait().unwrap();
+        let (mut acknowledged, mut in_flight) = (Vec::new(), Vec::new());
+        for p in payers {
+            let (held, last) = p.await.unwrap();
+            acknowledged.extend(held);
+            in_flight.push(last);
+        }
+        assert!(acknowledged.len() > 8, "round {round}: payments were held before the kill");
+        (child, url, _) = start_with(&data, None, &extra);
+        let admin = Client::new(&url, KEY);
+        for id in &acknowledged {
+            let t = admin.get(&format!("/v1/transfers/{id}")).await.unwrap();
+            let seen = (t["status"].as_str(), &t["risk"]["held"]);
+            assert_eq!(seen, (Some("pending"), &json!(true)), "round {round}: {t}");
+        }
+        // A payment in flight at the kill either was never made, or is held with its
+        // decision; and no one can settle a held payment around its approval.
+        let mut tried = in_flight.clone();
+        tried.extend(acknowledged.iter().rev().take(4).cloned());
+        for id in &tried {
+            let Ok(t) = admin.get(&format!("/v1/transfers/{id}")).await else { continue };
+            assert_eq!(t["status"], "pending", "round {round}: {t}");
+            let d = admin.get(&format!("/v1/risk/decisions/{id}")).await.unwrap();
+            let seen = (d["action"].as_str(), &d["held"]);
+            assert_eq!(seen, (Some("step_up"), &json!(true)), "round {round}: {d}");
+            for path in ["post", "void"] {
+                let e = admin.post(&format!("/v1/transfers/{id}/{path}"), &json!({}), None).await;
+                assert_eq!(e.unwrap_err().code(), Some("held_by_risk"), "{id} {path}");
+            }
+        }
+    }
     stop(child);
 }

@@ -30,9 +30,8 @@ async fn webhooks_ignore_proxy_settings() {
         std::env::set_var(name, &proxy_url);
     }
     let dir = tempfile::tempdir().unwrap();
-    let server = farthing_server::Server::start(config(dir.path()), Some(ADMIN_KEY.into()))
-        .await
-        .unwrap();
+    let server =
+        farthing_server::Server::start(config(dir.path()), Some(ADMIN_KEY.into())).await.unwrap();
     // The test's own client goes direct.
     for name in PROXY_VARIABLES {
         std::env::remove_var(name);

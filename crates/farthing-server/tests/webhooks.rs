@@ -43,7 +43,8 @@ async fn metadata_addresses_are_refused_even_where_private_addresses_are_allowed
     }
     assert!(accepted.is_empty(), "accepted: {accepted:?}");
     // Private and loopback addresses stay allowed in this mode.
-    for url in ["http://127.0.0.1:9/hook", "http://[::1]:9/", "http://10.0.0.5/", "http://localhost./"]
+    for url in
+        ["http://127.0.0.1:9/hook", "http://[::1]:9/", "http://10.0.0.5/", "http://localhost./"]
     {
         admin.create_webhook(url, None).await.unwrap_or_else(|e| panic!("{url}: {e}"));
     }
@@ -76,7 +77,9 @@ async fn an_owner_has_at_most_webhooks_per_owner_max_webhooks() {
     assert_eq!(max, 16);
     let mut ids = Vec::new();
     for _ in 0..max {
-        ids.push(merchant.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap()["id"].clone());
+        ids.push(
+            merchant.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap()["id"].clone(),
+        );
     }
     let err = merchant.create_webhook("http://127.0.0.1:9/hook", None).await.unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(409), Some("too_many_webhooks")));
@@ -207,9 +210,10 @@ async fn names_are_checked_where_they_resolve_in_every_mode() {
     // The name answers a forbidden address first: the connection goes to the checked one.
     dns.answers.insert("hook.test".into(), vec![metadata, loopback]);
     let dns = std::sync::Arc::new(dns);
-    let server = farthing_server::Server::start_with_resolver(cfg, Some(ADMIN_KEY.into()), dns.clone())
-        .await
-        .unwrap();
+    let server =
+        farthing_server::Server::start_with_resolver(cfg, Some(ADMIN_KEY.into()), dns.clone())
+            .await
+            .unwrap();
     let admin = farthing_client::Client::new(&server.url, ADMIN_KEY);
     seed(&admin).await;
     let (url, received, _) = receiver(0).await;

@@ -64,7 +64,9 @@ pub fn is_metadata(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(a) => v4(a),
         IpAddr::V6(a) => {
-            a.segments()[0] & 0xffc0 == 0xfe80 || a == AWS_METADATA_V6 || embedded_v4(a).is_some_and(v4)
+            a.segments()[0] & 0xffc0 == 0xfe80
+                || a == AWS_METADATA_V6
+                || embedded_v4(a).is_some_and(v4)
         }
     }
 }
@@ -166,10 +168,11 @@ pub struct Checked {
 
 impl Checked {
     async fn allowed(&self, host: &str) -> Result<Vec<IpAddr>, Refusal> {
-        let found = self.inner.lookup(host).await.map_err(|source| Refusal::Lookup {
-            host: host.to_string(),
-            source,
-        })?;
+        let found = self
+            .inner
+            .lookup(host)
+            .await
+            .map_err(|source| Refusal::Lookup { host: host.to_string(), source })?;
         let allowed: Vec<IpAddr> =
             found.into_iter().filter(|ip| check_ip(*ip, self.reach).is_ok()).collect();
         if allowed.is_empty() {

@@ -65,10 +65,7 @@ pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
 
 /// Starts the due attempts that permits allow; answers when the next entry falls due (None:
 /// nothing queued beyond what runs, or no permit left; a finishing attempt wakes the loop).
-fn start_due(
-    s: &AppState,
-    permits: &Arc<tokio::sync::Semaphore>,
-) -> Result<Option<u64>, String> {
+fn start_due(s: &AppState, permits: &Arc<tokio::sync::Semaphore>) -> Result<Option<u64>, String> {
     let now = now_ms();
     let mut in_flight = s.webhooks.in_flight.lock().unwrap();
     // Entries in flight stay queued until their outcome is written: read past them.
@@ -206,7 +203,8 @@ async fn record_outcome(
             cfg.webhook_retry_base_ms.saturating_mul(1 << exp).min(cfg.webhook_retry_max_ms);
         d.next_attempt_unix_ms = now_ms() + backoff;
     }
-    let mut changes = vec![put_record_if_pending(key, &d), Write::Delete(Table::DeliveryQueue, queued)];
+    let mut changes =
+        vec![put_record_if_pending(key, &d), Write::Delete(Table::DeliveryQueue, queued)];
     if d.state == "pending" {
         changes.push(Write::Put(Table::DeliveryQueue, entry(d.next_attempt_unix_ms, key), vec![]));
     }

@@ -37,8 +37,8 @@ pub async fn prune(s: &AppState) -> Result<usize, String> {
     for hook in hooks {
         let (pruned, kept) = prune_deliveries(s, &hook.id, cutoff_ms).await?;
         deleted += pruned;
-        let removed_long_ago = !hook.enabled
-            && hook.disabled_unix_s.saturating_add(retention_s) <= now_unix_s();
+        let removed_long_ago =
+            !hook.enabled && hook.disabled_unix_s.saturating_add(retention_s) <= now_unix_s();
         if removed_long_ago && kept == 0 {
             let key = hook.id.as_bytes().to_vec();
             s.meta.write(vec![Write::Delete(Table::Webhooks, key)]).await?;

@@ -47,6 +47,11 @@ pub struct Config {
     /// Unset: only when the server itself listens on a loopback address (a developer's
     /// machine); a server reachable from outside must not be steered at its own network.
     pub webhook_private_addresses: Option<bool>,
+    /// Enabled webhooks one owner may have (admin keys' all-events webhooks count as one
+    /// owner).
+    pub webhooks_per_owner_max: usize,
+    /// Finished deliveries (and removed webhooks) are kept this long, then pruned.
+    pub webhook_deliveries_retention_s: u64,
     /// SSE keep-alive comment interval.
     pub events_keepalive_s: u64,
     /// Event streams one key may hold open at once.
@@ -103,6 +108,8 @@ impl Default for Config {
             webhook_attempts_max: 12,
             webhook_timeout_ms: 10_000,
             webhook_private_addresses: None,
+            webhooks_per_owner_max: 16,
+            webhook_deliveries_retention_s: 7 * 86_400,
             events_keepalive_s: 15,
             events_streams_per_key_max: 8,
             checkpoint_interval_ms: 1_000,
@@ -140,7 +147,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 34] = [
+    const FIELDS: [&'static str; 36] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -160,6 +167,8 @@ impl Config {
         "events_keepalive_s",
         "events_streams_per_key_max",
         "webhook_private_addresses",
+        "webhooks_per_owner_max",
+        "webhook_deliveries_retention_s",
         "checkpoint_interval_ms",
         "connections_max",
         "worker_threads",
@@ -209,6 +218,8 @@ impl Config {
             ("webhook_attempts_max", u64::from(self.webhook_attempts_max)),
             ("webhook_retry_base_ms", self.webhook_retry_base_ms),
             ("webhook_timeout_ms", self.webhook_timeout_ms),
+            ("webhooks_per_owner_max", self.webhooks_per_owner_max as u64),
+            ("webhook_deliveries_retention_s", self.webhook_deliveries_retention_s),
             ("events_keepalive_s", self.events_keepalive_s),
             ("events_streams_per_key_max", self.events_streams_per_key_max as u64),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),

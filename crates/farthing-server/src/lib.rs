@@ -310,6 +310,15 @@ impl Server {
     /// Opens the data directory (creating it, its keys and the first admin key on first
     /// start), and starts serving. `admin_key`: the key to adopt at first start.
     pub async fn start(config: Config, admin_key: Option<String>) -> Result<Self, String> {
+        Self::start_with_resolver(config, admin_key, Arc::new(webhooks::SystemResolver)).await
+    }
+
+    /// `start`, with webhook endpoints' names looked up by `resolver` (a test's, say).
+    pub async fn start_with_resolver(
+        config: Config,
+        admin_key: Option<String>,
+        resolver: Arc<dyn webhooks::Resolve>,
+    ) -> Result<Self, String> {
         config.validate()?;
         // The port first: a start that cannot serve creates nothing (and shows no key that
         // would then be lost).
@@ -345,7 +354,11 @@ impl Server {
         let webhooks = Arc::new(webhooks::Webhooks::load(
             meta.clone(),
             Duration::from_millis(config.webhook_timeout_ms),
-            config.webhooks_may_reach_private(),
+            match config.webhooks_may_reach_private() {
+                true => webhooks::Reach::AllowPrivate,
+                false => webhooks::Reach::PublicOnly,
+            },
+            resolver,
         )?);
         let (stop, _) = watch::channel(false);
         let directory = Directory::load(&assets, &accounts);
@@ -406,6 +419,7 @@ impl Server {
         let tasks = vec![
             tokio::spawn(webhooks::dispatch(state.clone(), state.stop_signal())),
             tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
+            tokio::spawn(webhooks::prune_task(state.clone(), state.stop_signal())),
             tokio::spawn(prune(state.clone(), state.stop_signal())),
         ];
         let mut tasks = tasks;

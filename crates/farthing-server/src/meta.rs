@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableTable, TableDefinition};
+use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 /// Rows of a table: (key, value).
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
@@ -25,8 +25,11 @@ pub enum Table {
     Idempotency,
     /// Webhook id → endpoint.
     Webhooks,
-    /// Delivery id (big-endian u64) → delivery and its attempts.
+    /// `<webhook id>/<sequence (big-endian u64)>` → delivery and its attempts.
     Deliveries,
+    /// Due time (big-endian unix ms) and delivery key → nothing: the deliveries waiting
+    /// for an attempt, soonest first (so start reads none of the delivery log).
+    DeliveryQueue,
     /// Named counters (the webhook dispatcher's position in the event feed...).
     Meta,
     /// Transfer id (big-endian u128) → a declined payment's risk decision (no transfer was
@@ -57,6 +60,7 @@ impl Table {
             Self::Idempotency => TableDefinition::new("idempotency"),
             Self::Webhooks => TableDefinition::new("webhooks"),
             Self::Deliveries => TableDefinition::new("deliveries"),
+            Self::DeliveryQueue => TableDefinition::new("delivery_queue"),
             Self::Meta => TableDefinition::new("meta"),
             Self::RiskDecisions => TableDefinition::new("risk_decisions"),
             Self::RiskPolicies => TableDefinition::new("risk_policies"),
@@ -73,6 +77,7 @@ impl Table {
         Self::Idempotency,
         Self::Webhooks,
         Self::Deliveries,
+        Self::DeliveryQueue,
         Self::Meta,
         Self::RiskDecisions,
         Self::RiskPolicies,
@@ -225,6 +230,14 @@ impl Meta {
             }
         }
         Ok(rows)
+    }
+
+    /// Rows in a table (kept by the store: no scan).
+    pub fn row_count(&self, table: Table) -> Result<u64, String> {
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        t.len().map_err(|e| e.to_string())
     }
 
     pub fn counter(&self, name: &str) -> Result<u64, String> {

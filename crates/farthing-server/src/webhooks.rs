@@ -9,8 +9,11 @@
 //! twice by the dispatcher or lost. Deliveries are retried with exponential backoff until
 //! the endpoint answers 2xx or the attempts run out; every attempt is in the delivery log.
 
-use std::collections::BTreeSet;
-use std::sync::atomic::Ordering;
+mod address;
+mod delivery;
+mod retention;
+
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -27,20 +30,24 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use utoipa::{IntoParams, ToSchema};
 
+pub use address::{is_internal, is_metadata, Reach, Refusal, Resolve, SystemResolver};
+pub use delivery::deliver;
+pub use retention::{prune, prune_task};
+
 use crate::api::{page_limit, parse_u128};
 use crate::auth::{now_unix_s, Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::events::{event_type, read_range};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::meta::{Meta, Table, Write};
-use crate::model::{CreateWebhook, CreatedWebhook, TransferView, WebhookView};
+use crate::model::{CreateWebhook, CreatedWebhook, Page, TransferView, WebhookView};
 use crate::receipt::utc;
 use crate::state::AppState;
 
 const CURSOR: &str = "webhook_cursor";
 const NEXT_DELIVERY: &str = "webhook_next_delivery";
 /// Attempts in flight at once, over every endpoint.
-const CONCURRENT_ATTEMPTS: usize = 32;
+pub(crate) const CONCURRENT_ATTEMPTS: usize = 32;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Webhook {
@@ -53,6 +60,12 @@ pub struct Webhook {
     pub created_unix_s: u64,
     pub from_event: u64,
     pub enabled: bool,
+    /// Position in the order of creation (the list's order and cursor).
+    #[serde(default)]
+    pub seq: u64,
+    /// When it was removed (0 while enabled): it is pruned a retention period later.
+    #[serde(default)]
+    pub disabled_unix_s: u64,
 }
 
 impl Webhook {
@@ -90,6 +103,10 @@ pub struct Delivery {
     pub attempts: Vec<Attempt>,
     /// When the next attempt is due (pending deliveries; 0 once done).
     pub next_attempt_unix_ms: u64,
+    /// When the event was queued for this endpoint; the record is pruned
+    /// `webhook_deliveries_retention_s` later, once finished.
+    #[serde(default)]
+    pub created_unix_ms: u64,
     #[schema(value_type = Object)]
     pub payload: serde_json::Value,
 }
@@ -118,137 +135,54 @@ pub fn sign(secret: &str, id: &str, timestamp_s: u64, body: &str) -> Result<Stri
     Ok(format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes())))
 }
 
-/// Addresses a webhook must not reach from a server others can reach: loopback, private,
-/// link-local (cloud metadata), carrier-grade NAT, multicast, unspecified, documentation.
-pub fn is_internal(ip: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    match ip {
-        IpAddr::V4(a) => {
-            let o = a.octets();
-            a.is_loopback()
-                || a.is_private()
-                || a.is_link_local()
-                || a.is_unspecified()
-                || a.is_broadcast()
-                || a.is_multicast()
-                || a.is_documentation()
-                || o[0] == 0
-                || o[0] == 100 && o[1] & 0xc0 == 64
-                || o[0] == 192 && o[1] == 0 && o[2] == 0
-                || o[0] == 198 && o[1] & 0xfe == 18
-                || o[0] >= 240
-        }
-        IpAddr::V6(a) => {
-            let first = a.segments()[0];
-            let seg = a.segments();
-            let embedded = |hi: u16, lo: u16| {
-                std::net::Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)
-            };
-            a.is_loopback()
-                || a.is_unspecified()
-                || a.is_multicast()
-                || first & 0xfe00 == 0xfc00
-                || first & 0xffc0 == 0xfe80
-                || first & 0xffc0 == 0xfec0
-                || a.to_ipv4_mapped().is_some_and(|v4| is_internal(IpAddr::V4(v4)))
-                // IPv4-compatible (::a.b.c.d), NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4
-                // (2002::/16) addresses carry an IPv4 address that may be internal.
-                || seg[..6] == [0; 6] && is_internal(IpAddr::V4(embedded(seg[6], seg[7])))
-                || seg[..6] == [0x64, 0xff9b, 0, 0, 0, 0] && is_internal(IpAddr::V4(embedded(seg[6], seg[7])))
-                || seg[0] == 0x64 && seg[1] == 0xff9b && seg[2] == 1
-                || first == 0x2002 && is_internal(IpAddr::V4(embedded(seg[1], seg[2])))
-        }
-    }
-}
-
-/// A resolver that drops internal addresses, so a name cannot be pointed (or re-pointed,
-/// after registration) at the server's own network.
-struct PublicOnly;
-
-impl reqwest::dns::Resolve for PublicOnly {
-    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
-        Box::pin(async move {
-            let found = tokio::net::lookup_host((name.as_str(), 0)).await?;
-            let public: Vec<std::net::SocketAddr> =
-                found.filter(|a| !is_internal(a.ip())).collect();
-            if public.is_empty() {
-                return Err(format!(
-                    "{} resolves to internal addresses only: refused",
-                    name.as_str()
-                )
-                .into());
-            }
-            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
-            Ok(addrs)
-        })
-    }
-}
-
-/// Link-local addresses (cloud metadata services live there): refused even where other
-/// internal addresses are allowed.
-fn link_local(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(a)) => a.is_link_local(),
-        Some(url::Host::Ipv6(a)) => {
-            a.segments()[0] & 0xffc0 == 0xfe80
-                || a.to_ipv4_mapped().is_some_and(|v| v.is_link_local())
-        }
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("metadata.google.internal"),
-        None => true,
-    }
-}
-
-/// Is the URL's host an internal address written out (names are checked when resolved)?
-fn internal_literal(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(a)) => is_internal(a.into()),
-        Some(url::Host::Ipv6(a)) => is_internal(a.into()),
-        Some(url::Host::Domain(d)) => {
-            d.eq_ignore_ascii_case("localhost") || d.ends_with(".localhost")
-        }
-        None => true,
-    }
-}
-
-/// Endpoints, and the queue of deliveries waiting for their next attempt.
+/// Endpoints, and the deliveries being attempted.
 pub struct Webhooks {
-    /// May deliveries go to internal addresses (config `webhook_private_addresses`)?
-    private: bool,
+    /// Which addresses deliveries may reach (config `webhook_private_addresses`).
+    reach: Reach,
+    /// Every endpoint, enabled or removed, in the order they were made (`seq`).
     hooks: Mutex<Vec<Webhook>>,
-    /// (due unix ms, delivery key) of every pending delivery.
-    queue: Mutex<BTreeSet<(u64, Vec<u8>)>>,
+    /// Keys of the deliveries being attempted now (at most `CONCURRENT_ATTEMPTS`).
+    in_flight: Mutex<HashSet<Vec<u8>>>,
+    /// Wakes the delivery loop: a delivery queued, or an attempt finished.
     wake: Notify,
     client: reqwest::Client,
 }
 
 impl Webhooks {
-    pub fn load(meta: Meta, timeout: Duration, private: bool) -> Result<Self, String> {
+    /// Loads the endpoints (not the deliveries: those are read from the store as they fall
+    /// due). Names are looked up with `resolver`, and only addresses `reach` allows are
+    /// connected to; no proxy is ever used, as one would resolve names past that check.
+    pub fn load(
+        meta: Meta,
+        timeout: Duration,
+        reach: Reach,
+        resolver: Arc<dyn Resolve>,
+    ) -> Result<Self, String> {
         let mut hooks = Vec::new();
         for (_, v) in meta.scan(Table::Webhooks, b"")? {
             hooks.push(serde_json::from_slice::<Webhook>(&v).map_err(|e| e.to_string())?);
         }
-        hooks.sort_by(|a, b| (a.created_unix_s, &a.id).cmp(&(b.created_unix_s, &b.id)));
-        let mut queue = BTreeSet::new();
-        for (k, v) in meta.scan(Table::Deliveries, b"")? {
-            let d: Delivery = serde_json::from_slice(&v).map_err(|e| e.to_string())?;
-            if d.state == "pending" {
-                queue.insert((d.next_attempt_unix_ms, k));
-            }
-        }
-        let mut client =
-            reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
-        if !private {
-            client = client.dns_resolver(Arc::new(PublicOnly));
-        }
-        let client = client.build().map_err(|e| e.to_string())?;
+        hooks.sort_by(|a, b| order(a).cmp(&order(b)));
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(Arc::new(address::Checked { inner: resolver, reach }))
+            .build()
+            .map_err(|e| e.to_string())?;
         Ok(Self {
-            private,
+            reach,
             hooks: Mutex::new(hooks),
-            queue: Mutex::new(queue),
+            in_flight: Mutex::new(HashSet::new()),
             wake: Notify::new(),
             client,
         })
     }
+}
+
+/// The list's order: creation, then id (endpoints stored before `seq` existed are 0).
+fn order(h: &Webhook) -> (u64, &str) {
+    (h.seq, &h.id)
 }
 
 /// Turns committed transfers into deliveries, from the stored position on, as they commit.
@@ -298,7 +232,6 @@ async fn dispatch_range(
     let end = batch.first + batch.transfers.len() as u64;
     let mut seq = s.meta.counter(NEXT_DELIVERY)?;
     let mut writes = Vec::new();
-    let mut queued = Vec::new();
     let now = now_ms();
     for (i, t) in batch.transfers.iter().enumerate() {
         let index = batch.first + i as u64;
@@ -319,14 +252,11 @@ async fn dispatch_range(
                 state: "pending".into(),
                 attempts: Vec::new(),
                 next_attempt_unix_ms: now,
+                created_unix_ms: now,
                 payload,
             };
-            writes.push(Write::Put(
-                Table::Deliveries,
-                key.clone(),
-                serde_json::to_vec(&d).expect("json"),
-            ));
-            queued.push((now, key));
+            writes.push(delivery::put_record(&key, &d));
+            writes.push(Write::Put(Table::DeliveryQueue, delivery::entry(now, &key), vec![]));
         }
     }
     writes.push(Write::Put(
@@ -335,9 +265,9 @@ async fn dispatch_range(
         seq.to_be_bytes().to_vec(),
     ));
     writes.push(Write::Put(Table::Meta, CURSOR.as_bytes().to_vec(), end.to_be_bytes().to_vec()));
+    let queued = writes.len() > 2;
     s.meta.write(writes).await?;
-    if !queued.is_empty() {
-        s.webhooks.queue.lock().unwrap().extend(queued);
+    if queued {
         s.webhooks.wake.notify_one();
     }
     Ok(end)
@@ -354,163 +284,85 @@ fn transfer_view(s: &AppState, t: &Transfer) -> TransferView {
     TransferView::new(t, &code, scale, None)
 }
 
-/// Attempts deliveries as they fall due, a bounded number at a time.
-pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ATTEMPTS));
-    loop {
-        let now = now_ms();
-        let (due, next_due) = {
-            let mut q = s.webhooks.queue.lock().unwrap();
-            let mut due = Vec::new();
-            while let Some(first) = q.first() {
-                if first.0 > now || due.len() >= CONCURRENT_ATTEMPTS {
-                    break;
-                }
-                due.push(q.pop_first().expect("first").1);
-            }
-            (due, q.first().map(|f| f.0))
-        };
-        for key in due {
-            let permit = permits.clone().acquire_owned().await.expect("semaphore");
-            let s = s.clone();
-            tokio::spawn(async move {
-                attempt(&s, key).await;
-                drop(permit);
-            });
-        }
-        let wait = next_due.map_or(Duration::from_secs(3_600), |t| {
-            Duration::from_millis(t.saturating_sub(now_ms()))
-        });
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = s.webhooks.wake.notified() => {}
-            _ = stop.changed() => return,
-        }
-    }
-}
-
-/// Marks a delivery failed for good, with the reason as its last attempt.
-async fn give_up(s: &AppState, key: Vec<u8>, mut d: Delivery, reason: &str) {
-    d.state = "failed".into();
-    d.next_attempt_unix_ms = 0;
-    d.attempts.push(Attempt {
-        at: utc(now_ms() * 1_000_000),
-        status: None,
-        error: Some(reason.into()),
-        took_ms: 0,
-    });
-    let _ = s
-        .meta
-        .write(vec![Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json"))])
-        .await;
-}
-
-async fn attempt(s: &AppState, key: Vec<u8>) {
-    let Ok(Some(raw)) = s.meta.get(Table::Deliveries, &key) else { return };
-    let Ok(mut d) = serde_json::from_slice::<Delivery>(&raw) else { return };
-    let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == d.webhook_id).cloned();
-    let Some(hook) = hook.filter(|h| h.enabled && !s.keys.revoked_merchant(&h.created_by)) else {
-        return give_up(s, key, d, "the endpoint was removed").await;
-    };
-    let refused = |u: &reqwest::Url| link_local(u) || !s.webhooks.private && internal_literal(u);
-    if reqwest::Url::parse(&hook.url).map_or(true, |u| refused(&u)) {
-        return give_up(s, key, d, "the endpoint's address is internal: refused").await;
-    }
-    let body = serde_json::to_string(&d.payload).expect("json");
-    let ts = now_unix_s();
-    let started = std::time::Instant::now();
-    let result = s
-        .webhooks
-        .client
-        .post(&hook.url)
-        .header("content-type", "application/json")
-        .header("user-agent", "farthing-webhooks/1")
-        .header("webhook-id", &d.event_id)
-        .header("webhook-timestamp", ts.to_string())
-        .header("webhook-signature", sign(&hook.secret, &d.event_id, ts, &body).unwrap_or_default())
-        .body(body)
-        .send()
-        .await;
-    let took_ms = started.elapsed().as_millis() as u64;
-    let (status, error) = match result {
-        Ok(r) if r.status().is_success() => (Some(r.status().as_u16()), None),
-        Ok(r) => (Some(r.status().as_u16()), Some(format!("the endpoint answered {}", r.status()))),
-        Err(e) => (None, Some(error_chain(&e))),
-    };
-    d.attempts.push(Attempt {
-        at: utc(now_ms() * 1_000_000),
-        status,
-        error: error.clone(),
-        took_ms,
-    });
-    let cfg = &s.config;
-    if error.is_none() {
-        d.state = "succeeded".into();
-        d.next_attempt_unix_ms = 0;
-        s.metrics.webhook_deliveries_ok.fetch_add(1, Ordering::Relaxed);
-    } else if d.attempts.len() as u32 >= cfg.webhook_attempts_max {
-        d.state = "failed".into();
-        d.next_attempt_unix_ms = 0;
-        s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
-        s.metrics.webhook_deliveries_failed.fetch_add(1, Ordering::Relaxed);
-    } else {
-        s.metrics.webhook_attempts_failed.fetch_add(1, Ordering::Relaxed);
-        let exp = (d.attempts.len() as u32 - 1).min(30);
-        let backoff =
-            cfg.webhook_retry_base_ms.saturating_mul(1 << exp).min(cfg.webhook_retry_max_ms);
-        d.next_attempt_unix_ms = now_ms() + backoff;
-    }
-    let pending = d.state == "pending";
-    let due = d.next_attempt_unix_ms;
-    if let Err(e) = s
-        .meta
-        .write(vec![Write::Put(
-            Table::Deliveries,
-            key.clone(),
-            serde_json::to_vec(&d).expect("json"),
-        )])
-        .await
-    {
-        eprintln!("farthing: webhook delivery record not saved: {e}");
-    }
-    if pending {
-        s.webhooks.queue.lock().unwrap().insert((due, key));
-        s.webhooks.wake.notify_one();
-    }
-}
-
-/// An error and its causes ("error sending request: ... : Connection refused").
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 // ----- the API -----
 
 fn random_token(bytes: usize) -> Vec<u8> {
     (0..bytes).map(|_| rand::random::<u8>()).collect()
 }
 
+/// May this key see (and remove) this endpoint? Admins see all; an unlimited merchant key,
+/// its owner's.
+fn may_see(p: &Principal, h: &Webhook) -> bool {
+    p.role == Role::Admin
+        || p.role == Role::Merchant
+            && p.accounts.is_empty()
+            && h.owner_id.is_some()
+            && h.owner_id == p.owner_id
+}
+
 fn visible_hook(s: &AppState, p: &Principal, id: &str) -> ApiResult<Webhook> {
     let hook = s.webhooks.hooks.lock().unwrap().iter().find(|h| h.id == id).cloned();
-    match hook {
-        Some(h)
-            if p.role == Role::Admin
-                || p.role == Role::Merchant
-                    && p.accounts.is_empty()
-                    && h.owner_id.is_some()
-                    && h.owner_id == p.owner_id =>
-        {
-            Ok(h)
+    hook.filter(|h| may_see(p, h)).ok_or_else(|| ApiError::not_found("webhook"))
+}
+
+/// Whose events a new endpoint gets, as the key may ask.
+fn owner_for(p: &Principal, asked: Option<&str>) -> ApiResult<Option<u128>> {
+    match p.role {
+        Role::Admin => asked.map(|o| parse_u128("owner_id", o)).transpose(),
+        Role::Merchant if !p.accounts.is_empty() => Err(ApiError::forbidden(
+            "This key is limited to some of its owner's accounts; webhooks carry all of \
+             the owner's events: register them with an unlimited merchant key.",
+        )),
+        Role::Merchant => {
+            let own = p.owner_id.expect("bound key");
+            match asked.map(|o| parse_u128("owner_id", o)).transpose()? {
+                Some(o) if o != own => Err(ApiError::forbidden(
+                    "A merchant key registers webhooks for its own owner only.",
+                )),
+                _ => Ok(Some(own)),
+            }
         }
-        _ => Err(ApiError::not_found("webhook")),
+        _ => Err(ApiError::forbidden("Only merchant and admin keys register webhooks.")),
     }
+}
+
+/// An absolute http(s) URL whose host a webhook may reach (names are checked again where
+/// they resolve, at every attempt).
+fn endpoint_url(s: &AppState, url: &str) -> ApiResult<reqwest::Url> {
+    let url = reqwest::Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| ApiError::invalid("url", "url must be an absolute http or https URL."))?;
+    address::check_host(&url, s.webhooks.reach).map_err(|refused| {
+        let hint = match refused {
+            Refusal::Metadata(_) => "",
+            _ => " (setting webhook_private_addresses)",
+        };
+        ApiError::invalid("url", format!("url: {refused}{hint}."))
+    })?;
+    Ok(url)
+}
+
+/// Lists a new endpoint, if its owner has room. Its first event is read under the lock
+/// the dispatcher reads the list and the range under: no event falls between the two.
+fn register(s: &AppState, hook: &mut Webhook) -> ApiResult<()> {
+    let max = s.config.webhooks_per_owner_max;
+    let mut hooks = s.webhooks.hooks.lock().unwrap();
+    let owned = hooks.iter().filter(|h| h.enabled && h.owner_id == hook.owner_id).count();
+    if owned >= max {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_webhooks",
+            format!(
+                "This owner has {owned} webhooks, the most it may have \
+                 (webhooks_per_owner_max): remove one first."
+            ),
+        ));
+    }
+    hook.seq = hooks.last().map_or(1, |h| h.seq + 1);
+    hook.from_event = s.hub.committed();
+    hooks.push(hook.clone());
+    Ok(())
 }
 
 #[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks", request_body = CreateWebhook,
@@ -522,41 +374,10 @@ pub async fn create_webhook(
     Extension(p): Extension<Arc<Principal>>,
     ApiJson(req): ApiJson<CreateWebhook>,
 ) -> ApiResult<axum::response::Response> {
-    let owner_id = match p.role {
-        Role::Admin => req.owner_id.as_deref().map(|o| parse_u128("owner_id", o)).transpose()?,
-        Role::Merchant if !p.accounts.is_empty() => {
-            return Err(ApiError::forbidden(
-                "This key is limited to some of its owner's accounts; webhooks carry all of \
-                 the owner's events: register them with an unlimited merchant key.",
-            ))
-        }
-        Role::Merchant => {
-            let own = p.owner_id.expect("bound key");
-            if let Some(o) = req.owner_id.as_deref() {
-                if parse_u128("owner_id", o)? != own {
-                    return Err(ApiError::forbidden(
-                        "A merchant key registers webhooks for its own owner only.",
-                    ));
-                }
-            }
-            Some(own)
-        }
-        _ => return Err(ApiError::forbidden("Only merchant and admin keys register webhooks.")),
-    };
-    let url = reqwest::Url::parse(&req.url)
-        .ok()
-        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-        .ok_or_else(|| ApiError::invalid("url", "url must be an absolute http or https URL."))?;
-    if link_local(&url) || !s.webhooks.private && internal_literal(&url) {
-        return Err(ApiError::invalid(
-            "url",
-            "url points at an internal address (loopback, private, link-local): refused on a \
-             server that listens beyond loopback (setting webhook_private_addresses).",
-        ));
-    }
-    let id = format!("wh_{}", crate::auth::hex(&random_token(8)));
+    let owner_id = owner_for(&p, req.owner_id.as_deref())?;
+    let url = endpoint_url(&s, &req.url)?;
     let mut hook = Webhook {
-        id: id.clone(),
+        id: format!("wh_{}", crate::auth::hex(&random_token(8))),
         url: url.to_string(),
         secret: format!("whsec_{}", STANDARD.encode(random_token(24))),
         owner_id,
@@ -565,14 +386,10 @@ pub async fn create_webhook(
         created_unix_s: now_unix_s(),
         from_event: 0,
         enabled: true,
+        seq: 0,
+        disabled_unix_s: 0,
     };
-    // Listed before it is stored, with its first event read under the same lock as the
-    // dispatcher reads the list and the range: no event falls between the two.
-    {
-        let mut hooks = s.webhooks.hooks.lock().unwrap();
-        hook.from_event = s.hub.committed();
-        hooks.push(hook.clone());
-    }
+    register(&s, &mut hook)?;
     if let Err(e) = save(&s, &hook).await {
         s.webhooks.hooks.lock().unwrap().retain(|h| h.id != hook.id);
         return Err(e);
@@ -596,42 +413,85 @@ pub async fn disable_created_by(s: &AppState, prefix: &str) -> ApiResult<()> {
         .filter(|h| h.created_by == prefix && h.enabled)
         .cloned()
         .collect();
-    for mut hook in hooks {
-        hook.enabled = false;
-        save(s, &hook).await?;
-        cancel_pending(s, &hook.id).await?;
+    for hook in hooks {
+        disable(s, hook).await?;
     }
     Ok(())
 }
 
+/// Removes an endpoint: disabled (listed until pruned), its waiting deliveries failed.
+async fn disable(s: &AppState, mut hook: Webhook) -> ApiResult<Webhook> {
+    hook.enabled = false;
+    hook.disabled_unix_s = now_unix_s();
+    save(s, &hook).await?;
+    cancel_pending(s, &hook.id).await?;
+    Ok(hook)
+}
+
+fn storage(e: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e)
+}
+
+/// Stores an endpoint, and lists it in its place.
 async fn save(s: &AppState, hook: &Webhook) -> ApiResult<()> {
+    let value = serde_json::to_vec(hook).expect("json");
     s.meta
-        .write(vec![Write::Put(
-            Table::Webhooks,
-            hook.id.as_bytes().to_vec(),
-            serde_json::to_vec(hook).expect("json"),
-        )])
+        .write(vec![Write::Put(Table::Webhooks, hook.id.as_bytes().to_vec(), value)])
         .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
+        .map_err(storage)?;
     let mut hooks = s.webhooks.hooks.lock().unwrap();
-    hooks.retain(|h| h.id != hook.id);
-    hooks.push(hook.clone());
+    match hooks.iter_mut().find(|h| h.id == hook.id) {
+        Some(listed) => *listed = hook.clone(),
+        None => hooks.push(hook.clone()),
+    }
     Ok(())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
-    responses((status = 200, body = Vec<WebhookView>)), security(("bearer" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListWebhooks {
+    /// Rows per page (default 100, at most the server's page_size_max).
+    pub limit: Option<u32>,
+    /// From a previous page's next_cursor.
+    pub cursor: Option<String>,
+}
+
+/// A cursor names the last endpoint of a page: `<seq>_<id>` (opaque to clients).
+fn cursor_of(h: &Webhook) -> String {
+    format!("{}_{}", h.seq, h.id)
+}
+
+fn parse_cursor(c: &str) -> ApiResult<(u64, String)> {
+    c.split_once('_')
+        .and_then(|(seq, id)| Some((seq.parse().ok()?, id.to_string())))
+        .filter(|(_, id)| id.starts_with("wh_"))
+        .ok_or_else(|| ApiError::invalid("cursor", "cursor is not one this list gave."))
+}
+
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks", params(ListWebhooks),
+    responses((status = 200, body = Page<WebhookView>)), security(("bearer" = [])))]
 pub async fn list_webhooks(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-) -> ApiResult<Json<Vec<WebhookView>>> {
+    ApiQuery(q): ApiQuery<ListWebhooks>,
+) -> ApiResult<Json<Page<WebhookView>>> {
     if !matches!(p.role, Role::Admin | Role::Merchant) {
         return Err(ApiError::forbidden("Only merchant and admin keys have webhooks."));
     }
-    let hooks = s.webhooks.hooks.lock().unwrap().clone();
-    Ok(Json(
-        hooks.iter().filter(|h| visible_hook(&s, &p, &h.id).is_ok()).map(Webhook::view).collect(),
-    ))
+    let limit = page_limit(&s, q.limit)? as usize;
+    let after = q.cursor.as_deref().map(parse_cursor).transpose()?;
+    let hooks = s.webhooks.hooks.lock().unwrap();
+    // In creation order, after the cursor's endpoint (whether or not it is still listed).
+    let mut page: Vec<&Webhook> = hooks
+        .iter()
+        .filter(|h| after.as_ref().is_none_or(|(seq, id)| order(h) > (*seq, id.as_str())))
+        .filter(|h| may_see(&p, h))
+        .take(limit + 1)
+        .collect();
+    let more = page.len() > limit;
+    page.truncate(limit);
+    let next_cursor = more.then(|| cursor_of(page[limit - 1]));
+    Ok(Json(Page { data: page.into_iter().map(Webhook::view).collect(), next_cursor }))
 }
 
 #[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks",
@@ -643,32 +503,41 @@ pub async fn delete_webhook(
     Extension(p): Extension<Arc<Principal>>,
     ApiPath(id): ApiPath<String>,
 ) -> ApiResult<Json<WebhookView>> {
-    let mut hook = visible_hook(&s, &p, &id)?;
-    hook.enabled = false;
-    save(&s, &hook).await?;
-    cancel_pending(&s, &hook.id).await?;
-    Ok(Json(hook.view()))
+    let hook = visible_hook(&s, &p, &id)?;
+    Ok(Json(disable(&s, hook).await?.view()))
 }
 
+/// Records read from the store at a time when a removed endpoint's deliveries are failed.
+const CANCEL_BATCH_MAX: usize = 1_000;
+
 /// Marks a removed endpoint's waiting deliveries failed at once (rather than at their next
-/// attempt, which may be an hour away).
+/// attempt, which may be an hour away), a batch at a time.
 async fn cancel_pending(s: &AppState, webhook_id: &str) -> ApiResult<()> {
-    let storage = |e: String| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e);
-    let prefix = format!("{webhook_id}/");
-    s.webhooks.queue.lock().unwrap().retain(|(_, k)| !k.starts_with(prefix.as_bytes()));
-    let mut writes = Vec::new();
-    for (key, value) in s.meta.scan(Table::Deliveries, prefix.as_bytes()).map_err(storage)? {
-        let Ok(mut d) = serde_json::from_slice::<Delivery>(&value) else { continue };
-        if d.state == "pending" {
-            d.state = "failed".into();
-            d.next_attempt_unix_ms = 0;
-            writes.push(Write::Put(Table::Deliveries, key, serde_json::to_vec(&d).expect("json")));
+    let prefix = format!("{webhook_id}/").into_bytes();
+    let mut start = prefix.clone();
+    loop {
+        let rows = s.meta.range(Table::Deliveries, &start, CANCEL_BATCH_MAX).map_err(storage)?;
+        let last = rows.len() < CANCEL_BATCH_MAX;
+        let mut writes = Vec::new();
+        for (key, value) in rows.into_iter().take_while(|(k, _)| k.starts_with(&prefix)) {
+            start = key.clone();
+            start.push(0);
+            let Ok(mut d) = serde_json::from_slice::<Delivery>(&value) else { continue };
+            if d.state == "pending" {
+                let queued = delivery::entry(d.next_attempt_unix_ms, &key);
+                d.state = "failed".into();
+                d.next_attempt_unix_ms = 0;
+                writes.push(delivery::put_record(&key, &d));
+                writes.push(Write::Delete(Table::DeliveryQueue, queued));
+            }
+        }
+        if !writes.is_empty() {
+            s.meta.write(writes).await.map_err(storage)?;
+        }
+        if last || !start.starts_with(&prefix) {
+            return Ok(());
         }
     }
-    if !writes.is_empty() {
-        s.meta.write(writes).await.map_err(storage)?;
-    }
-    Ok(())
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -693,11 +562,11 @@ pub async fn list_deliveries(
     let rows = s
         .meta
         .scan_rev(Table::Deliveries, format!("{}/", hook.id).as_bytes(), limit)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", e))?;
+        .map_err(storage)?;
     Ok(Json(rows.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect()))
 }
 
-/// Pending deliveries by endpoint, for `/metrics`.
+/// Deliveries waiting for an attempt, for `/metrics` (the store keeps the count).
 pub fn pending(s: &AppState) -> usize {
-    s.webhooks.queue.lock().unwrap().len()
+    s.meta.row_count(Table::DeliveryQueue).unwrap_or(0) as usize
 }

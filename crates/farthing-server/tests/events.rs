@@ -141,7 +141,7 @@ async fn webhooks_are_signed_retried_logged_and_scoped() {
         other.get_raw(&format!("/v1/webhooks/{hook_id}/deliveries")).await.unwrap().status,
         404
     );
-    assert_eq!(other.get("/v1/webhooks").await.unwrap().as_array().unwrap().len(), 0);
+    assert_eq!(other.get("/v1/webhooks").await.unwrap()["data"].as_array().unwrap().len(), 0);
     // An admin may register for house accounts (owner 0) or for everything.
     assert_eq!(
         admin

@@ -123,7 +123,8 @@ async fn revoking_a_key_ends_its_streams_and_webhooks() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(received.0.lock().unwrap().len(), 1, "a revoked key's webhook got an event");
     let hooks = admin.get("/v1/webhooks").await.unwrap();
-    let h = hooks.as_array().unwrap().iter().find(|h| h["id"] == hook["id"]).unwrap().clone();
+    let h =
+        hooks["data"].as_array().unwrap().iter().find(|h| h["id"] == hook["id"]).unwrap().clone();
     assert_eq!(h["enabled"], false);
     // The last working admin key cannot be revoked (nobody could make keys after).
     let me = admin.get("/v1/api-keys").await.unwrap();
@@ -162,7 +163,7 @@ async fn merchant_keys_limited_to_accounts_get_no_webhooks() {
         404
     );
     assert_eq!(limited.delete_raw(&format!("/v1/webhooks/{id}")).await.unwrap().status, 404);
-    assert_eq!(limited.get("/v1/webhooks").await.unwrap().as_array().unwrap().len(), 0);
+    assert_eq!(limited.get("/v1/webhooks").await.unwrap()["data"].as_array().unwrap().len(), 0);
     server.shutdown().await.unwrap();
 }
 

@@ -72,7 +72,7 @@ impl Table {
             Self::RiskFeatures => TableDefinition::new("risk_features"),
         }
     }
-    const ALL: [Table; 13] = [
+    const ALL: [Table; 14] = [
         Self::Keys,
         Self::Idempotency,
         Self::Webhooks,

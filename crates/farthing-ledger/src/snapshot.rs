@@ -99,7 +99,8 @@ impl StateMachine {
     pub fn begin_snapshot(&self, transfers_from: usize) -> SnapshotBuilder {
         assert!(transfers_from <= self.transfers.len(), "snapshot starts past the log");
         let end = self.transfers.len();
-        let decisions_from = self.decisions.partition_point(|(p, _)| (*p as usize) < transfers_from);
+        let decisions_from =
+            self.decisions.partition_point(|(p, _)| (*p as usize) < transfers_from);
         let decisions_end = self.decisions.len();
         let mut tail = Vec::new();
         self.encode_tail(&mut tail);

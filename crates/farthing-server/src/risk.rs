@@ -731,7 +731,9 @@ impl Risk {
     pub async fn decision(&self, id: u128) -> Result<Option<Found>, String> {
         let (t, kept, held) = self
             .ledger
-            .read_async(move |sm| (sm.transfer(id).copied(), sm.decision(id).copied(), sm.is_held(id)))
+            .read_async(move |sm| {
+                (sm.transfer(id).copied(), sm.decision(id).copied(), sm.is_held(id))
+            })
             .await
             .map_err(|e| e.to_string())?;
         if let (Some(t), Some(kept)) = (t, kept) {
@@ -752,14 +754,15 @@ impl Risk {
         held: bool,
     ) -> Result<DecisionRecord, String> {
         let k = Kept::decode(&d.body).map_err(|e| e.to_string())?;
-        let features = match self.meta.get(Table::RiskFeatures, &features_key(t.debit_account_id, t.id))? {
-            Some(v) => v
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-                .map(|v| v.is_finite().then_some(f64::from(v)))
-                .collect(),
-            None => Vec::new(),
-        };
+        let features =
+            match self.meta.get(Table::RiskFeatures, &features_key(t.debit_account_id, t.id))? {
+                Some(v) => v
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+                    .map(|v| v.is_finite().then_some(f64::from(v)))
+                    .collect(),
+                None => Vec::new(),
+            };
         let scale = self.scales.lock().unwrap().get(&t.asset).copied().unwrap_or(0);
         let model = (k.model_digest != 0).then(|| {
             let m = self.models.lock().unwrap();

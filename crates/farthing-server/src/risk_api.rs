@@ -329,12 +329,7 @@ pub async fn judge_batch(
 }
 
 /// A held payment and its decision, if the caller may see it and may decide it.
-async fn held(
-    s: &AppState,
-    p: &Principal,
-    risk: &Risk,
-    id: u128,
-) -> ApiResult<DecisionRecord> {
+async fn held(s: &AppState, p: &Principal, risk: &Risk, id: u128) -> ApiResult<DecisionRecord> {
     let (pending, d, _) = pending_for(s, p, id).await?;
     let found = risk.decision(id).await.map_err(internal)?;
     let record = found.map(|f| f.record).filter(|r| r.held).ok_or_else(|| {
@@ -392,7 +387,8 @@ async fn decide_hold(s: &AppState, p: &Principal, id: &str, approved: bool) -> A
     let risk = risk_of(s)?;
     let id = parse_id("id", id)?;
     let record = held(s, p, risk, id).await?;
-    let mut flags = if approved { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
+    let mut flags =
+        if approved { TransferFlags::POST_PENDING } else { TransferFlags::VOID_PENDING };
     flags.set(TransferFlags::RELEASE_HOLD, true);
     let t = Transfer {
         id: id_or_new("id", &None)?,

@@ -53,8 +53,8 @@ impl Op {
             Self::Pulse,
             Self::CreateJudgedTransfers,
         ]
-            .into_iter()
-            .find(|op| *op as u8 == value)
+        .into_iter()
+        .find(|op| *op as u8 == value)
     }
     pub fn event_bytes(self) -> usize {
         match self {

@@ -434,8 +434,9 @@ mod tests {
         let sm = ledger();
         let mut bytes = Vec::new();
         sm.encode_snapshot(0, &mut bytes);
-        // The pending section follows magic, start, six counts, timestamp, then the tables.
-        let at = 8 + 8 + 6 * 8 + 8 + ASSET_BYTES + 2 * EVENT_BYTES + 2 * EVENT_BYTES;
+        // The pending section follows magic, start, seven counts, timestamp, then the
+        // tables (no decisions here).
+        let at = 8 + 8 + 7 * 8 + 8 + ASSET_BYTES + 2 * EVENT_BYTES + 2 * EVENT_BYTES;
         assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 1);
         bytes[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
         let err = StateMachine::decode_snapshot(&bytes).unwrap_err();

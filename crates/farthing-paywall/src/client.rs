@@ -3,8 +3,10 @@
 //!
 //! The first request to a URL costs two round trips (the 402, then the paid retry); the
 //! client remembers the URL's terms, so later requests carry their voucher at once.
-//! Requests on one channel should be made one after another: vouchers that overtake each
-//! other on the wire arrive out of order and the later-numbered one wins.
+//! Requests on one channel may be concurrent: vouchers that overtake each other on the wire
+//! are each served by the paywall while a higher one pays for them (up to 128 behind the
+//! best; see [`crate::served`]), and a refused voucher's price is given back to the budget
+//! when no later voucher was signed after it.
 
 use std::collections::HashMap;
 use std::sync::Arc;

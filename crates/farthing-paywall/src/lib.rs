@@ -29,6 +29,7 @@
 pub mod client;
 pub mod layer;
 pub mod paywall;
+pub mod served;
 pub mod source;
 pub mod x402;
 

@@ -15,6 +15,7 @@ use farthing_rails::channel::{
     verify_signatures, Channel, ChannelError, SignedVoucher, VERIFY_BATCH_SIZE_MAX,
 };
 
+use crate::served::{Admission, NotServed, Served};
 use crate::source::{ChannelInfo, ChannelSource, ChannelState, SourceError};
 use crate::x402::{
     PaymentPayload, PaymentRequired, PaymentRequirements, RequirementsExtra, Resource,
@@ -120,6 +121,8 @@ struct Entry {
     dirty: bool,
     /// Farthing refused a voucher this paywall accepted (a bad signature): no more.
     blocked: bool,
+    /// The sequences served and the credit: late vouchers are served, each once.
+    served: Served,
     fetched_at: Instant,
 }
 
@@ -129,6 +132,7 @@ impl Entry {
         let mut channel =
             Channel::open(info.id, info.payer_key, info.locked_units, info.expires_at);
         channel.best = info.best_voucher;
+        let served = Served::learned(info.best_voucher.map(|b| b.voucher.sequence));
         Self {
             channel,
             payer_account_id: info.payer_account_id,
@@ -138,6 +142,7 @@ impl Entry {
             dispute_s: info.dispute_s,
             dirty: false,
             blocked: false,
+            served,
             fetched_at: asked,
         }
     }
@@ -147,24 +152,30 @@ impl Entry {
         let mine = self.channel.best;
         let dirty = self.dirty;
         let blocked = self.blocked;
+        let served = std::mem::take(&mut self.served);
         *self = Self::new(info, asked);
         self.blocked = blocked;
         if let Some(mine) = mine {
             if self.channel.claimable() < mine.voucher.cumulative {
                 self.channel.best = Some(mine);
                 self.dirty = dirty;
+                self.served = served;
+            } else if self.channel.best == Some(mine) {
+                // Farthing has what was served here: what was served stays known.
+                self.served = served;
             }
         }
     }
 
-    /// Every rule but the signature; `Ok` with the payer's key.
+    /// Every rule but the signature; `Ok` with the payer's key and what the voucher would
+    /// do: become the best, or be served late (see [`crate::served`]).
     fn check(
         &self,
         config: &PaywallConfig,
         sv: &SignedVoucher,
         price: u128,
         now_s: u64,
-    ) -> Result<VerifyingKey, Refused> {
+    ) -> Result<(VerifyingKey, Admission), Refused> {
         if self.blocked || !self.open {
             return Err(Refused::channel(ChannelError::Closed));
         }
@@ -192,21 +203,25 @@ impl Entry {
                 "the channel expires before a voucher taken now would reach Farthing",
             ));
         }
-        let increment = self.channel.check_verified(sv, now_s).map_err(Refused::channel)?;
+        self.channel.check_except_order(sv, now_s).map_err(Refused::channel)?;
+        let v = &sv.voucher;
+        let admission = self
+            .served
+            .check(v.sequence, v.cumulative, self.channel.claimable(), price)
+            .map_err(|e| match e {
+                NotServed::NotHigher => Refused::channel(ChannelError::NotHigher),
+                NotServed::BelowPrice { covered } => Refused::new(
+                    "voucher_below_price",
+                    format!("the voucher pays {covered} of the price, {price}"),
+                ),
+            })?;
         if now_s.saturating_add(last_flush) >= sv.voucher.expires_at_s {
             return Err(Refused::new(
                 "voucher_expires_too_soon",
                 "the voucher expires before it would reach Farthing: sign it to last longer",
             ));
         }
-
-        if increment < price {
-            return Err(Refused::new(
-                "voucher_below_price",
-                format!("the voucher adds {increment}, the price is {price}"),
-            ));
-        }
-        Ok(*self.channel.payer_key())
+        Ok((*self.channel.payer_key(), admission))
     }
 }
 
@@ -355,14 +370,17 @@ impl Paywall {
         let entry = book.get_mut(&sv.voucher.channel).ok_or_else(|| {
             Refused::new("channel_unavailable", "the channel was dropped meanwhile")
         })?;
-        let verified_key = entry.check(&self.inner.config, sv, price, now_s)?;
+        let (verified_key, admission) = entry.check(&self.inner.config, sv, price, now_s)?;
         if verified_key != key {
             return Err(Refused::channel(ChannelError::BadSignature));
         }
-        entry.channel.accept_verified(sv, now_s).map_err(Refused::channel)?;
-        entry.dirty = true;
+        if let Admission::Higher { .. } = admission {
+            entry.channel.accept_verified(sv, now_s).map_err(Refused::channel)?;
+            entry.dirty = true;
+        }
         let v = &sv.voucher;
-        debug_assert!(entry.channel.claimable() == v.cumulative);
+        entry.served.serve(v.sequence, admission, price);
+        let claimed = entry.channel.claimable();
         Ok(SettlementResponse {
             success: true,
             network: self.inner.config.network.clone(),
@@ -370,8 +388,8 @@ impl Paywall {
             payer: entry.payer_account_id.clone(),
             extra: SettlementExtra {
                 channel_id: v.channel.to_string(),
-                claimed: v.cumulative.to_string(),
-                remaining: (entry.channel.locked - v.cumulative).to_string(),
+                claimed: claimed.to_string(),
+                remaining: (entry.channel.locked - claimed).to_string(),
             },
         })
     }
@@ -391,7 +409,7 @@ impl Paywall {
                 let age = e.fetched_at.elapsed();
                 let fresh = age < self.inner.config.refetch_interval;
                 let stale = age >= self.inner.config.state_refetch_interval;
-                (e.check(&self.inner.config, sv, price, now_s), fresh, stale)
+                (e.check(&self.inner.config, sv, price, now_s).map(|(key, _)| key), fresh, stale)
             })
         };
         match known {
@@ -438,7 +456,7 @@ impl Paywall {
             }
             std::collections::hash_map::Entry::Vacant(e) => e.insert(Entry::new(info, asked)),
         };
-        entry.check(&self.inner.config, sv, price, now_s)
+        entry.check(&self.inner.config, sv, price, now_s).map(|(key, _)| key)
     }
 
     /// Hands the voucher to the verifier threads; `Ok(signature good)`.

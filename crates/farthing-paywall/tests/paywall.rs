@@ -423,3 +423,68 @@ async fn unknown_channels_are_remembered() {
     }
     assert_eq!(env.fake.fetches.load(Ordering::SeqCst) - before, 1);
 }
+
+/// Concurrent requests on one channel: the client signs vouchers in order, but they
+/// overtake each other on the wire. A late voucher that a higher one already pays for is
+/// served (each sequence once), so what was served is exactly what is charged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_on_one_channel_are_charged_exactly_what_was_served() {
+    let env = Arc::new(env().await);
+    let client = Arc::new(client(&env, 1_000_000));
+    // The first request learns the terms and opens the channel.
+    let first = client.get(&format!("{}/articles/1", env.app)).await.unwrap();
+    assert_eq!(first.response.status(), 200);
+    let mut tasks = tokio::task::JoinSet::new();
+    for t in 0..32 {
+        let (env, client) = (env.clone(), client.clone());
+        tasks.spawn(async move {
+            let mut served = 0u128;
+            for n in 0..8 {
+                let paid = client.get(&format!("{}/articles/{}", env.app, t * 8 + n)).await;
+                match paid {
+                    Ok(paid) if paid.response.status() == 200 => {
+                        assert_eq!(paid.price, PRICE);
+                        served += 1;
+                    }
+                    Ok(paid) => panic!("status {}", paid.response.status()),
+                    Err(e) => panic!("refused: {e}"),
+                }
+            }
+            served
+        });
+    }
+    let mut served = 1;
+    while let Some(done) = tasks.join_next().await {
+        served += done.unwrap();
+    }
+    assert_eq!(served, 257, "every request is served");
+    env.paywall.flush().await.unwrap();
+    let channels = env.fake.channels.lock().unwrap();
+    let settled: u128 = channels.values().map(|fc| fc.channel.claimable()).sum();
+    assert_eq!(settled, served * PRICE, "served × price = settled");
+    drop(channels);
+    assert_eq!(client.spent().await, served * PRICE, "the client counts the same");
+}
+
+/// A voucher sent again after it was served, late or not, is refused; so is a late voucher
+/// no credit pays for.
+#[tokio::test]
+async fn a_late_voucher_is_served_once_and_only_when_paid_for() {
+    let env = env().await;
+    let payer = payer();
+    let id = env.fake.open(payer.verifying_key(), MERCHANT, 10_000);
+    let pay =
+        |seq: u64, cumulative: u128| Some(header(&env, &voucher(id, seq, cumulative).sign(&payer)));
+    assert_eq!(present(&env, "/articles/1", pay(3, 300)).await, (200, String::new()));
+    assert_eq!(present(&env, "/articles/1", pay(1, 100)).await, (200, String::new()));
+    assert_eq!(present(&env, "/articles/1", pay(1, 100)).await, (402, "voucher_not_higher".into()));
+    assert_eq!(present(&env, "/articles/1", pay(3, 300)).await, (402, "voucher_not_higher".into()));
+    assert_eq!(present(&env, "/articles/1", pay(2, 200)).await, (200, String::new()));
+    // The credit is spent: a late voucher 4 below a best 5 that paid only its own price.
+    assert_eq!(present(&env, "/articles/1", pay(6, 400)).await, (200, String::new()));
+    assert_eq!(
+        present(&env, "/articles/1", pay(5, 400)).await,
+        (402, "voucher_below_price".into())
+    );
+    assert_eq!(env.paywall.best(id).unwrap().voucher.cumulative, 400);
+}

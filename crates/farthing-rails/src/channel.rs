@@ -193,6 +193,21 @@ impl Channel {
     /// the caller has already verified against [`Channel::payer_key`] (for instance many
     /// at once with [`verify_signatures`]).
     pub fn check_verified(&self, sv: &SignedVoucher, now_s: u64) -> Result<u128, ChannelError> {
+        self.check_except_order(sv, now_s)?;
+        let v = &sv.voucher;
+        if let Some(best) = &self.best {
+            if v.sequence <= best.voucher.sequence || v.cumulative <= best.voucher.cumulative {
+                return Err(ChannelError::NotHigher);
+            }
+        }
+        Ok(v.cumulative - self.claimable())
+    }
+
+    /// Every rule of [`Channel::check_verified`] but the order (that the voucher is higher
+    /// than the best): the channel takes vouchers, the voucher is its own, unexpired and
+    /// within the locked amount. A paywall that serves late vouchers (lower than the best,
+    /// already paid for by it) applies its own order rule after this one.
+    pub fn check_except_order(&self, sv: &SignedVoucher, now_s: u64) -> Result<(), ChannelError> {
         let v = &sv.voucher;
         match self.state {
             State::Closed { .. } => return Err(ChannelError::Closed),
@@ -211,12 +226,7 @@ impl Channel {
         if v.cumulative > self.locked {
             return Err(ChannelError::OverLocked);
         }
-        if let Some(best) = &self.best {
-            if v.sequence <= best.voucher.sequence || v.cumulative <= best.voucher.cumulative {
-                return Err(ChannelError::NotHigher);
-            }
-        }
-        Ok(v.cumulative - self.claimable())
+        Ok(())
     }
 
     /// Accepts a voucher: it becomes the best. Returns the increment.

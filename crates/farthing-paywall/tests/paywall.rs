@@ -459,10 +459,9 @@ async fn concurrent_requests_on_one_channel_are_charged_exactly_what_was_served(
     }
     assert_eq!(served, 257, "every request is served");
     env.paywall.flush().await.unwrap();
-    let channels = env.fake.channels.lock().unwrap();
-    let settled: u128 = channels.values().map(|fc| fc.channel.claimable()).sum();
+    let settled: u128 =
+        env.fake.channels.lock().unwrap().values().map(|fc| fc.channel.claimable()).sum();
     assert_eq!(settled, served * PRICE, "served × price = settled");
-    drop(channels);
     assert_eq!(client.spent().await, served * PRICE, "the client counts the same");
 }
 

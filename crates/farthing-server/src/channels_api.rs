@@ -541,11 +541,14 @@ pub async fn open_channel(
         };
     }
     if !rails.begin_open(id) {
-        return Err(ApiError::new(
+        let mut busy = ApiError::new(
             StatusCode::CONFLICT,
             "channel_busy",
-            "This channel is being opened by another request.",
-        ));
+            "This channel is being opened by another request; retry when it has answered.",
+        );
+        // Transient: never kept as an Idempotency-Key's answer.
+        busy.retry_after_s = Some(1);
+        return Err(busy);
     }
     let _opening = Opening(rails, id);
     cap_check(&s, asset.id, amount)?;

@@ -58,8 +58,23 @@ pub struct Config {
     pub events_streams_per_key_max: usize,
     /// The engine signs a checkpoint at least this often when the log grew.
     pub checkpoint_interval_ms: u64,
-    /// Client connections open at once; past it, new ones wait in the kernel's backlog.
+    /// Client connections open at once. When all are taken, the one idle the longest is
+    /// closed to make room; only when every one has a request in flight do new ones wait in
+    /// the kernel's backlog.
     pub connections_max: usize,
+    /// An HTTP/1 request's headers must arrive within this.
+    pub http_header_read_timeout_ms: u64,
+    /// A connection with no request in flight is closed after this (keep-alive, or a
+    /// connection that never completes a request).
+    pub http_idle_timeout_ms: u64,
+    /// A request body must arrive whole within this: with the body limits, a minimum body
+    /// rate (64 KiB in 30 s by default; a 4 MiB batch, 140 KB/s).
+    pub http_body_read_timeout_ms: u64,
+    /// HTTP/2 connections are pinged this often, and closed when a ping is not answered
+    /// within as long.
+    pub http2_keep_alive_interval_s: u64,
+    /// Streams (requests) one HTTP/2 connection may carry at once.
+    pub http2_max_concurrent_streams: u32,
     /// Worker threads of the server's runtime (0: one per core).
     pub worker_threads: usize,
     /// Transfers to allocate memory for at start (the ledger still grows past it).
@@ -114,6 +129,11 @@ impl Default for Config {
             events_streams_per_key_max: 8,
             checkpoint_interval_ms: 1_000,
             connections_max: 10_000,
+            http_header_read_timeout_ms: 10_000,
+            http_idle_timeout_ms: 60_000,
+            http_body_read_timeout_ms: 30_000,
+            http2_keep_alive_interval_s: 20,
+            http2_max_concurrent_streams: 256,
             worker_threads: 0,
             transfers_capacity: 1_000_000,
             accounts_capacity: 100_000,
@@ -147,7 +167,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 36] = [
+    const FIELDS: [&'static str; 41] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -171,6 +191,11 @@ impl Config {
         "webhook_deliveries_retention_s",
         "checkpoint_interval_ms",
         "connections_max",
+        "http_header_read_timeout_ms",
+        "http_idle_timeout_ms",
+        "http_body_read_timeout_ms",
+        "http2_keep_alive_interval_s",
+        "http2_max_concurrent_streams",
         "worker_threads",
         "transfers_capacity",
         "accounts_capacity",
@@ -224,6 +249,11 @@ impl Config {
             ("events_streams_per_key_max", self.events_streams_per_key_max as u64),
             ("checkpoint_interval_ms", self.checkpoint_interval_ms),
             ("connections_max", self.connections_max as u64),
+            ("http_header_read_timeout_ms", self.http_header_read_timeout_ms),
+            ("http_idle_timeout_ms", self.http_idle_timeout_ms),
+            ("http_body_read_timeout_ms", self.http_body_read_timeout_ms),
+            ("http2_keep_alive_interval_s", self.http2_keep_alive_interval_s),
+            ("http2_max_concurrent_streams", u64::from(self.http2_max_concurrent_streams)),
             ("risk_reload_ms", self.risk_reload_ms),
             ("channel_settle_ms", self.channel_settle_ms),
             ("channel_expires_in_s", self.channel_expires_in_s),

@@ -46,7 +46,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let value = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
         use serde_path_to_error::Segment;
         let mut pointer = String::new();
         for segment in e.path().iter() {
@@ -92,7 +92,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let mut error = ApiError::bad_request(code, detail);
         error.field = pointer;
         error
-    })
+    })?;
+    // One JSON document, then at most whitespace: bytes after it are refused, not ignored
+    // (a proxy or a client that appends a second document must not be half-read).
+    de.end().map_err(|_| {
+        ApiError::bad_request(
+            "trailing_bytes",
+            "The body holds bytes after its JSON document; send one JSON object only.",
+        )
+    })?;
+    Ok(value)
 }
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {

@@ -7,7 +7,8 @@
 //! What is recorded: answers of requests that ran to a decision — 2xx, and the ledger's
 //! refusals (409, 422), and the risk engine's declines (402). Requests refused before they ran (400, 401, 403, 404, 413, 415,
 //! 429) and failures (5xx) are not: a retry runs again. Answers that show a secret once
-//! (a new API key, a webhook's signing secret) are never stored. Requests are compared as
+//! (a new API key, a webhook's signing secret) are never stored, nor transient conflicts
+//! (a 409 with `Retry-After`, such as `channel_busy`). Requests are compared as
 //! JSON (key order and spacing do not matter). Beneath this, the ledger's own ids make a
 //! retried transfer safe even without a key.
 
@@ -84,6 +85,15 @@ impl Idempotency {
     }
 }
 
+/// The answer to a body over its route's limit.
+pub fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "The request body is larger than this route accepts (see docs/API.md, Limits).",
+    )
+}
+
 fn replay(record: Record) -> Response {
     let status = StatusCode::from_u16(record.status).unwrap_or(StatusCode::OK);
     let mut response = (status, record.body).into_response();
@@ -131,14 +141,8 @@ async fn run(
             )
         })?;
     let (parts, body) = req.into_parts();
-    let limit = s.config.batch_body_bytes_max.max(s.config.body_bytes_max);
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            "The request body is too large.",
-        )
-    })?;
+    // The route's own limit, as without a key (checked on the declared length before).
+    let bytes = to_bytes(body, crate::body_limit(s, &parts)).await.map_err(|_| too_large())?;
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update([0]);
@@ -185,10 +189,14 @@ async fn run(
     let request = Request::from_parts(parts, Body::from(bytes));
     let response = crate::api::ID_SEED.scope(seed, next.run(request)).await;
     let status = response.status();
-    let decided = status.is_success()
-        || status == StatusCode::PAYMENT_REQUIRED
-        || status == StatusCode::CONFLICT
-        || status == StatusCode::UNPROCESSABLE_ENTITY;
+    // A conflict that asks to be retried (`Retry-After`: `channel_busy`) is transient, not
+    // a decision: kept, it would answer every retry with the same refusal.
+    let transient = response.headers().contains_key(header::RETRY_AFTER);
+    let decided = !transient
+        && (status.is_success()
+            || status == StatusCode::PAYMENT_REQUIRED
+            || status == StatusCode::CONFLICT
+            || status == StatusCode::UNPROCESSABLE_ENTITY);
     if !decided || response.extensions().get::<NoReplay>().is_some() {
         return Ok(response);
     }

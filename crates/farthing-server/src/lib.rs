@@ -14,6 +14,7 @@ pub mod auth;
 pub mod channels;
 pub mod channels_api;
 pub mod config;
+pub mod conn;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -39,9 +40,6 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use farthing_store::{Engine, EngineConfig};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -165,10 +163,35 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
     (app, openapi)
 }
 
+/// Routes whose bodies may be as large as `batch_body_bytes_max`.
+const BATCH_ROUTES: [&str; 2] = ["/v1/transfers/batch", "/v1/channels/vouchers"];
+
+/// The most bytes the request's route takes in a body.
+pub(crate) fn body_limit(s: &AppState, parts: &axum::http::request::Parts) -> usize {
+    let route = parts.extensions.get::<MatchedPath>().map(|m| m.as_str());
+    match route.is_some_and(|r| BATCH_ROUTES.contains(&r)) {
+        true => s.config.batch_body_bytes_max,
+        false => s.config.body_bytes_max,
+    }
+}
+
 /// Every `/v1` route but the log's key: the caller's key, then its `Idempotency-Key`.
-async fn authenticate(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
+async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Response {
     match s.keys.authenticate(req.headers()) {
         Ok(p) => {
+            // A body declared over the route's limit is refused before a byte of it is
+            // read, with or without an Idempotency-Key (a body without a length is cut off
+            // at the limit as it is read).
+            let (parts, body) = req.into_parts();
+            let declared = parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > body_limit(&s, &parts) as u64) {
+                return idempotency::too_large().into_response();
+            }
+            let mut req = Request::from_parts(parts, body);
             req.extensions_mut().insert(p.clone());
             if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
                 return next.run(req).await;
@@ -346,7 +369,22 @@ impl Server {
             .await
             .map_err(|e| e.to_string())?;
         hub.start_at(committed);
-        let meta = meta::Meta::open(&root.join("server.redb"))?;
+        let records = root.join("server.redb");
+        if !records.exists() && (!assets.is_empty() || !accounts.is_empty() || committed > 0) {
+            return Err(format!(
+                "{}: missing beside a ledger that holds {} assets, {} accounts and {} transfers: \
+                 starting would make new API keys, webhooks, channel and risk records. Nothing was \
+                 changed. Restore it from a backup; or, if the loss is known and accepted, \
+                 `farthing recover --data-dir {} --new-server-records` starts them afresh (and \
+                 prints a new admin key)",
+                records.display(),
+                assets.len(),
+                accounts.len(),
+                committed,
+                root.display()
+            ));
+        }
+        let meta = meta::Meta::open(&records)?;
         let meta_for_secret = meta.clone();
         let keys =
             auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;
@@ -414,8 +452,16 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let scheme = if tls.is_some() { "https" } else { "http" };
         let (app, _) = router(state.clone());
-        let serving =
-            tokio::spawn(serve(listener, tls, app, state.stop_signal(), config.connections_max));
+        let limits = conn::Limits {
+            connections_max: config.connections_max,
+            header_read_timeout: Duration::from_millis(config.http_header_read_timeout_ms),
+            idle_timeout: Duration::from_millis(config.http_idle_timeout_ms),
+            http2_keep_alive_interval: Duration::from_secs(config.http2_keep_alive_interval_s),
+            http2_max_concurrent_streams: config.http2_max_concurrent_streams,
+            tls_handshake_timeout: Duration::from_millis(config.http_header_read_timeout_ms),
+            body_read_timeout: Duration::from_millis(config.http_body_read_timeout_ms),
+        };
+        let serving = tokio::spawn(conn::serve(listener, tls, app, state.stop_signal(), limits));
         let tasks = vec![
             tokio::spawn(webhooks::dispatch(state.clone(), state.stop_signal())),
             tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
@@ -466,6 +512,34 @@ impl Server {
     }
 }
 
+/// Starts the server's records afresh for a data directory whose `server.redb` was lost or
+/// damaged (`farthing recover --new-server-records`): the old file, if any, is moved aside
+/// to `server.redb.lost-<unix seconds>`, and a new one is made with a new admin key, which
+/// is returned to be shown once. API keys, webhooks, channel records and risk records of the
+/// old file are gone; the ledger and its log are untouched.
+pub async fn start_new_server_records(data_dir: &std::path::Path) -> Result<String, String> {
+    let path = data_dir.join("server.redb");
+    if !data_dir.join("FORMAT").exists() {
+        return Err(format!("{} is not a Farthing data directory", data_dir.display()));
+    }
+    // The lock: no server may be running on the directory.
+    let lock = std::fs::OpenOptions::new()
+        .write(true)
+        .open(data_dir.join("LOCK"))
+        .map_err(|e| format!("{}: {e}", data_dir.display()))?;
+    lock.try_lock().map_err(|_| {
+        format!("{} is in use by a running server: stop it first", data_dir.display())
+    })?;
+    if path.exists() {
+        let now = auth::now_unix_s();
+        let aside = data_dir.join(format!("server.redb.lost-{now}"));
+        std::fs::rename(&path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    drop(lock);
+    meta::Meta::open(&path)?.close();
+    make_admin_key(data_dir, "made by farthing recover").await
+}
+
 /// Makes a new admin key for a data directory no server is using (the recovery when every
 /// admin key is lost); returns the key, to be shown once.
 pub async fn make_admin_key(data_dir: &std::path::Path, label: &str) -> Result<String, String> {
@@ -486,68 +560,6 @@ pub async fn make_admin_key(data_dir: &std::path::Path, label: &str) -> Result<S
     let made = keys.create(new, None).await.map_err(|e| e.detail);
     meta.close();
     Ok(made?.0)
-}
-
-/// Accepts connections until told to stop, then drains them.
-async fn serve(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    app: Router,
-    mut stop: watch::Receiver<bool>,
-    connections_max: usize,
-) {
-    let graceful = GracefulShutdown::new();
-    // Each connection holds a permit while it lives; with none left, accepting waits (and
-    // new clients wait in the kernel's backlog) instead of the server running out of files.
-    let permits = Arc::new(tokio::sync::Semaphore::new(connections_max));
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-    loop {
-        let permit = tokio::select! {
-            permit = permits.clone().acquire_owned() => permit.expect("never closed"),
-            _ = stop.changed() => break,
-        };
-        let (tcp, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                }
-            },
-            _ = stop.changed() => break,
-        };
-        let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                let conn =
-                    builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
-                tokio::spawn(async move {
-                    let _ = watcher.watch(conn).await;
-                    drop(permit);
-                });
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    let Ok(Ok(stream)) =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await
-                    else {
-                        return;
-                    };
-                    let conn = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    let _ = watcher.watch(conn).await;
-                    drop(permit);
-                });
-            }
-        }
-    }
-    drop(listener);
-    let _ = tokio::time::timeout(Duration::from_secs(30), graceful.shutdown()).await;
 }
 
 /// Drops idempotency records past their retention, hourly.

@@ -122,7 +122,23 @@ pub struct Meta {
 impl Meta {
     /// Opens (or creates) the store and starts its writer thread.
     pub fn open(path: &Path) -> Result<Self, String> {
-        let db = Database::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let damaged = |why: String| {
+            format!(
+                "{}: damaged ({why}). Nothing was changed. Restore it from a backup; or, if the \
+                 loss is known and accepted, `farthing recover --data-dir {} --new-server-records` \
+                 starts the server's records afresh",
+                path.display(),
+                path.parent().map_or(".".into(), |p| p.display().to_string())
+            )
+        };
+        // An empty file would be taken for a new database: every record gone, silently.
+        if std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+            return Err(damaged("it is empty: truncated?".into()));
+        }
+        // redb asserts (panics) on some truncated files rather than answering an error.
+        let opened = std::panic::catch_unwind(|| Database::create(path))
+            .map_err(|_| damaged("shorter than its own header says: truncated?".into()))?;
+        let db = opened.map_err(|e| damaged(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| e.to_string())?;
         for table in Table::ALL {
             txn.open_table(table.def()).map_err(|e| e.to_string())?;

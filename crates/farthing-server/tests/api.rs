@@ -142,7 +142,6 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         })
         .collect();
     let too_many = format!(r#"{{"transfers":[{}]}}"#, items.join(","));
-    let huge_batch = format!(r#"{{"transfers":[],"pad":"{}"}}"#, "x".repeat(5 << 20));
     let json_ct = "application/json";
     // (what, path, content type, body, status, code, field)
     let cases: Vec<Case> = vec![
@@ -159,7 +158,6 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         ("a batch over the limit", "/v1/transfers/batch", Some(json_ct), too_many, 400, "batch_size", Some("/transfers")),
         ("a bad item fails the whole batch", "/v1/transfers/batch", Some(json_ct), r#"{"transfers":[{"debit_account_id":"1001","credit_account_id":"2001","amount":"1"},{"debit_account_id":"1001","credit_account_id":"2001","amount":"x"}]}"#.into(), 400, "invalid_field", Some("/transfers/1/amount")),
         ("a body over the limit", "/v1/transfers", Some(json_ct), big, 413, "body_too_large", None),
-        ("a batch body over the limit", "/v1/transfers/batch", Some(json_ct), huge_batch, 413, "body_too_large", None),
         ("text/plain", "/v1/transfers", Some("text/plain"), payment.into(), 415, "unsupported_media_type", None),
         ("no content type", "/v1/transfers", None, payment.into(), 415, "unsupported_media_type", None),
         ("form data", "/v1/accounts", Some("application/x-www-form-urlencoded"), "id=5".into(), 415, "unsupported_media_type", None),
@@ -171,6 +169,8 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
         ("a payer key without owner", "/v1/api-keys", Some(json_ct), r#"{"role":"payer"}"#.into(), 400, "invalid_field", Some("/owner_id")),
         ("a webhook URL that is not http", "/v1/webhooks", Some(json_ct), r#"{"url":"ftp://example.com/x"}"#.into(), 400, "invalid_field", Some("/url")),
         ("a JSON array", "/v1/transfers", Some(json_ct), "[]".into(), 400, "invalid_body", None),
+        ("a second document after the body", "/v1/transfers", Some(json_ct), format!("{payment}{payment}"), 400, "trailing_bytes", None),
+        ("bytes after the body", "/v1/transfers", Some(json_ct), format!("{payment} x"), 400, "trailing_bytes", None),
     ];
     for (what, path, content_type, body, status, code, field) in cases {
         let mut request = http.post(url(path)).bearer_auth(ADMIN_KEY).body(body);
@@ -570,34 +570,95 @@ fn configuration_from_a_file_then_the_environment() {
     assert!(bad.validate().unwrap_err().contains("idempotency_ttl_h"));
 }
 
+/// Past `connections_max`, the connection idle the longest is closed to make room; only
+/// when every connection has a request in flight (here, event streams) does a new one wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_past_the_limit_wait_their_turn() {
+async fn connections_past_the_limit_shed_the_idlest_or_wait_their_turn() {
     use farthing_client::raw::Connection;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().unwrap();
     let cfg = farthing_server::Config { connections_max: 2, ..config(dir.path()) };
     let (server, admin) = start(cfg).await;
     admin.create_asset("USD", 2).await.unwrap();
-    drop(admin); // its pooled connection would hold a permit
+    drop(admin); // its pooled connection would hold a slot
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let addr = server.addr.to_string();
     let body = || bytes::Bytes::from_static(br#"{"code":"EUR","scale":2}"#);
     let mut first = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
     let mut second = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
     assert!(first.post_json("/v1/assets", body()).await.unwrap().0 < 300);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(second.post_json("/v1/assets", body()).await.unwrap().0 < 300);
+    // Both idle: the third is served at once, and the first (idle longest) is closed.
     let mut third = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
+    let answer = tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        third.post_json("/v1/assets", body()),
+    )
+    .await
+    .expect("served without waiting");
+    assert_eq!(answer.unwrap().0, 200);
+    assert!(first.post_json("/v1/assets", body()).await.is_err(), "the idlest was closed");
+    drop((first, second, third));
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    // Two event streams: both in flight, nothing to shed; a third connection waits.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\n\r\n"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 256];
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf[..n]));
+        streams.push(tcp);
+    }
+    let mut waiting_conn = Connection::connect(&addr, ADMIN_KEY).await.unwrap();
     let waiting = tokio::spawn(async move {
-        let answer = third
+        let answer = waiting_conn
             .post_json("/v1/assets", bytes::Bytes::from_static(br#"{"code":"EUR","scale":2}"#))
             .await;
-        (answer, third)
+        (answer, waiting_conn)
     });
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!waiting.is_finished(), "a third connection was served past the limit of two");
-    drop(first);
+    drop(streams.pop());
     let served = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
-    let (answer, third) = served.expect("served once a connection closed").unwrap();
+    let (answer, waiting_conn) = served.expect("served once a stream closed").unwrap();
     assert_eq!(answer.unwrap().0, 200);
-    drop((second, third));
+    drop((streams, waiting_conn));
+    server.shutdown().await.unwrap();
+}
+
+/// A body declared over the route's limit is refused before a byte of it is read, with an
+/// Idempotency-Key as without: the server answers at once instead of waiting for it (or
+/// buffering the batch route's 4 MiB for a route that takes 64 KiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    // (route, declared length): one over the 64 KiB limit, one over the batch's 4 MiB.
+    let cases = [("/v1/transfers", 100_000), ("/v1/transfers/batch", 5 << 20)];
+    for ((path, length), idempotency) in
+        cases.iter().flat_map(|c| [(c, ""), (c, "Idempotency-Key: big-1\r\n")])
+    {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n{idempotency}\r\n{{"
+        );
+        tcp.write_all(head.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let read = tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read(&mut answer))
+            .await
+            .expect("answered without waiting for the body")
+            .unwrap();
+        let text = String::from_utf8_lossy(&answer[..read]);
+        assert!(text.starts_with("HTTP/1.1 413"), "{path} {idempotency:?}: {text}");
+        assert!(text.contains("body_too_large"), "{text}");
+    }
     server.shutdown().await.unwrap();
 }

@@ -435,3 +435,41 @@ async fn the_payers_part_comes_back_even_when_the_payee_cannot_be_paid() {
     assert_eq!(code(admin.post("/v1/channels/90/vouchers", &late, None).await), "channel_closed");
     server.shutdown().await.unwrap();
 }
+
+/// Two opens of one channel race: the loser is told `channel_busy`, a transient conflict.
+/// Its Idempotency-Key must not keep that answer: the retry runs and finds the channel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_channel_is_not_kept_as_an_idempotent_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let mut busy_seen = 0;
+    for round in 0..40 {
+        let id = (500 + round).to_string();
+        let body = json!({"id": id, "payer_account_id": "1001", "payee_account_id": "2001",
+                          "amount": "0.01", "payer_key": hex(payer_key().verifying_key().as_bytes())});
+        let keys: Vec<String> = (0..8).map(|n| format!("open-{round}-{n}")).collect();
+        let answers = futures_util::future::join_all(
+            keys.iter().map(|k| admin.post_raw("/v1/channels", &body, Some(k))),
+        )
+        .await;
+        for (k, answer) in keys.iter().zip(answers) {
+            let answer = answer.unwrap();
+            if answer.body["code"] != "channel_busy" {
+                continue;
+            }
+            busy_seen += 1;
+            let again = admin.post_raw("/v1/channels", &body, Some(k)).await.unwrap();
+            assert_ne!(
+                again.body["code"], "channel_busy",
+                "the busy answer was kept: {}",
+                again.body
+            );
+        }
+        if busy_seen >= 3 {
+            break;
+        }
+    }
+    assert!(busy_seen > 0, "no open was ever busy: the race was not made");
+    server.shutdown().await.unwrap();
+}

@@ -17,6 +17,10 @@ pub enum StoreError {
     Format { path: PathBuf, reason: String },
     #[error("{path} is in use by another Farthing process")]
     Locked { path: PathBuf },
+    /// Part of the directory is missing or damaged and starting would paper over it (a new
+    /// log key, a log signed afresh): nothing was changed; `command` recovers on purpose.
+    #[error("{path}: {reason}. Nothing was changed. If the loss is known and accepted, `{command}` starts afresh from the ledger")]
+    NeedsRecovery { path: PathBuf, reason: String, command: String },
 }
 
 impl StoreError {

@@ -15,7 +15,7 @@
 //! compares the ledger with them to name the first leaf that changed, and the upper levels
 //! let a reader check any 256-leaf range against them without the ledger.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -350,6 +350,41 @@ impl LevelFiles {
     }
 }
 
+/// Makes the (empty) checkpoints file if there is none, durably: from then on its absence
+/// beside a ledger with transfers is a loss, not a new log.
+fn create_checkpoints_file(root: &Path) -> Result<(), StoreError> {
+    let path = log_dir(root).join(CHECKPOINTS_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let file = File::create(&path).map_err(StoreError::io(&path))?;
+    file.sync_all().map_err(StoreError::io(&path))?;
+    sync_dir(&log_dir(root))
+}
+
+/// Starts a new log for a directory whose log was lost (`farthing recover --new-log`): the
+/// old `tlog/`, if any, is moved aside to `tlog.lost-<unix seconds>`, and a new key and an
+/// empty checkpoints file are made. The engine then rebuilds the tree from the ledger and
+/// signs it anew. Returns where the old log went, if there was one.
+pub fn start_new_log(root: &Path, origin: Option<&str>) -> Result<Option<PathBuf>, StoreError> {
+    let dir = log_dir(root);
+    let moved = match dir.exists() {
+        true => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let aside = root.join(format!("tlog.lost-{now}"));
+            std::fs::rename(&dir, &aside).map_err(StoreError::io(&dir))?;
+            Some(aside)
+        }
+        false => None,
+    };
+    ensure_key(root, origin)?;
+    create_checkpoints_file(root)?;
+    sync_dir(root)?;
+    Ok(moved)
+}
+
 /// Every signed checkpoint note in the file, oldest first, and the length of the valid part
 /// (a torn final entry, from a crash while appending, is not counted).
 pub fn read_checkpoints(root: &Path) -> Result<(Vec<String>, u64), StoreError> {
@@ -416,10 +451,30 @@ impl LogState {
         sm: &StateMachine,
         origin: Option<&str>,
     ) -> Result<Self, StoreError> {
+        let dir = log_dir(root);
+        let cp_path = dir.join(CHECKPOINTS_FILE);
+        if !sm.transfers().is_empty() {
+            let key_path = dir.join(KEY_FILE);
+            let missing =
+                [(&dir, "tlog/"), (&key_path, "tlog/key"), (&cp_path, "tlog/checkpoints")]
+                    .into_iter()
+                    .find(|(path, _)| !path.exists());
+            if let Some((path, name)) = missing {
+                return Err(StoreError::NeedsRecovery {
+                    path: path.clone(),
+                    reason: format!(
+                        "the ledger holds {} transfers but {name} is missing: starting would sign a new log \
+                         that no earlier receipt or checkpoint verifies against",
+                        sm.transfers().len()
+                    ),
+                    command: format!("farthing recover --data-dir {} --new-log", root.display()),
+                });
+            }
+        }
         let signer = ensure_key(root, origin)?;
+        create_checkpoints_file(root)?;
         let key = signer.verifier();
         let (notes, checkpoints_len) = read_checkpoints(root)?;
-        let cp_path = log_dir(root).join(CHECKPOINTS_FILE);
         let latest = match notes.last() {
             Some(note) => {
                 let cp = Checkpoint::open(note, &key).map_err(|e| {

@@ -41,6 +41,10 @@ enum Command {
     /// Make a new admin API key for a data directory no server is running on (when the
     /// admin key was lost).
     AdminKey(serve::AdminKeyArgs),
+    /// Start afresh what a data directory lost, on purpose: a new transparency log
+    /// (`--new-log`) or new server records (`--new-server-records`). The server refuses to
+    /// start over such a loss by itself.
+    Recover(serve::RecoverArgs),
     /// Webhook tools: a local endpoint that prints and checks deliveries.
     Webhooks {
         #[command(subcommand)]
@@ -135,6 +139,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(&args),
         Command::AdminKey(args) => serve::run_admin_key(&args),
+        Command::Recover(args) => serve::run_recover(&args),
         Command::Webhooks { what: WebhooksWhat::Listen(args) } => webhooks_listen::run(&args),
         Command::Load(args) => load::run(&args),
         Command::Bench { what: BenchWhat::Ledger(args) } => bench::run_ledger(&args),

@@ -34,6 +34,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     if let Some(p) = &args.risk_policy {
         config.risk_policy = Some(p.clone());
     }
+    let files_warning = raise_file_limit(config.connections_max);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
         runtime.worker_threads(config.worker_threads);
@@ -67,6 +68,9 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
                 let _ = writeln!(out, "  risk engine: off (risk = false)");
             }
         }
+        if let Some(warning) = &files_warning {
+            let _ = writeln!(out, "  warning: {warning}");
+        }
         if config.webhooks_may_reach_private() {
             let _ = writeln!(
                 out,
@@ -94,6 +98,29 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         server.shutdown().await?;
         say("farthing: stopped");
         Ok(())
+    })
+}
+
+/// Raises the open-files limit to its hard limit: each connection is a file. A warning when
+/// even that leaves too little room for `connections_max` connections and the data files.
+fn raise_file_limit(connections_max: usize) -> Option<String> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write/read only the struct given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            limit = raised;
+        }
+    }
+    let needed = connections_max as u64 + 256;
+    (limit.rlim_cur < needed).then(|| {
+        format!(
+            "open files are limited to {}: connections_max = {connections_max} needs about {needed} (raise `ulimit -n`, or lower connections_max)",
+            limit.rlim_cur
+        )
     })
 }
 
@@ -144,5 +171,59 @@ pub fn run_admin_key(args: &AdminKeyArgs) -> Result<(), String> {
     let key = runtime.block_on(farthing_server::make_admin_key(&args.data_dir, &args.label))?;
     say("new admin API key (shown once; keep it safe):");
     say(&format!("  {key}"));
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct RecoverArgs {
+    /// The server's data directory (no server may be running on it).
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// The log (`tlog/`) was lost: move what is left of it aside and start a new log, with a
+    /// new key, rebuilt from the ledger and signed anew. Receipts and checkpoints of the old
+    /// log no longer verify against the new key: publish it.
+    #[arg(long)]
+    new_log: bool,
+    /// The new log's origin (its name in checkpoints) [default: a random local name].
+    #[arg(long, requires = "new_log")]
+    log_origin: Option<String>,
+    /// `server.redb` was lost or damaged: move it aside and start the server's records
+    /// afresh (API keys, webhooks, channel and risk records), printing a new admin key.
+    #[arg(long)]
+    new_server_records: bool,
+}
+
+/// `farthing recover`: starts afresh, on purpose, what a data directory lost.
+pub fn run_recover(args: &RecoverArgs) -> Result<(), String> {
+    if !args.new_log && !args.new_server_records {
+        return Err("say what to recover: --new-log, --new-server-records, or both".into());
+    }
+    if !args.data_dir.join("FORMAT").exists() {
+        return Err(format!("{} is not a Farthing data directory", args.data_dir.display()));
+    }
+    if args.new_log {
+        // Opening the directory takes its lock: no server may be running on it.
+        let dir = farthing_store::DataDir::open(&args.data_dir).map_err(|e| e.to_string())?;
+        let moved = farthing_store::tlog::start_new_log(&dir.root, args.log_origin.as_deref())
+            .map_err(|e| e.to_string())?;
+        drop(dir);
+        match moved {
+            Some(aside) => say(&format!("the old log was moved to {}", aside.display())),
+            None => say("there was no log left"),
+        }
+        let key = farthing_store::tlog::verifier_key(&args.data_dir).map_err(|e| e.to_string())?;
+        say("a new log was started; it is rebuilt from the ledger and signed at the next start.");
+        say(&format!("its verifier key (publish it): {key}"));
+    }
+    if args.new_server_records {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let key = runtime.block_on(farthing_server::start_new_server_records(&args.data_dir))?;
+        say("the server's records were started afresh; the old file, if any, was moved aside.");
+        say("new admin API key (shown once; keep it safe):");
+        say(&format!("  {key}"));
+    }
     Ok(())
 }

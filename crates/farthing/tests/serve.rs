@@ -314,3 +314,157 @@ async fn a_kill_never_leaves_a_held_payment_without_its_hold() {
     }
     stop(child);
 }
+
+/// Raises this process's open-files limit to its hard limit; the most it can open.
+fn raise_files() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain calls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+    }
+    limit.rlim_cur
+}
+
+/// `GET path` on a fresh connection; the status line, and how long it took.
+fn get_fresh(url: &str, path: &str) -> (String, std::time::Duration) {
+    use std::io::{Read, Write};
+    let started = std::time::Instant::now();
+    let addr = url.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    let _ = tcp.read_to_end(&mut answer);
+    let text = String::from_utf8_lossy(&answer);
+    (text.lines().next().unwrap_or("").to_string(), started.elapsed())
+}
+
+/// Slowloris: 10,000 connections that each send half a header and then nothing take every
+/// connection slot. A fresh client is still answered within a second (the idlest silent
+/// connection is closed to make room), and the silent ones are closed once the header
+/// timeout passes, not before.
+#[test]
+fn ten_thousand_silent_connections_do_not_take_the_server_offline() {
+    use std::io::{Read, Write};
+    const SILENT: usize = 10_000;
+    assert!(raise_files() > SILENT as u64 + 100, "this test needs {SILENT} open files");
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("farthing.toml");
+    std::fs::write(
+        &config,
+        "connections_max = 10000\nhttp_header_read_timeout_ms = 8000\nhttp_idle_timeout_ms = 8000\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let (running, url, _) = start_with(&data, None, &["--config".as_ref(), config.as_os_str()]);
+    let addr = url.trim_start_matches("http://").to_string();
+    let opened = std::time::Instant::now();
+    let mut silent = Vec::with_capacity(SILENT);
+    for _ in 0..SILENT {
+        let mut tcp = std::net::TcpStream::connect(&addr).unwrap();
+        tcp.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ").unwrap();
+        silent.push(tcp);
+    }
+    let took = opened.elapsed();
+    // Every slot is taken; the server has accepted them all (or holds them in its backlog).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (status, waited) = get_fresh(&url, "/healthz");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    assert!(waited < std::time::Duration::from_secs(1), "/healthz took {waited:?}");
+    // Before the timeout, the silent connections (all but the few closed to make room)
+    // are open; after it, all are closed.
+    let open = |tcp: &std::net::TcpStream| {
+        tcp.set_nonblocking(true).unwrap();
+        let mut byte = [0u8; 1];
+        let still =
+            matches!(tcp.peek(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        tcp.set_nonblocking(false).unwrap();
+        still
+    };
+    if opened.elapsed() < std::time::Duration::from_secs(6) {
+        let still = silent.iter().filter(|t| open(t)).count();
+        assert!(still >= SILENT - 10, "only {still} of {SILENT} open after {:?}", opened.elapsed());
+    }
+    // The last was opened at `took`; each has 8 s, and a few more for a loaded machine.
+    let deadline = opened + took + std::time::Duration::from_secs(8 + 6);
+    for mut tcp in silent {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        tcp.set_read_timeout(Some(left.max(std::time::Duration::from_millis(1)))).unwrap();
+        let mut rest = Vec::new();
+        // Closed: the read ends (EOF, a reset, or a 408 and EOF), and does not time out.
+        match tcp.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+                "a silent connection is still open"
+            ),
+        }
+    }
+    let (status, _) = get_fresh(&url, "/healthz");
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    stop(running);
+}
+
+/// A lost log or lost server records stop `farthing serve` with a message that names the
+/// way out; `farthing recover` takes it, on purpose, and the server starts again.
+#[test]
+fn a_damaged_directory_stops_the_server_until_recovered_on_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let (running, _, printed) = start(dir.path(), None);
+    assert!(printed.iter().any(|l| l.contains("fk_")), "a first admin key");
+    stop(running);
+    std::fs::remove_file(dir.path().join("server.redb")).unwrap();
+    let serve = || {
+        Command::new(env!("CARGO_BIN_EXE_farthing"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    let recover = |what: &str| {
+        Command::new(env!("CARGO_BIN_EXE_farthing"))
+            .args(["recover", what, "--data-dir"])
+            .arg(dir.path())
+            .output()
+            .unwrap()
+    };
+    // A server with no accounts may make its records afresh: not a loss.
+    let (running, _, _) = start(dir.path(), None);
+    stop(running);
+    // Hold an account, then lose the records: refused, with the way out.
+    let key = {
+        std::fs::remove_file(dir.path().join("server.redb")).unwrap();
+        let out = recover("--new-server-records");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace().find(|w| w.starts_with("fk_")).unwrap().to_string()
+    };
+    let (running, url, _) = start(dir.path(), None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = Client::new(&url, &key);
+        admin.create_asset("USD", 6).await.unwrap();
+        admin.create_account(&json!({"id": "1", "owner_id": "0", "asset": "USD"})).await.unwrap();
+        admin.create_account(&json!({"id": "2", "owner_id": "2", "asset": "USD"})).await.unwrap();
+        admin.post("/v1/transfers", &json!({"id": "9", "debit_account_id": "1", "credit_account_id": "2", "amount": "1"}), None).await.unwrap();
+    });
+    stop(running);
+    std::fs::remove_file(dir.path().join("server.redb")).unwrap();
+    let out = serve();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--new-server-records"), "{said}");
+    assert!(!dir.path().join("server.redb").exists(), "a refused start made nothing");
+    assert!(recover("--new-server-records").status.success());
+    std::fs::remove_dir_all(dir.path().join("tlog")).unwrap();
+    let out = serve();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && said.contains("--new-log"), "{said}");
+    let out = recover("--new-log");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verifier key"));
+    let (running, _, _) = start(dir.path(), None);
+    stop(running);
+}

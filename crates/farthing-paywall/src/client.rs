@@ -298,7 +298,7 @@ impl PaywallClient {
         }
         let channel_key = (terms.network.clone(), terms.pay_to.clone(), terms.asset.clone());
         let usable = book.channels.get(&channel_key).is_some_and(|pay| {
-            pay.cumulative + price <= pay.channel.locked_units
+            pay.cumulative.checked_add(price).is_some_and(|c| c <= pay.channel.locked_units)
                 && pay.channel.expires_at > crate::paywall::now_s()
         });
         if !usable {

@@ -88,6 +88,8 @@ pub enum ChannelError {
     TooFarAhead,
     /// A tick past the chain's length.
     Exhausted,
+    /// An amount past what 128 bits hold.
+    AmountOverflow,
 }
 
 impl ChannelError {
@@ -103,6 +105,7 @@ impl ChannelError {
             Self::NotOnChain => "tick_not_on_chain",
             Self::TooFarAhead => "tick_too_far_ahead",
             Self::Exhausted => "stream_exhausted",
+            Self::AmountOverflow => "amount_overflow",
         }
     }
 }
@@ -253,7 +256,7 @@ impl Channel {
         if self.state != State::Open {
             return Err(ChannelError::Closed);
         }
-        self.locked = self.locked.saturating_add(amount);
+        self.locked = self.locked.checked_add(amount).ok_or(ChannelError::AmountOverflow)?;
         self.expires_at_s = self.expires_at_s.max(expires_at_s);
         Ok(())
     }
@@ -380,6 +383,15 @@ mod tests {
 
     fn voucher(seq: u64, cumulative: u128) -> Voucher {
         Voucher { channel: 7, sequence: seq, cumulative, expires_at_s: 1_000 }
+    }
+
+    #[test]
+    fn a_top_up_past_128_bits_is_refused_and_changes_nothing() {
+        let mut c = Channel::open(7, key(1).verifying_key(), u128::MAX - 5, 1_000);
+        assert_eq!(c.top_up(6, 2_000), Err(ChannelError::AmountOverflow));
+        assert_eq!((c.locked, c.expires_at_s), (u128::MAX - 5, 1_000));
+        c.top_up(5, 2_000).unwrap();
+        assert_eq!(c.locked, u128::MAX);
     }
 
     #[test]

@@ -223,6 +223,9 @@ fn account_flags(names: &[String]) -> ApiResult<AccountFlags> {
     Ok(flags)
 }
 
+/// An account's code when its creator gives none: no merchant category.
+pub const DEFAULT_ACCOUNT_CODE: u16 = 1;
+
 fn account_view(s: &AppState, a: &Account) -> AccountView {
     let (code, scale) = s.directory.asset_text(a.asset);
     AccountView::new(a, &code, scale)
@@ -256,6 +259,14 @@ pub async fn create_account(
         return Err(ApiError::forbidden("This key is limited to a list of accounts."));
     }
     let asset = s.directory.asset_by_code(&req.asset)?;
+    // The code is the merchant category the risk policy's blocked categories judge a payee
+    // by: an account's own owner must not choose it (a blocked merchant would pick another).
+    if p.role != Role::Admin && req.code.is_some_and(|c| c != DEFAULT_ACCOUNT_CODE) {
+        return Err(ApiError::forbidden(
+            "Only an admin key sets an account's code: it is the merchant category the risk \
+             policy judges payments to it by.",
+        ));
+    }
     if req.code == Some(crate::channels::CODE_ESCROW) {
         return Err(ApiError::invalid(
             "code",
@@ -273,7 +284,7 @@ pub async fn create_account(
             .as_deref()
             .map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
         asset: asset.id,
-        code: req.code.unwrap_or(1),
+        code: req.code.unwrap_or(DEFAULT_ACCOUNT_CODE),
         flags: {
             let mut flags = account_flags(&req.flags)?;
             // Only an admin makes accounts that may go below zero (house accounts, issuance):
@@ -564,7 +575,7 @@ pub(crate) fn build_transfer(
         user_data_32: req.user_data_32.unwrap_or(0),
         timeout_s: req.timeout_s.unwrap_or(0),
         asset: asset.id,
-        code: req.code.unwrap_or(1),
+        code: req.code.unwrap_or(DEFAULT_ACCOUNT_CODE),
         flags,
         ..Transfer::default()
     })

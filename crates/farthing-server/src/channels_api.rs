@@ -47,6 +47,7 @@ pub fn refusal(e: ChannelError) -> ApiError {
         ChannelError::NotOnChain => "The preimage does not hash to the last tick accepted.",
         ChannelError::TooFarAhead => "The tick is further ahead than this server hashes forward (stream_ticks_skip_max).",
         ChannelError::Exhausted => "The tick is past the end of the stream's hash chain.",
+        ChannelError::AmountOverflow => "The amount is past what the channel can hold (2^128 minor units).",
     };
     ApiError::new(status, e.code(), detail)
 }

@@ -57,7 +57,9 @@ pub struct CreateAccount {
     pub owner_id: Option<String>,
     /// The asset's code.
     pub asset: String,
-    /// Chart-of-accounts code, 1 to 65535 (default 1).
+    /// Chart-of-accounts code, 1 to 65535 (default 1). For a payee it is the merchant
+    /// category the risk policy's `blocked.merchant_categories` judge payments by, so only an
+    /// admin key may set it.
     #[serde(default)]
     pub code: Option<u16>,
     /// Any of debits_must_not_exceed_credits (a wallet that cannot go below zero),

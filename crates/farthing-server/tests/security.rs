@@ -296,3 +296,26 @@ async fn malformed_requests_are_problems_not_panics() {
     assert!(!metrics.contains("XMETHOD"));
     server.shutdown().await.unwrap();
 }
+
+/// The payee account's code is the merchant category that blocked-category rules judge it
+/// by: a merchant key cannot choose it (nor a payer key); an admin key can.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merchant_cannot_choose_its_own_merchant_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let merchant = key(&admin, "merchant", Some("2001")).await;
+    let body = json!({"id": "2002", "asset": "USD", "code": 5411});
+    let refused = merchant.post("/v1/accounts", &body, None).await.unwrap_err();
+    assert_eq!(refused.status(), Some(403));
+    assert!(admin.get("/v1/accounts/2002").await.is_err(), "nothing was made");
+    // Without a code, or with the default one, the merchant makes its account.
+    let made = merchant.post("/v1/accounts", &json!({"id": "2002", "asset": "USD"}), None).await.unwrap();
+    assert_eq!(made["code"], 1);
+    let made = admin
+        .post("/v1/accounts", &json!({"id": "2003", "owner_id": "2001", "asset": "USD", "code": 5411}), None)
+        .await
+        .unwrap();
+    assert_eq!(made["code"], 5411);
+    server.shutdown().await.unwrap();
+}

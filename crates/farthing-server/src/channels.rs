@@ -12,7 +12,7 @@
 //! amount before it (locked before a top-up, settled before a settlement): an operation
 //! retried after a crash names the same transfer, which the ledger then finds made.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
 use ed25519_dalek::VerifyingKey;
@@ -451,8 +451,20 @@ pub struct Rails {
     pub engine: EngineHandle,
     secret: [u8; 32],
     book: RwLock<HashMap<u128, Arc<Slot>>>,
+    /// The channels newest first, all and by account (payer or payee), so that a list is a
+    /// range of an index, never a walk of the whole book.
+    listed: RwLock<Listed>,
     /// Ids being opened now (a second open of the same id waits its turn: refused).
     opening: Mutex<HashSet<u128>>,
+}
+
+/// Where a channel sorts in a list: its creation time (Unix seconds), then its id.
+pub type ListKey = (u64, u128);
+
+#[derive(Default)]
+struct Listed {
+    all: BTreeSet<ListKey>,
+    by_account: HashMap<u128, BTreeSet<ListKey>>,
 }
 
 fn be128(v: u128) -> Vec<u8> {
@@ -468,6 +480,7 @@ impl Rails {
             engine,
             secret,
             book: RwLock::new(HashMap::new()),
+            listed: RwLock::new(Listed::default()),
             opening: Mutex::new(HashSet::new()),
         };
         let rows = rails.meta.scan(Table::Channels, &[])?;
@@ -542,9 +555,43 @@ impl Rails {
 
     fn insert(&self, live: Live) {
         let id = live.id;
+        let key = (live.rec.created_at, id);
+        let (payer, payee) = (live.payer, live.payee);
         let slot =
             Arc::new(Slot { live: Mutex::new(live), ops: Arc::new(tokio::sync::Mutex::new(())) });
-        self.book.write().unwrap().insert(id, slot);
+        if self.book.write().unwrap().insert(id, slot).is_none() {
+            let mut listed = self.listed.write().unwrap();
+            listed.all.insert(key);
+            for account in [payer, payee] {
+                listed.by_account.entry(account).or_default().insert(key);
+            }
+        }
+    }
+
+    /// Up to `limit` channels, newest first, of `account` (paying or paid) or of all, from
+    /// before `before` (a previous page's last key); and whether more follow.
+    pub fn page(
+        &self,
+        account: Option<u128>,
+        before: Option<ListKey>,
+        limit: usize,
+    ) -> (Vec<Arc<Slot>>, bool) {
+        let keys: Vec<ListKey> = {
+            let listed = self.listed.read().unwrap();
+            let set = match account {
+                Some(a) => match listed.by_account.get(&a) {
+                    Some(set) => set,
+                    None => return (Vec::new(), false),
+                },
+                None => &listed.all,
+            };
+            let below = before.unwrap_or((u64::MAX, u128::MAX));
+            set.range(..below).rev().take(limit + 1).copied().collect()
+        };
+        let more = keys.len() > limit;
+        let book = self.book.read().unwrap();
+        let slots = keys.iter().take(limit).filter_map(|(_, id)| book.get(id).cloned()).collect();
+        (slots, more)
     }
 
     pub fn get(&self, id: u128) -> Option<Arc<Slot>> {

@@ -87,6 +87,9 @@ pub struct Config {
     pub risk_policy: Option<PathBuf>,
     /// How often the policy file (and the model files it names) are checked for changes.
     pub risk_reload_ms: u64,
+    /// The features each judged payment was scored on are kept this long (a label — a
+    /// chargeback, a confirmed fraud — teaches the model from them), then pruned.
+    pub risk_features_retention_days: u64,
     /// The rails' network name, in CAIP-2 form (`farthing:<ledger>`), that paywalls quote.
     pub rails_network: String,
     /// How often channels with new claims are settled on the ledger (one transfer each,
@@ -140,6 +143,7 @@ impl Default for Config {
             risk: true,
             risk_policy: None,
             risk_reload_ms: 1_000,
+            risk_features_retention_days: 180,
             rails_network: "farthing:local".into(),
             channel_settle_ms: 1_000,
             channel_expires_in_s: 86_400,
@@ -167,7 +171,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 41] = [
+    const FIELDS: [&'static str; 42] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -202,6 +206,7 @@ impl Config {
         "risk",
         "risk_policy",
         "risk_reload_ms",
+        "risk_features_retention_days",
         "rails_network",
         "channel_settle_ms",
         "channel_expires_in_s",
@@ -255,6 +260,7 @@ impl Config {
             ("http2_keep_alive_interval_s", self.http2_keep_alive_interval_s),
             ("http2_max_concurrent_streams", u64::from(self.http2_max_concurrent_streams)),
             ("risk_reload_ms", self.risk_reload_ms),
+            ("risk_features_retention_days", self.risk_features_retention_days),
             ("channel_settle_ms", self.channel_settle_ms),
             ("channel_expires_in_s", self.channel_expires_in_s),
             ("channel_dispute_s_min", self.channel_dispute_s_min),

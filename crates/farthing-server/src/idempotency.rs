@@ -67,19 +67,33 @@ impl Idempotency {
         Self { meta, in_flight: Mutex::default(), ttl_s: ttl_h * 3_600 }
     }
 
-    /// Deletes records older than the retention; returns how many.
+    /// Deletes records older than the retention; returns how many. The table is walked a
+    /// page at a time (never loaded whole), each page's old records deleted in one write.
     pub async fn prune(&self) -> Result<usize, String> {
+        const PAGE_ROWS: usize = 4_096;
         let cutoff = now_unix_s().saturating_sub(self.ttl_s);
-        let mut old = Vec::new();
-        for (key, value) in self.meta.scan(Table::Idempotency, b"")? {
-            let created = serde_json::from_slice::<Record>(&value).map_or(0, |r| r.created_unix_s);
-            if created < cutoff {
-                old.push(Write::Delete(Table::Idempotency, key));
+        let mut from = Vec::new();
+        let mut n = 0;
+        loop {
+            let rows = self.meta.range(Table::Idempotency, &from, PAGE_ROWS)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
+            let full = rows.len() == PAGE_ROWS;
+            let old: Vec<Write> = rows
+                .into_iter()
+                .filter(|(_, value)| {
+                    serde_json::from_slice::<Record>(value).map_or(0, |r| r.created_unix_s) < cutoff
+                })
+                .map(|(key, _)| Write::Delete(Table::Idempotency, key))
+                .collect();
+            n += old.len();
+            if !old.is_empty() {
+                self.meta.write(old).await?;
             }
-        }
-        let n = old.len();
-        if n > 0 {
-            self.meta.write(old).await?;
+            if !full {
+                break;
+            }
         }
         Ok(n)
     }
@@ -249,5 +263,39 @@ fn canonical(doc: &serde_json::Value) -> String {
             format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(","))
         }
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Pruning walks the table a page at a time: more records than a page, old and new
+    /// interleaved, and exactly the old ones go.
+    #[tokio::test]
+    async fn pruning_pages_through_the_table_and_keeps_the_young() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("server.redb")).unwrap();
+        let idempotency = Idempotency::new(meta.clone(), 24);
+        let now = now_unix_s();
+        let writes = (0..10_000u32)
+            .map(|i| {
+                let created_unix_s = if i % 3 == 0 { now - 25 * 3_600 } else { now };
+                let record = Record {
+                    fingerprint: String::new(),
+                    status: 200,
+                    content_type: "application/json".into(),
+                    body: String::new(),
+                    created_unix_s,
+                };
+                let key = format!("fk_x:{i:05}").into_bytes();
+                Write::Put(Table::Idempotency, key, serde_json::to_vec(&record).unwrap())
+            })
+            .collect();
+        meta.write(writes).await.unwrap();
+        assert_eq!(idempotency.prune().await.unwrap(), 3_334);
+        assert_eq!(meta.scan(Table::Idempotency, b"").unwrap().len(), 6_666);
+        assert_eq!(idempotency.prune().await.unwrap(), 0);
+        meta.close();
     }
 }

@@ -477,6 +477,12 @@ impl Server {
         if let Some(r) = &state.risk {
             let every = Duration::from_millis(config.risk_reload_ms);
             tasks.push(tokio::spawn(risk::watch(r.clone(), every, state.stop_signal())));
+            let retention = Duration::from_secs(config.risk_features_retention_days * 86_400);
+            tasks.push(tokio::spawn(risk::prune_features_task(
+                r.clone(),
+                retention,
+                state.stop_signal(),
+            )));
         }
         Ok(Self {
             addr,

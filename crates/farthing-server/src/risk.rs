@@ -716,7 +716,9 @@ impl Risk {
             // Not profiled (opted out, or no model): nothing to keep.
             return;
         }
-        let mut value = Vec::with_capacity(N_FEATURES * 4);
+        // When, then the features: old rows are pruned by age (`risk_features_retention_days`).
+        let mut value = Vec::with_capacity(8 + N_FEATURES * 4);
+        value.extend_from_slice(&now_ns().to_le_bytes());
         for v in d.features {
             value.extend_from_slice(&(v as f32).to_le_bytes());
         }
@@ -756,7 +758,8 @@ impl Risk {
         let k = Kept::decode(&d.body).map_err(|e| e.to_string())?;
         let features =
             match self.meta.get(Table::RiskFeatures, &features_key(t.debit_account_id, t.id))? {
-                Some(v) => v
+                Some(v) => features_of(&v)
+                    .1
                     .chunks_exact(4)
                     .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
                     .map(|v| v.is_finite().then_some(f64::from(v)))
@@ -1002,6 +1005,35 @@ impl Risk {
         Ok(())
     }
 
+    /// Deletes the features kept longer than `retention` (they teach the model only while a
+    /// label may still come), walking the table a page at a time; returns how many. Rows of
+    /// older builds carry no time and are kept.
+    pub async fn prune_features(&self, retention: Duration) -> Result<usize, String> {
+        let cutoff = now_ns().saturating_sub(retention.as_nanos() as u64);
+        let mut from = Vec::new();
+        let mut n = 0;
+        loop {
+            let rows = self.meta.range(Table::RiskFeatures, &from, STRIP_PAGE_ROWS)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
+            let full = rows.len() == STRIP_PAGE_ROWS;
+            let old: Vec<Write> = rows
+                .into_iter()
+                .filter(|(_, v)| features_of(v).0.is_some_and(|at| at < cutoff))
+                .map(|(k, _)| Write::Delete(Table::RiskFeatures, k))
+                .collect();
+            n += old.len();
+            if !old.is_empty() {
+                self.meta.write(old).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// Removes the features kept with a payer's past decisions (they opted out of
     /// profiling): the decisions stay, their inputs go. Keys start with the payer, so this
     /// reads only the payer's rows, a page at a time.
@@ -1191,6 +1223,37 @@ pub struct RiskStatus {
 }
 
 /// Checks the policy file for changes until the server stops.
+/// A kept features row: when it was kept (rows of older builds carry no time), and the
+/// features, 4 bytes each.
+fn features_of(value: &[u8]) -> (Option<u64>, &[u8]) {
+    match value.len() == 8 + N_FEATURES * 4 {
+        true => {
+            let at = u64::from_le_bytes(value[..8].try_into().expect("8 bytes"));
+            (Some(at), &value[8..])
+        }
+        false => (None, value),
+    }
+}
+
+/// Prunes kept features past their retention, daily.
+pub async fn prune_features_task(
+    risk: Arc<Risk>,
+    retention: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        match risk.prune_features(retention).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned kept risk features past their retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning kept risk features"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(86_400)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 pub async fn watch(risk: Arc<Risk>, every: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         tokio::select! {

@@ -473,3 +473,37 @@ async fn a_busy_channel_is_not_kept_as_an_idempotent_answer() {
     assert!(busy_seen > 0, "no open was ever busy: the race was not made");
     server.shutdown().await.unwrap();
 }
+
+/// Channel lists page like every list: `{"data", "next_cursor"}`, newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_lists_page_newest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    for id in ["61", "62", "63"] {
+        open(&admin, id, "0.01", json!({})).await.unwrap();
+    }
+    let first = admin.get("/v1/channels?account_id=1001&limit=2").await.unwrap();
+    let ids: Vec<&str> =
+        first["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 2, "{first}");
+    let cursor = first["next_cursor"].as_str().expect("a next page");
+    let rest =
+        admin.get(&format!("/v1/channels?account_id=1001&limit=2&cursor={cursor}")).await.unwrap();
+    let mut all: Vec<&str> = ids.clone();
+    all.extend(rest["data"].as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()));
+    assert!(rest["next_cursor"].is_null(), "{rest}");
+    let mut sorted = all.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["61", "62", "63"], "each once");
+    // The payee's list holds them too; an account with none has an empty page.
+    let payee = admin.get("/v1/channels?account_id=2001").await.unwrap();
+    assert_eq!(payee["data"].as_array().unwrap().len(), 3);
+    let none = admin.get("/v1/channels?account_id=1002").await.unwrap();
+    assert_eq!(none["data"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        admin.get("/v1/channels?account_id=1001&cursor=junk").await.unwrap_err().status(),
+        Some(400)
+    );
+    server.shutdown().await.unwrap();
+}

@@ -521,3 +521,33 @@ async fn a_held_payment_is_never_settled_without_approval_however_it_is_raced() 
     }
     server.shutdown().await.unwrap();
 }
+
+/// The features a scored payment was judged on are kept for a later label, then pruned
+/// once past their retention; the decision itself stays (it is in the ledger).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kept_features_are_pruned_past_their_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.risk_policy = None; // the shipped policy and model: payments are scored
+    let (server, admin) = start(cfg).await;
+    seed_eur(&admin).await;
+    let payer = key(&admin, "payer", Some("1001")).await;
+    try_pay(&payer, "71", "1001", "2001", "0.10").await.unwrap();
+    let risk = server.state.risk.clone().unwrap();
+    let features =
+        || async { risk.decision(71).await.unwrap().expect("a decision").record.features.len() };
+    let mut kept = 0;
+    for _ in 0..50 {
+        kept = features().await;
+        if kept > 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(kept > 0, "the features were kept");
+    assert_eq!(risk.prune_features(std::time::Duration::from_secs(3_600)).await.unwrap(), 0);
+    assert_eq!(risk.prune_features(std::time::Duration::ZERO).await.unwrap(), 1);
+    assert_eq!(features().await, 0, "pruned");
+    assert!(risk.decision(71).await.unwrap().is_some(), "the decision stays");
+    server.shutdown().await.unwrap();
+}

@@ -310,10 +310,15 @@ async fn a_merchant_cannot_choose_its_own_merchant_category() {
     assert_eq!(refused.status(), Some(403));
     assert!(admin.get("/v1/accounts/2002").await.is_err(), "nothing was made");
     // Without a code, or with the default one, the merchant makes its account.
-    let made = merchant.post("/v1/accounts", &json!({"id": "2002", "asset": "USD"}), None).await.unwrap();
+    let made =
+        merchant.post("/v1/accounts", &json!({"id": "2002", "asset": "USD"}), None).await.unwrap();
     assert_eq!(made["code"], 1);
     let made = admin
-        .post("/v1/accounts", &json!({"id": "2003", "owner_id": "2001", "asset": "USD", "code": 5411}), None)
+        .post(
+            "/v1/accounts",
+            &json!({"id": "2003", "owner_id": "2001", "asset": "USD", "code": 5411}),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(made["code"], 5411);

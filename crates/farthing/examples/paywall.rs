@@ -126,7 +126,7 @@ async fn main() -> Result<(), String> {
         .get(&format!("/v1/channels?account_id={publisher_account}"))
         .await
         .map_err(|e| e.to_string())?;
-    let channel = channels["channels"][0].clone();
+    let channel = channels["data"][0].clone();
     let id = text(&channel, "id");
     let mut settled = channel;
     for _ in 0..100 {
@@ -178,7 +178,7 @@ async fn main() -> Result<(), String> {
         .get(&format!("/v1/channels?account_id={publisher_account}"))
         .await
         .map_err(|e| e.to_string())?;
-    let opened = channels["channels"].as_array().map_or(0, Vec::len);
+    let opened = channels["data"].as_array().map_or(0, Vec::len);
     println!(
         "reader spent {} USD of its {} USD budget, through {opened} channel(s); what a deposit \
          holds beyond its vouchers goes back to the reader when its channel closes",

@@ -116,6 +116,20 @@ fn layout(header: &[&str]) -> Result<Layout, DataError> {
 }
 
 /// Parses `2026-11-01T08:15:02.125Z` (UTC, `Z` or `+00:00`) or Unix seconds.
+/// The first code given to merchant categories named rather than numbered: names are
+/// numbered from here in order of first appearance (ISO 18245 codes are four digits, below).
+pub const CATEGORY_NAMES_FIRST: u16 = 50_000;
+
+/// The code of a merchant category given by name; `None` past the last code.
+fn category_code(categories: &mut HashMap<String, u16>, name: &str) -> Option<u16> {
+    if let Some(code) = categories.get(name) {
+        return Some(*code);
+    }
+    let code = CATEGORY_NAMES_FIRST.checked_add(u16::try_from(categories.len()).ok()?)?;
+    categories.insert(name.to_string(), code);
+    Some(code)
+}
+
 pub fn parse_time_ns(text: &str) -> Option<u64> {
     let t = text.trim();
     if let Ok(s) = t.parse::<f64>() {
@@ -180,6 +194,9 @@ pub fn read_csv(text: &str) -> Result<Dataset, DataError> {
     let layout = layout(&header)?;
     let mut names = Names::default();
     let mut patterns: Vec<String> = vec![String::new()];
+    // Merchant categories given as names ("grocery", "gas_transport"), numbered in order of
+    // first appearance from CATEGORY_NAMES_FIRST.
+    let mut categories: HashMap<String, u16> = HashMap::new();
     let mut data = Dataset { txns: Vec::new(), patterns: Vec::new(), layout: "" };
     let mut step_rows: Vec<(u64, usize)> = Vec::new();
     for (n, line) in lines {
@@ -236,9 +253,13 @@ pub fn read_csv(text: &str) -> Result<Dataset, DataError> {
                         None => None,
                     },
                     merchant_category: match opt(mcc) {
-                        Some(c) => {
-                            Some(c.parse().map_err(|_| {
-                                bad("merchant_category is not a number up to 65535")
+                        Some(c) if c.bytes().all(|b| b.is_ascii_digit()) => Some(
+                            c.parse()
+                                .map_err(|_| bad("merchant_category is a number over 65535"))?,
+                        ),
+                        Some(name) => {
+                            Some(category_code(&mut categories, name).ok_or_else(|| {
+                                bad("more merchant category names than codes for them")
                             })?)
                         }
                         None => None,
@@ -606,5 +627,18 @@ mod tests {
             .0
             .contains("line 2"));
         assert!(read_csv("timestamp,payer,payee,amount,label\n1,a,b,-1,0\n").is_err());
+    }
+
+    #[test]
+    fn merchant_categories_may_be_codes_or_names() {
+        let csv = "timestamp,payer,payee,amount,label,merchant_category\n\
+                   1,a,m,1,0,5994\n2,a,n,1,0,grocery_pos\n3,b,n,1,0,gas_transport\n\
+                   4,b,m,1,0,grocery_pos\n5,b,m,1,0,\n";
+        let d = read_csv(csv).unwrap();
+        let codes: Vec<Option<u16>> = d.txns.iter().map(|t| t.merchant_category).collect();
+        let first = CATEGORY_NAMES_FIRST;
+        assert_eq!(codes, [Some(5994), Some(first), Some(first + 1), Some(first), None]);
+        let over = "timestamp,payer,payee,amount,label,merchant_category\n1,a,m,1,0,70000\n";
+        assert!(read_csv(over).unwrap_err().0.contains("over 65535"));
     }
 }

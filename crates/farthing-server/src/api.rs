@@ -162,6 +162,12 @@ pub async fn create_asset(
     s.directory.add_asset(&created);
     if let Some(risk) = &s.risk {
         risk.register_asset(created.id, created.code_str(), created.scale);
+        if !risk.assets_without_rules(&[created.code_str().to_string()]).is_empty() {
+            tracing::warn!(
+                asset = created.code_str(),
+                "the risk policy has no caps or security tiers for this asset: its payments are judged by the model and velocity alone"
+            );
+        }
     }
     Ok((StatusCode::CREATED, Json(AssetView::new(&created))).into_response())
 }

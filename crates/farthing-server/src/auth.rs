@@ -412,7 +412,7 @@ impl Entry {
             "rate_limited",
             format!("This key may make {rate} requests a second; retry after {wait_s} s."),
         );
-        e.retry_after_s = Some(wait_s);
+        e.retry_after_s = Some(u32::try_from(wait_s).unwrap_or(u32::MAX));
         Err(e)
     }
 }

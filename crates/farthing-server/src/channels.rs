@@ -449,7 +449,7 @@ pub struct Slot {
 pub struct Rails {
     pub meta: Meta,
     pub engine: EngineHandle,
-    secret: [u8; 32],
+    secret: crate::meta::Secret,
     book: RwLock<HashMap<u128, Arc<Slot>>>,
     /// The channels newest first, all and by account (payer or payee), so that a list is a
     /// range of an index, never a walk of the whole book.
@@ -474,7 +474,11 @@ fn be128(v: u128) -> Vec<u8> {
 impl Rails {
     /// Loads every channel, resolving those a crash caught half-open, and rebuilding every
     /// amount from the escrow accounts.
-    pub async fn open(meta: Meta, engine: EngineHandle, secret: [u8; 32]) -> Result<Self, String> {
+    pub async fn open(
+        meta: Meta,
+        engine: EngineHandle,
+        secret: crate::meta::Secret,
+    ) -> Result<Self, String> {
         let rails = Self {
             meta,
             engine,
@@ -533,7 +537,7 @@ impl Rails {
     pub fn transfer_id(&self, channel: u128, op: u8, n: u128) -> u128 {
         let mut h = Sha256::new();
         h.update(b"farthing-channel-ledger-id\n");
-        h.update(self.secret);
+        h.update(self.secret.0);
         h.update(channel.to_be_bytes());
         h.update([op]);
         h.update(n.to_be_bytes());

@@ -104,6 +104,14 @@ pub struct Config {
     pub channel_dispute_s_min: u64,
     /// Hash-chain ticks a stream's payee hashes forward over at most (skipped ticks).
     pub stream_ticks_skip_max: u64,
+    /// The log on standard error: `text` (for a person) or `json` (one object a line).
+    pub log_format: String,
+    /// Which log lines to keep, as a `tracing` filter (`info`, `warn,farthing_server=debug`);
+    /// `RUST_LOG` overrides it.
+    pub log_level: String,
+    /// Where `/metrics` is served. Unset: on `listen`, to admin and auditor keys only. Set:
+    /// on this address only, without a key (keep it on a private network).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Default for Config {
@@ -151,6 +159,9 @@ impl Default for Config {
             channel_dispute_s: 3_600,
             channel_dispute_s_min: 60,
             stream_ticks_skip_max: 10_000,
+            log_format: "text".into(),
+            log_level: "info".into(),
+            metrics_listen: None,
         }
     }
 }
@@ -171,7 +182,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 42] = [
+    const FIELDS: [&'static str; 45] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -214,6 +225,9 @@ impl Config {
         "channel_dispute_s",
         "channel_dispute_s_min",
         "stream_ticks_skip_max",
+        "log_format",
+        "log_level",
+        "metrics_listen",
     ];
 
     /// Whether webhooks may reach internal addresses (see `webhook_private_addresses`).
@@ -285,6 +299,12 @@ impl Config {
                 "rails_network {:?} must be farthing:<name>, the name 1 to 32 letters, digits, - or _ (CAIP-2)",
                 self.rails_network
             ));
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(format!("log_format {:?} must be text or json", self.log_format));
+        }
+        if self.metrics_listen.is_some_and(|m| m == self.listen) {
+            return Err("metrics_listen must differ from listen".into());
         }
         if self.webhook_retry_max_ms < self.webhook_retry_base_ms {
             return Err("webhook_retry_max_ms must be at least webhook_retry_base_ms".into());

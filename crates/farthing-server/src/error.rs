@@ -35,9 +35,12 @@ pub struct ApiError {
     pub code: String,
     pub detail: String,
     pub field: Option<String>,
-    pub index: Option<usize>,
-    pub retry_after_s: Option<u64>,
+    /// A batch's item (a batch holds at most 8,190).
+    pub index: Option<u32>,
+    pub retry_after_s: Option<u32>,
     pub risk: Option<Box<serde_json::Value>>,
+    /// What went wrong inside, for the server's log only (never in the answer).
+    pub cause: Option<Box<String>>,
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -52,7 +55,15 @@ impl ApiError {
             index: None,
             retry_after_s: None,
             risk: None,
+            cause: None,
         }
+    }
+
+    /// A failure inside the server: the answer says `public`; `cause` goes to the log only.
+    pub fn internal(code: &str, public: &str, cause: impl std::fmt::Display) -> Self {
+        let mut e = Self::new(StatusCode::INTERNAL_SERVER_ERROR, code, public);
+        e.cause = Some(Box::new(cause.to_string()));
+        e
     }
     pub fn bad_request(code: &str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
@@ -72,7 +83,7 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
     }
     pub fn at(mut self, index: usize) -> Self {
-        self.index = Some(index);
+        self.index = Some(u32::try_from(index).unwrap_or(u32::MAX));
         self
     }
     pub fn field(mut self, field: impl Into<String>) -> Self {
@@ -92,7 +103,7 @@ impl ApiError {
             detail: self.detail.clone(),
             code: self.code.clone(),
             field: self.field.clone(),
-            index: self.index,
+            index: self.index.map(|i| i as usize),
             risk: self.risk.as_deref().cloned(),
         }
     }
@@ -121,18 +132,82 @@ impl From<EngineError> for ApiError {
     }
 }
 
+/// 5xx codes whose detail is written for the client (no internal text): kept as they are.
+const PUBLIC_5XX: [&str; 3] = ["overloaded", "stopping", "outcome_unknown"];
+
+/// What a client is told for a failure inside the server, by code.
+fn public_detail(code: &str) -> &'static str {
+    match code {
+        "storage" => "The server's records could not be read or written.",
+        "log_failed" => "The transparency log could not answer.",
+        "engine_failed" => "The ledger engine has stopped; the server needs an operator.",
+        _ => "An internal error stopped this request.",
+    }
+}
+
+impl ApiError {
+    /// A server failure's internal text leaves the answer for the log, under an id the
+    /// answer names (so an operator can find it): problem documents never carry it.
+    fn scrubbed(mut self) -> Self {
+        if !self.status.is_server_error() || PUBLIC_5XX.contains(&self.code.as_str()) {
+            return self;
+        }
+        let id = format!("{:016x}", rand::random::<u64>());
+        let (public, cause) = match self.cause.take() {
+            Some(cause) => (self.detail.clone(), *cause),
+            None => (public_detail(&self.code).to_string(), self.detail.clone()),
+        };
+        tracing::error!(error_id = %id, code = %self.code, status = self.status.as_u16(), cause = %cause, "request failed");
+        self.detail =
+            format!("{} The server's log has the cause under error {id}.", public.trim_end());
+        self
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.problem()).expect("problem json");
-        let mut response = (self.status, body).into_response();
+        let self_ = self.scrubbed();
+        let body = serde_json::to_vec(&self_.problem()).expect("problem json");
+        let mut response = (self_.status, body).into_response();
         let headers = response.headers_mut();
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
-        if let Some(s) = self.retry_after_s {
+        if let Some(s) = self_.retry_after_s {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self_.status == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn detail(e: ApiError) -> String {
+        let body = axum::body::to_bytes(e.into_response().into_body(), 1 << 16).await.unwrap();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()["detail"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_failure_inside_never_shows_its_text() {
+        let inside = "/srv/farthing/server.redb: Input/output error (os error 5)";
+        let d = detail(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "storage", inside)).await;
+        assert!(!d.contains("server.redb") && !d.contains("os error"), "{d}");
+        assert!(d.starts_with("The server's records could not") && d.contains("error "), "{d}");
+        let e = ApiError::from(EngineError::Failed(inside.into()));
+        assert!(!detail(e).await.contains("server.redb"));
+        let public = "The request ran, but its idempotency record was not saved.";
+        let d = detail(ApiError::internal("storage", public, inside)).await;
+        assert!(d.starts_with(public) && !d.contains("os error"), "{d}");
+        // Client errors, and 503s written for clients, keep their detail.
+        let d = detail(ApiError::bad_request("x", "The field is wrong.")).await;
+        assert_eq!(d, "The field is wrong.");
+        let d = detail(ApiError::from(EngineError::Overloaded)).await;
+        assert!(d.contains("retry"), "{d}");
     }
 }

@@ -195,7 +195,7 @@ async fn run(
         return Ok(replay(record));
     }
     let mut seed = Sha256::new();
-    seed.update(s.id_secret);
+    seed.update(s.id_secret.0);
     seed.update(store_key.as_bytes());
     seed.update([0]);
     seed.update(parts.uri.path().as_bytes());
@@ -236,10 +236,11 @@ async fn run(
     if let Err(e) =
         s.meta.write(vec![Write::Put(Table::Idempotency, store_key.into_bytes(), value)]).await
     {
-        return Err(ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
+        return Err(ApiError::internal(
             "storage",
-            format!("The request ran but its idempotency record was not saved: {e}"),
+            "The request ran, but its idempotency record was not saved: look up what it made \
+             before retrying with this key.",
+            e,
         ));
     }
     parts.headers.insert("idempotent-replayed", HeaderValue::from_static("false"));

@@ -142,7 +142,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
         .merge(public)
         .route("/healthz", axum::routing::get(healthz))
         .route("/readyz", axum::routing::get(readyz))
-        .route("/metrics", axum::routing::get(metrics_text))
+        .route("/metrics", axum::routing::get(metrics_for_key))
         .route(
             "/openapi.json",
             axum::routing::get(move || {
@@ -252,6 +252,21 @@ async fn readyz(State(s): State<AppState>) -> Response {
     (status, Json(model::Health { status: status_text.into(), detail })).into_response()
 }
 
+/// `/metrics` on the API's address: to admin and auditor keys, and only when no separate
+/// `metrics_listen` address is set (then it is there, without a key, and not here).
+async fn metrics_for_key(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if s.config.metrics_listen.is_some() {
+        return ApiError::new(StatusCode::NOT_FOUND, "not_found", "No such route.").into_response();
+    }
+    match s.keys.authenticate(&headers) {
+        Ok(p) if matches!(p.role, auth::Role::Admin | auth::Role::Auditor) => {
+            metrics_text(State(s)).await
+        }
+        Ok(_) => ApiError::forbidden("The metrics are for admin and auditor keys.").into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 async fn metrics_text(State(s): State<AppState>) -> Response {
     let stats = s.engine.stats();
     let extra = [
@@ -348,6 +363,15 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let metrics_listener = match config.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .map_err(|e| format!("cannot listen on {at} (metrics_listen): {e}"))?,
+            ),
+            None => None,
+        };
+        let mut tasks_early = Vec::new();
         let root = config.data_dir.clone();
         std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
         let tls = tls_acceptor(&config)?;
@@ -400,7 +424,7 @@ impl Server {
         )?);
         let (stop, _) = watch::channel(false);
         let directory = Directory::load(&assets, &accounts);
-        let id_secret = meta::secret(&meta_for_secret).await?;
+        let secrets = meta::secrets(&meta_for_secret).await?;
         let risk = match config.risk {
             true => Some(
                 risk::Risk::open(
@@ -408,13 +432,14 @@ impl Server {
                     config.risk_policy.clone(),
                     &handle,
                     &directory,
-                    id_secret,
+                    secrets.hashing.0,
                 )
                 .await?,
             ),
             false => None,
         };
-        let rails = Arc::new(channels::Rails::open(meta.clone(), handle.clone(), id_secret).await?);
+        let rails =
+            Arc::new(channels::Rails::open(meta.clone(), handle.clone(), secrets.channels).await?);
         let state = AppState(Arc::new(Shared {
             engine: handle,
             idempotency: idempotency::Idempotency::new(meta.clone(), config.idempotency_ttl_h),
@@ -426,7 +451,7 @@ impl Server {
             metrics: metrics::Metrics::default(),
             webhooks,
             verifier_key,
-            id_secret,
+            id_secret: secrets.ids,
             risk,
             rails,
             streams: Default::default(),
@@ -461,28 +486,69 @@ impl Server {
             tls_handshake_timeout: Duration::from_millis(config.http_header_read_timeout_ms),
             body_read_timeout: Duration::from_millis(config.http_body_read_timeout_ms),
         };
-        let serving = tokio::spawn(conn::serve(listener, tls, app, state.stop_signal(), limits));
-        let tasks = vec![
-            tokio::spawn(webhooks::dispatch(state.clone(), state.stop_signal())),
-            tokio::spawn(webhooks::deliver(state.clone(), state.stop_signal())),
-            tokio::spawn(webhooks::prune_task(state.clone(), state.stop_signal())),
-            tokio::spawn(prune(state.clone(), state.stop_signal())),
-        ];
-        let mut tasks = tasks;
-        tasks.push(tokio::spawn(channels::run(
-            state.clone(),
-            Duration::from_millis(config.channel_settle_ms),
-            state.stop_signal(),
-        )));
-        if let Some(r) = &state.risk {
-            let every = Duration::from_millis(config.risk_reload_ms);
-            tasks.push(tokio::spawn(risk::watch(r.clone(), every, state.stop_signal())));
-            let retention = Duration::from_secs(config.risk_features_retention_days * 86_400);
-            tasks.push(tokio::spawn(risk::prune_features_task(
-                r.clone(),
-                retention,
+        if let Some(listener) = metrics_listener {
+            // The metrics' own address: `/metrics` only, no key, the same connection bounds.
+            let metrics = Router::new()
+                .route("/metrics", axum::routing::get(metrics_text))
+                .with_state(state.clone());
+            let small = conn::Limits { connections_max: 64, ..limits };
+            tasks_early.push(tokio::spawn(conn::serve(
+                listener,
+                None,
+                metrics,
                 state.stop_signal(),
+                small,
             )));
+        }
+        let serving = tokio::spawn(conn::serve(listener, tls, app, state.stop_signal(), limits));
+        // Every background task is supervised: a panic or an early end is logged and the
+        // task restarted (settlement must never stop silently).
+        let restarts = state.metrics.task_restarts.clone();
+        let sup = |name: &'static str, make: Box<dyn Fn() -> BoxedTask + Send + Sync>| {
+            supervise(name, state.stop_signal(), restarts.clone(), make)
+        };
+        let mut tasks = tasks_early;
+        let st = state.clone();
+        tasks.push(sup(
+            "webhook dispatch",
+            Box::new(move || Box::pin(webhooks::dispatch(st.clone(), st.stop_signal()))),
+        ));
+        let st = state.clone();
+        tasks.push(sup(
+            "webhook delivery",
+            Box::new(move || Box::pin(webhooks::deliver(st.clone(), st.stop_signal()))),
+        ));
+        let st = state.clone();
+        tasks.push(sup(
+            "webhook pruning",
+            Box::new(move || Box::pin(webhooks::prune_task(st.clone(), st.stop_signal()))),
+        ));
+        let st = state.clone();
+        tasks.push(sup(
+            "idempotency pruning",
+            Box::new(move || Box::pin(prune(st.clone(), st.stop_signal()))),
+        ));
+        let st = state.clone();
+        let every = Duration::from_millis(config.channel_settle_ms);
+        tasks.push(sup(
+            "channel settlement",
+            Box::new(move || Box::pin(channels::run(st.clone(), every, st.stop_signal()))),
+        ));
+        if let Some(r) = &state.risk {
+            let (st, risk) = (state.clone(), r.clone());
+            let every = Duration::from_millis(config.risk_reload_ms);
+            tasks.push(sup(
+                "risk policy reload",
+                Box::new(move || Box::pin(risk::watch(risk.clone(), every, st.stop_signal()))),
+            ));
+            let (st, risk) = (state.clone(), r.clone());
+            let retention = Duration::from_secs(config.risk_features_retention_days * 86_400);
+            tasks.push(sup(
+                "risk features pruning",
+                Box::new(move || {
+                    Box::pin(risk::prune_features_task(risk.clone(), retention, st.stop_signal()))
+                }),
+            ));
         }
         Ok(Self {
             addr,
@@ -568,15 +634,108 @@ pub async fn make_admin_key(data_dir: &std::path::Path, label: &str) -> Result<S
     Ok(made?.0)
 }
 
+/// A background task's future.
+pub type BoxedTask = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Aborts the task it holds when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs the task `make` makes until the server stops. If it panics, or ends while the
+/// server runs, the failure is logged (error level, with the task's name), counted in
+/// `restarts`, and the task made again after a pause (1 s, doubling to a minute). Aborting
+/// the supervisor aborts the task.
+pub fn supervise(
+    name: &'static str,
+    mut stop: watch::Receiver<bool>,
+    restarts: Arc<std::sync::atomic::AtomicU64>,
+    make: Box<dyn Fn() -> BoxedTask + Send + Sync>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut pause = Duration::from_secs(1);
+        loop {
+            let mut run = AbortOnDrop(tokio::spawn(make()));
+            let outcome = (&mut run.0).await;
+            if *stop.borrow() {
+                return;
+            }
+            match outcome {
+                Ok(()) => tracing::error!(task = name, "background task ended early; restarting"),
+                Err(e) if e.is_panic() => {
+                    let panic = e.into_panic();
+                    let text = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_default();
+                    tracing::error!(task = name, panic = %text, "background task panicked; restarting");
+                }
+                Err(_) => return,
+            }
+            restarts.fetch_add(1, Ordering::Relaxed);
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(60));
+        }
+    })
+}
+
 /// Drops idempotency records past their retention, hourly.
 async fn prune(s: AppState, mut stop: watch::Receiver<bool>) {
     loop {
         if let Err(e) = s.idempotency.prune().await {
-            eprintln!("farthing: pruning idempotency records: {e}");
+            tracing::warn!(error = %e, "pruning idempotency records");
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(3_600)) => {}
             _ = stop.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    /// A task that panics, then one that ends early, are each restarted (and counted); once
+    /// the server stops, nothing is restarted.
+    #[tokio::test(start_paused = true)]
+    async fn a_background_task_that_panics_or_ends_is_restarted() {
+        let (stop, signal) = watch::channel(false);
+        let restarts = Arc::new(AtomicU64::new(0));
+        let runs = Arc::new(AtomicU64::new(0));
+        let counted = runs.clone();
+        let task = supervise(
+            "test",
+            signal.clone(),
+            restarts.clone(),
+            Box::new(move || {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let mut stop = signal.clone();
+                Box::pin(async move {
+                    match n {
+                        0 => panic!("settlement broke"),
+                        1 => {}
+                        _ => {
+                            let _ = stop.wait_for(|s| *s).await;
+                        }
+                    }
+                })
+            }),
+        );
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "made again after the panic and the early end");
+        assert_eq!(restarts.load(Ordering::SeqCst), 2);
+        stop.send_replace(true);
+        task.await.unwrap();
+        assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted once stopped");
     }
 }

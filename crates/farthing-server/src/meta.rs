@@ -353,13 +353,100 @@ fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), Stri
     txn.commit().map_err(|e| e.to_string())
 }
 
-/// The data directory's server secret (32 random bytes, made at first start).
-pub async fn secret(meta: &Meta) -> Result<[u8; 32], String> {
-    const NAME: &[u8] = b"server_secret";
-    if let Some(v) = meta.get(Table::Meta, NAME)? {
-        return v.try_into().map_err(|_| "server.redb: the server secret is damaged".to_string());
+/// A 32-byte secret. Its `Debug` never shows it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Secret(pub [u8; 32]);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(redacted)")
     }
-    let secret: [u8; 32] = rand::random();
-    meta.write(vec![Write::Put(Table::Meta, NAME.to_vec(), secret.to_vec())]).await?;
-    Ok(secret)
+}
+
+/// The server's secrets, one per use, so that no output of one use helps against another.
+#[derive(Clone, Copy, Debug)]
+pub struct Secrets {
+    /// Ids the server chooses for an `Idempotency-Key`'s request.
+    pub ids: Secret,
+    /// The ledger ids of channels' escrow accounts and transfers.
+    pub channels: Secret,
+    /// Keyed hashes of devices and IPs in the risk engine.
+    pub hashing: Secret,
+}
+
+const SECRET: &[u8] = b"server_secret";
+const DERIVATION: &[u8] = b"server_secret_derivation";
+const HKDF_V1: &[u8] = b"hkdf-sha256/1";
+
+impl Secrets {
+    /// HKDF-SHA256 (RFC 5869) of the directory's root secret, one `info` per use.
+    fn derive(root: &[u8; 32]) -> Self {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(b"farthing server secrets"), root);
+        let one = |info: &[u8]| {
+            let mut out = [0u8; 32];
+            hk.expand(info, &mut out).expect("32 bytes is a valid HKDF-SHA256 length");
+            Secret(out)
+        };
+        Self {
+            ids: one(b"ids"),
+            channels: one(b"channel ledger ids"),
+            hashing: one(b"risk hashing"),
+        }
+    }
+}
+
+/// The data directory's secrets, from its root secret (32 random bytes, made at first
+/// start). A directory made before the secrets were derived keeps using its root secret for
+/// every use: its channels' ledger ids and kept hashes were made with it.
+pub async fn secrets(meta: &Meta) -> Result<Secrets, String> {
+    let damaged = || "server.redb: the server secret is damaged".to_string();
+    if let Some(v) = meta.get(Table::Meta, SECRET)? {
+        let root: [u8; 32] = v.try_into().map_err(|_| damaged())?;
+        return Ok(match meta.get(Table::Meta, DERIVATION)?.as_deref() {
+            Some(HKDF_V1) => Secrets::derive(&root),
+            Some(_) => return Err(damaged()),
+            None => Secrets { ids: Secret(root), channels: Secret(root), hashing: Secret(root) },
+        });
+    }
+    let root: [u8; 32] = rand::random();
+    meta.write(vec![
+        Write::Put(Table::Meta, SECRET.to_vec(), root.to_vec()),
+        Write::Put(Table::Meta, DERIVATION.to_vec(), HKDF_V1.to_vec()),
+    ])
+    .await?;
+    Ok(Secrets::derive(&root))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn secrets_are_derived_one_per_use_and_old_directories_keep_theirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::open(&dir.path().join("server.redb")).unwrap();
+        let made = secrets(&meta).await.unwrap();
+        let root = meta.get(Table::Meta, SECRET).unwrap().unwrap();
+        let all = [made.ids.0, made.channels.0, made.hashing.0];
+        for (i, a) in all.iter().enumerate() {
+            assert_ne!(a.as_slice(), root.as_slice(), "no use sees the root secret");
+            assert!(all[i + 1..].iter().all(|b| b != a), "one secret per use");
+        }
+        let again = secrets(&meta).await.unwrap();
+        assert_eq!(
+            (again.ids, again.channels, again.hashing),
+            (made.ids, made.channels, made.hashing)
+        );
+        let shown = format!("{made:?}");
+        assert!(
+            !shown.contains(&format!("{:?}", made.ids.0[0..4].to_vec()))
+                && shown.contains("redacted")
+        );
+        // A directory from before the derivation: every use keeps the root secret.
+        meta.write(vec![Write::Delete(Table::Meta, DERIVATION.to_vec())]).await.unwrap();
+        let old = secrets(&meta).await.unwrap();
+        assert_eq!(old.channels.0.as_slice(), root.as_slice());
+        assert_eq!(old.ids, old.hashing);
+        meta.close();
+    }
 }

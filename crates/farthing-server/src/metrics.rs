@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -33,6 +34,8 @@ pub struct Metrics {
     pub vouchers_accepted: AtomicU64,
     /// Channel settlements made on the ledger.
     pub channel_settlements: AtomicU64,
+    /// Background tasks restarted after a panic or an early end.
+    pub task_restarts: Arc<AtomicU64>,
 }
 
 impl Metrics {
@@ -136,6 +139,11 @@ impl Metrics {
                 "farthing_channel_settlements_total",
                 "Channel settlements made on the ledger (one transfer each).",
                 &self.channel_settlements,
+            ),
+            (
+                "farthing_task_restarts_total",
+                "Background tasks (settlement, webhooks, pruning) restarted after a panic or an early end.",
+                &*self.task_restarts,
             ),
             (
                 "farthing_idempotent_replays_total",

@@ -418,7 +418,7 @@ pub struct WebhookView {
     pub enabled: bool,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct CreatedWebhook {
     /// The signing secret (Standard Webhooks `whsec_` form): shown this once.
     pub secret: String,
@@ -448,4 +448,14 @@ pub struct Health {
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub detail: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedWebhook {
+    /// Everything but the signing secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedWebhook")
+            .field("secret", &"redacted")
+            .field("webhook", &self.webhook)
+            .finish()
+    }
 }

@@ -1076,6 +1076,21 @@ impl Risk {
     }
 
     /// What the engine is running with.
+    /// Of these asset codes, those the policy in force has neither caps nor security tiers
+    /// for: payments in them are judged by the model and velocity alone.
+    pub fn assets_without_rules(&self, codes: &[String]) -> Vec<String> {
+        let e = self.engine.lock().unwrap();
+        let policy = e.policy();
+        codes
+            .iter()
+            .filter(|code| {
+                !policy.caps.iter().any(|c| &c.asset == *code)
+                    && !policy.tiers.iter().any(|t| &t.asset == *code)
+            })
+            .cloned()
+            .collect()
+    }
+
     pub fn status(&self) -> RiskStatus {
         let e = self.engine.lock().unwrap();
         let rep = e.shadow_report();

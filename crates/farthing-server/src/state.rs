@@ -44,7 +44,7 @@ pub struct Shared {
     /// The transparency log's verifier key, if the log is on.
     pub verifier_key: Option<String>,
     /// Secret of this data directory, for ids derived from idempotency keys.
-    pub id_secret: [u8; 32],
+    pub id_secret: crate::meta::Secret,
     /// Event streams open, per key prefix.
     pub streams: std::sync::Mutex<HashMap<String, usize>>,
     /// Held while an asset is created: ids are allocated one at a time.

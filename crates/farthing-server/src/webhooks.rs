@@ -44,12 +44,26 @@ use crate::model::{CreateWebhook, CreatedWebhook, Page, TransferView, WebhookVie
 use crate::receipt::utc;
 use crate::state::AppState;
 
+impl std::fmt::Debug for Webhook {
+    /// Everything but the signing secret.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhook")
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .field("secret", &"redacted")
+            .field("owner_id", &self.owner_id)
+            .field("created_by", &self.created_by)
+            .field("enabled", &self.enabled)
+            .finish_non_exhaustive()
+    }
+}
+
 const CURSOR: &str = "webhook_cursor";
 const NEXT_DELIVERY: &str = "webhook_next_delivery";
 /// Attempts in flight at once, over every endpoint.
 pub(crate) const CONCURRENT_ATTEMPTS: usize = 32;
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Webhook {
     pub id: String,
     pub url: String,
@@ -190,7 +204,7 @@ pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
     let mut cursor = match s.meta.counter(CURSOR) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("farthing: webhooks stopped: {e}");
+            tracing::error!(error = %e, "webhooks stopped");
             return;
         }
     };
@@ -209,7 +223,7 @@ pub async fn dispatch(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>)
             match dispatch_range(&s, &hooks, cursor, end).await {
                 Ok(next) => cursor = next,
                 Err(e) => {
-                    eprintln!("farthing: webhook dispatch: {e}; retrying");
+                    tracing::warn!(error = %e, "webhook dispatch failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }

@@ -497,7 +497,8 @@ async fn health_metrics_and_the_openapi_document() {
     let get = |p: &str| http.get(format!("{}{p}", server.url)).send();
     assert_eq!(get("/healthz").await.unwrap().status(), 200);
     assert_eq!(get("/readyz").await.unwrap().status(), 200);
-    let metrics = get("/metrics").await.unwrap().text().await.unwrap();
+    assert_eq!(get("/metrics").await.unwrap().status(), 401, "the metrics need a key");
+    let metrics = admin.get_text("/metrics").await.unwrap();
     assert!(metrics.contains("farthing_transfers_accepted_total 2"), "{metrics}");
     assert!(metrics.contains("process_cpu_seconds_total"));
     assert!(metrics.contains(r#"route="/v1/transfers",status="201""#));

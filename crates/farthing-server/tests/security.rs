@@ -291,8 +291,16 @@ async fn malformed_requests_are_problems_not_panics() {
         let m = reqwest::Method::from_bytes(format!("XMETHOD{i}").as_bytes()).unwrap();
         let _ = http.request(m, format!("{}/v1/assets", server.url)).send().await.unwrap();
     }
-    let metrics =
-        http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("process_cpu_seconds_total"), "{metrics}");
     assert!(!metrics.contains("XMETHOD"));
     server.shutdown().await.unwrap();
 }
@@ -322,5 +330,31 @@ async fn a_merchant_cannot_choose_its_own_merchant_category() {
         .await
         .unwrap();
     assert_eq!(made["code"], 5411);
+    server.shutdown().await.unwrap();
+}
+
+/// `/metrics` answers admin and auditor keys only; with `metrics_listen` set, it is served
+/// there without a key, and no longer on the API's address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_are_behind_a_key_or_on_their_own_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", server.url);
+    assert_eq!(http.get(&url).send().await.unwrap().status(), 401);
+    let payer = key(&admin, "payer", Some("1001")).await;
+    assert_eq!(payer.get_text("/metrics").await.unwrap_err().status(), Some(403));
+    let auditor = key(&admin, "auditor", None).await;
+    assert!(auditor.get_text("/metrics").await.unwrap().contains("process_cpu_seconds_total"));
+    server.shutdown().await.unwrap();
+
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let cfg = farthing_server::Config { metrics_listen: Some(free), ..config(dir.path()) };
+    let (server, admin) = start(cfg).await;
+    let own = http.get(format!("http://{free}/metrics")).send().await.unwrap();
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("process_cpu_seconds_total"));
+    assert_eq!(admin.get_text("/metrics").await.unwrap_err().status(), Some(404));
     server.shutdown().await.unwrap();
 }

@@ -34,6 +34,7 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
     if let Some(p) = &args.risk_policy {
         config.risk_policy = Some(p.clone());
     }
+    init_log(&config)?;
     let files_warning = raise_file_limit(config.connections_max);
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if config.worker_threads > 0 {
@@ -68,6 +69,18 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
                 let _ = writeln!(out, "  risk engine: off (risk = false)");
             }
         }
+        if let Some(risk) = &server.state.risk {
+            let codes: Vec<String> =
+                server.state.directory.assets().into_iter().map(|a| a.code).collect();
+            let bare = risk.assets_without_rules(&codes);
+            if !bare.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "  warning: the risk policy has no caps or security tiers for {}: payments in them are judged by the model and velocity alone",
+                    bare.join(", ")
+                );
+            }
+        }
         if let Some(warning) = &files_warning {
             let _ = writeln!(out, "  warning: {warning}");
         }
@@ -99,6 +112,22 @@ pub fn run(args: &ServeArgs) -> Result<(), String> {
         say("farthing: stopped");
         Ok(())
     })
+}
+
+/// The server's log on standard error, as `log_format` and `log_level` (or `RUST_LOG`) say.
+fn init_log(config: &Config) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(f) if !f.is_empty() => EnvFilter::try_new(&f).map_err(|e| format!("RUST_LOG: {e}"))?,
+        _ => EnvFilter::try_new(&config.log_level).map_err(|e| format!("log_level: {e}"))?,
+    };
+    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second start in one process (tests) keeps the first subscriber.
+    let _ = match config.log_format.as_str() {
+        "json" => log.json().try_init(),
+        _ => log.try_init(),
+    };
+    Ok(())
 }
 
 /// Raises the open-files limit to its hard limit: each connection is a file. A warning when

@@ -87,6 +87,12 @@ fn the_readme_walkthrough_works_as_written() {
     assert!(!webhooks.contains("REFUSED"), "{webhooks}");
     assert!(stdout.contains(r#""available":"4.999000""#), "the wallet after paying: {stdout}");
     assert!(stdout.contains("OK"), "the receipt verified: {stdout}");
+    assert!(stdout.contains(r#""id":"43""#), "the refund: {stdout}");
+    assert!(
+        stdout.contains(r#""credits_posted":"0.001000""#)
+            && stdout.contains(r#""debits_posted":"0.001000""#),
+        "the merchant's balance history, paid then refunded: {stdout}"
+    );
     assert!(stdout.contains(r#""increment_units":"1000""#), "the voucher taken: {stdout}");
     assert!(stdout.contains(r#""settled_units":"1000""#), "the channel settled: {stdout}");
     drop(server);

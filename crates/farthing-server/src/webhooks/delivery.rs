@@ -51,7 +51,7 @@ pub async fn deliver(s: AppState, mut stop: tokio::sync::watch::Receiver<bool>) 
     let permits = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_ATTEMPTS));
     loop {
         let next_due = start_due(&s, &permits).unwrap_or_else(|e| {
-            eprintln!("farthing: webhook queue: {e}; retrying");
+            tracing::warn!(error = %e, "webhook queue failed; retrying");
             Some(now_ms() + STORE_RETRY_MS)
         });
         let wait_ms = next_due.map_or(IDLE_WAIT_MS, |t| t.saturating_sub(now_ms()));
@@ -95,7 +95,7 @@ fn start_due(s: &AppState, permits: &Arc<tokio::sync::Semaphore>) -> Result<Opti
 /// delivery is attempted again, at least once being the promise).
 async fn write(s: &AppState, changes: Vec<Write>) {
     if let Err(e) = s.meta.write(changes).await {
-        eprintln!("farthing: webhook delivery record not saved: {e}");
+        tracing::error!(error = %e, "webhook delivery record not saved");
     }
 }
 

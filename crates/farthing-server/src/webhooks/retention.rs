@@ -23,7 +23,7 @@ pub async fn prune_task(s: AppState, mut stop: tokio::sync::watch::Receiver<bool
             _ = stop.changed() => return,
         }
         if let Err(e) = prune(&s).await {
-            eprintln!("farthing: pruning webhook deliveries: {e}");
+            tracing::warn!(error = %e, "pruning webhook deliveries");
         }
     }
 }

@@ -261,8 +261,10 @@ impl Client {
         self.post("/v1/webhooks", &body, None).await
     }
 
+    /// The newest page of a webhook's delivery log (its `data`: an array, newest first).
     pub async fn deliveries(&self, webhook_id: &str) -> Result<Value, Error> {
-        self.get(&format!("/v1/webhooks/{webhook_id}/deliveries")).await
+        let mut page = self.get(&format!("/v1/webhooks/{webhook_id}/deliveries")).await?;
+        Ok(page["data"].take())
     }
 
     /// Opens the event stream: from the next commit, or after `last_event_id`.

@@ -172,14 +172,31 @@ pub async fn create_asset(
     Ok((StatusCode::CREATED, Json(AssetView::new(&created))).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/assets", tag = "assets",
-    responses((status = 200, body = Vec<AssetView>)), security(("bearer" = [])))]
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// At most this many (default and most: `page_size_max`).
+    pub limit: Option<u32>,
+    /// From a previous page's next_cursor.
+    pub cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/assets", tag = "assets", params(PageQuery),
+    responses((status = 200, body = Page<AssetView>)), security(("bearer" = [])))]
 pub async fn list_assets(
     State(s): State<AppState>,
     Extension(_p): Extension<Arc<Principal>>,
-) -> ApiResult<Json<Vec<AssetView>>> {
-    let assets = s.engine.read_async(|sm| sm.assets()).await?;
-    Ok(Json(assets.iter().map(AssetView::new).collect()))
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<AssetView>>> {
+    let limit = page_limit(&s, q.limit)? as usize;
+    let after = q.cursor.as_deref().map_or(Ok(0), |c| parse_u64("cursor", c))?;
+    let mut assets = s.engine.read_async(|sm| sm.assets()).await?;
+    assets.retain(|a| u64::from(a.id) > after);
+    assets.sort_by_key(|a| a.id);
+    let more = assets.len() > limit;
+    assets.truncate(limit);
+    let next_cursor = more.then(|| assets.last().map(|a| a.id.to_string())).flatten();
+    Ok(Json(Page { data: assets.iter().map(AssetView::new).collect(), next_cursor }))
 }
 
 #[utoipa::path(get, path = "/v1/assets/{code}", tag = "assets",
@@ -1051,14 +1068,25 @@ pub async fn create_key(
     Ok(response)
 }
 
-#[utoipa::path(get, path = "/v1/api-keys", tag = "keys",
-    responses((status = 200, body = Vec<KeyView>)), security(("bearer" = [])))]
+#[utoipa::path(get, path = "/v1/api-keys", tag = "keys", params(PageQuery),
+    responses((status = 200, body = Page<KeyView>)), security(("bearer" = [])))]
 pub async fn list_keys(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
-) -> ApiResult<Json<Vec<KeyView>>> {
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<Page<KeyView>>> {
     p.require_admin()?;
-    Ok(Json(s.keys.list().iter().map(KeyView::new).collect()))
+    let limit = page_limit(&s, q.limit)? as usize;
+    // By prefix; the cursor is the last prefix shown.
+    let mut keys = s.keys.list();
+    if let Some(after) = &q.cursor {
+        keys.retain(|k| k.prefix.as_str() > after.as_str());
+    }
+    keys.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    let more = keys.len() > limit;
+    keys.truncate(limit);
+    let next_cursor = more.then(|| keys.last().map(|k| k.prefix.clone())).flatten();
+    Ok(Json(Page { data: keys.iter().map(KeyView::new).collect(), next_cursor }))
 }
 
 #[utoipa::path(delete, path = "/v1/api-keys/{prefix}", tag = "keys",

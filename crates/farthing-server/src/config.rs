@@ -112,6 +112,10 @@ pub struct Config {
     /// Where `/metrics` is served. Unset: on `listen`, to admin and auditor keys only. Set:
     /// on this address only, without a key (keep it on a private network).
     pub metrics_listen: Option<SocketAddr>,
+    /// Origins browser clients may call the API from (`https://shop.example`), or `["*"]`
+    /// for any; preflight requests are answered for them. Empty: no CORS headers (only
+    /// same-origin pages, and non-browser clients).
+    pub cors_allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -162,6 +166,7 @@ impl Default for Config {
             log_format: "text".into(),
             log_level: "info".into(),
             metrics_listen: None,
+            cors_allowed_origins: Vec::new(),
         }
     }
 }
@@ -182,7 +187,7 @@ impl Config {
         figment.merge(env).extract().map_err(|e| format!("configuration: {e}"))
     }
 
-    const FIELDS: [&'static str; 45] = [
+    const FIELDS: [&'static str; 46] = [
         "data_dir",
         "listen",
         "tls_cert",
@@ -228,6 +233,7 @@ impl Config {
         "log_format",
         "log_level",
         "metrics_listen",
+        "cors_allowed_origins",
     ];
 
     /// Whether webhooks may reach internal addresses (see `webhook_private_addresses`).
@@ -302,6 +308,17 @@ impl Config {
         }
         if self.log_format != "text" && self.log_format != "json" {
             return Err(format!("log_format {:?} must be text or json", self.log_format));
+        }
+        for origin in &self.cors_allowed_origins {
+            let ok = origin == "*"
+                || ((origin.starts_with("https://") || origin.starts_with("http://"))
+                    && !origin.ends_with('/')
+                    && axum::http::HeaderValue::from_str(origin).is_ok());
+            if !ok {
+                return Err(format!(
+                    "cors_allowed_origins: {origin:?} is not an origin (scheme://host[:port], no path) nor \"*\""
+                ));
+            }
         }
         if self.metrics_listen.is_some_and(|m| m == self.listen) {
             return Err("metrics_listen must differ from listen".into());

@@ -159,8 +159,42 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(cors(&state.config))
         .with_state(state);
     (app, openapi)
+}
+
+/// CORS for browser clients of `cors_allowed_origins` (none: no CORS headers at all).
+/// Preflight requests are answered here, before authentication; API keys travel in the
+/// `Authorization` header, never in cookies, so credentials are not allowed.
+fn cors(config: &Config) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, Method};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = &config.cors_allowed_origins;
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = match origins.iter().any(|o| o == "*") {
+        true => AllowOrigin::any(),
+        false => AllowOrigin::list(
+            origins.iter().filter_map(|o| axum::http::HeaderValue::from_str(o).ok()),
+        ),
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::DELETE])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            HeaderName::from_static("idempotency-key"),
+            HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::LOCATION,
+            HeaderName::from_static("idempotent-replayed"),
+        ])
+        .max_age(Duration::from_secs(600))
 }
 
 /// Routes whose bodies may be as large as `batch_body_bytes_max`.

@@ -248,6 +248,54 @@ impl Meta {
         Ok(rows)
     }
 
+    /// A page of the rows whose keys start with `prefix`, highest key first, below
+    /// `before` (exclusive) when given; and, when more follow, the page's last key (the
+    /// next page's `before`).
+    pub fn page_rev(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        before: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<(Rows, Option<Vec<u8>>), String> {
+        let db = self.db.read().unwrap();
+        let txn = db.as_ref().ok_or(CLOSED)?.begin_read().map_err(|e| e.to_string())?;
+        let t = txn.open_table(table.def()).map_err(|e| e.to_string())?;
+        let mut end = prefix.to_vec();
+        while let Some(last) = end.pop() {
+            if last < u8::MAX {
+                end.push(last + 1);
+                break;
+            }
+        }
+        let end = match (before, end.is_empty()) {
+            (Some(b), true) => Some(b.to_vec()),
+            (Some(b), false) => Some(b.min(end.as_slice()).to_vec()),
+            (None, true) => None,
+            (None, false) => Some(end),
+        };
+        if end.as_deref().is_some_and(|e| e <= prefix) {
+            return Ok((Vec::new(), None));
+        }
+        let range = match &end {
+            Some(end) => t.range(prefix..end.as_slice()),
+            None => t.range(prefix..),
+        };
+        let mut rows = Vec::new();
+        for row in range.map_err(|e| e.to_string())?.rev() {
+            let (k, v) = row.map_err(|e| e.to_string())?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            if rows.len() == limit {
+                let last = rows.last().map(|(k, _): &(Vec<u8>, Vec<u8>)| k.clone());
+                return Ok((rows, last));
+            }
+            rows.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok((rows, None))
+    }
+
     /// Rows in a table (kept by the store: no scan).
     pub fn row_count(&self, table: Table) -> Result<u64, String> {
         let db = self.db.read().unwrap();

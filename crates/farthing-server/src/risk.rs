@@ -1057,25 +1057,35 @@ impl Risk {
         }
     }
 
-    pub fn policy_versions(&self, limit: usize) -> Result<Vec<PolicyVersion>, String> {
+    /// One policy version, by number.
+    pub fn policy_version(&self, version: u64) -> Result<Option<PolicyVersion>, String> {
         Ok(self
             .meta
-            .scan_rev(Table::RiskPolicies, b"", limit)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+            .get(Table::RiskPolicies, &version.to_be_bytes())?
+            .and_then(|v| serde_json::from_slice(&v).ok()))
     }
 
-    pub fn audit_trail(&self, limit: usize) -> Result<Vec<AuditEntry>, String> {
-        Ok(self
-            .meta
-            .scan_rev(Table::RiskAudit, b"", limit)?
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+    /// A page of the policy versions, newest first, from before `before` (a previous
+    /// page's cursor); and the next page's cursor.
+    pub fn policy_versions(
+        &self,
+        limit: usize,
+        before: Option<&[u8]>,
+    ) -> Result<(Vec<PolicyVersion>, Option<Vec<u8>>), String> {
+        let (rows, next) = self.meta.page_rev(Table::RiskPolicies, b"", before, limit)?;
+        Ok((rows.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect(), next))
     }
 
-    /// What the engine is running with.
+    /// A page of the audit trail, newest first; see [`Risk::policy_versions`].
+    pub fn audit_trail(
+        &self,
+        limit: usize,
+        before: Option<&[u8]>,
+    ) -> Result<(Vec<AuditEntry>, Option<Vec<u8>>), String> {
+        let (rows, next) = self.meta.page_rev(Table::RiskAudit, b"", before, limit)?;
+        Ok((rows.into_iter().filter_map(|(_, v)| serde_json::from_slice(&v).ok()).collect(), next))
+    }
+
     /// Of these asset codes, those the policy in force has neither caps nor security tiers
     /// for: payments in them are judged by the model and velocity alone.
     pub fn assets_without_rules(&self, codes: &[String]) -> Vec<String> {
@@ -1091,6 +1101,7 @@ impl Risk {
             .collect()
     }
 
+    /// What the engine is running with.
     pub fn status(&self) -> RiskStatus {
         let e = self.engine.lock().unwrap();
         let rep = e.shadow_report();

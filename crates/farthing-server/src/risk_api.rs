@@ -18,7 +18,7 @@ use crate::api::{id_or_new, outcome, parse_id, pending_for, submit_one};
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiResult, Problem};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::model::{RiskContext, TransferView};
+use crate::model::{Page, RiskContext, TransferView};
 use crate::risk::{AuditEntry, DecisionRecord, PolicyVersion, Risk, RiskStatus, SelfLimitsView};
 use crate::state::AppState;
 
@@ -528,8 +528,39 @@ fn require_operator(p: &Principal) -> ApiResult<()> {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct LimitQuery {
-    /// At most this many, newest first (default 100).
+    /// At most this many, newest first (default 100, at most `page_size_max`).
     pub limit: Option<u32>,
+    /// From a previous page's next_cursor.
+    pub cursor: Option<String>,
+}
+
+/// A cursor over stored rows: the hex of the last row's key.
+pub(crate) fn row_cursor(key: &[u8]) -> String {
+    crate::auth::hex(key)
+}
+
+pub(crate) fn parse_row_cursor(text: &str) -> ApiResult<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if bytes.len() % 2 != 0 || bytes.len() > 512 {
+        return Err(ApiError::invalid("cursor", "Not a cursor this list gave."));
+    }
+    bytes
+        .chunks(2)
+        .map(|pair| {
+            std::str::from_utf8(pair)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| ApiError::invalid("cursor", "Not a cursor this list gave."))
+        })
+        .collect()
+}
+
+fn page_of(s: &AppState, q: &LimitQuery) -> ApiResult<(usize, Option<Vec<u8>>)> {
+    let limit = match q.limit {
+        None => 100.min(s.config.page_size_max),
+        Some(_) => crate::api::page_limit(s, q.limit)?,
+    } as usize;
+    Ok((limit, q.cursor.as_deref().map(parse_row_cursor).transpose()?))
 }
 
 #[utoipa::path(get, path = "/v1/risk/policy", tag = "risk",
@@ -541,36 +572,36 @@ pub async fn get_policy(
     require_operator(&p)?;
     let risk = risk_of(&s)?;
     let current = risk.status().policy_version;
-    risk.policy_versions(usize::MAX)
+    risk.policy_version(current)
         .map_err(internal)?
-        .into_iter()
-        .find(|v| v.version == current)
         .map(Json)
         .ok_or_else(|| ApiError::not_found("policy"))
 }
 
 #[utoipa::path(get, path = "/v1/risk/policy/versions", tag = "risk", params(LimitQuery),
-    responses((status = 200, body = Vec<PolicyVersion>)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<PolicyVersion>)), security(("bearer" = [])))]
 pub async fn policy_versions(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
-) -> ApiResult<Json<Vec<PolicyVersion>>> {
+) -> ApiResult<Json<Page<PolicyVersion>>> {
     require_operator(&p)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
-    Ok(Json(risk_of(&s)?.policy_versions(limit).map_err(internal)?))
+    let (limit, before) = page_of(&s, &q)?;
+    let (data, next) = risk_of(&s)?.policy_versions(limit, before.as_deref()).map_err(internal)?;
+    Ok(Json(Page { data, next_cursor: next.as_deref().map(row_cursor) }))
 }
 
 #[utoipa::path(get, path = "/v1/risk/audit", tag = "risk", params(LimitQuery),
-    responses((status = 200, body = Vec<AuditEntry>)), security(("bearer" = [])))]
+    responses((status = 200, body = Page<AuditEntry>)), security(("bearer" = [])))]
 pub async fn audit_trail(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
     ApiQuery(q): ApiQuery<LimitQuery>,
-) -> ApiResult<Json<Vec<AuditEntry>>> {
+) -> ApiResult<Json<Page<AuditEntry>>> {
     require_operator(&p)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1_000) as usize;
-    Ok(Json(risk_of(&s)?.audit_trail(limit).map_err(internal)?))
+    let (limit, before) = page_of(&s, &q)?;
+    let (data, next) = risk_of(&s)?.audit_trail(limit, before.as_deref()).map_err(internal)?;
+    Ok(Json(Page { data, next_cursor: next.as_deref().map(row_cursor) }))
 }
 
 /// An account the caller may set risk settings for: its own (payer or merchant key), or

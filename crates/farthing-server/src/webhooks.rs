@@ -559,25 +559,35 @@ async fn cancel_pending(s: &AppState, webhook_id: &str) -> ApiResult<()> {
 pub struct DeliveriesQuery {
     /// Most recent first, at most this many (default 100).
     pub limit: Option<u32>,
+    /// From a previous page's next_cursor.
+    pub cursor: Option<String>,
 }
 
 #[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "Webhook id"), DeliveriesQuery),
-    responses((status = 200, body = Vec<Delivery>), (status = 404, body = Problem, content_type = "application/problem+json")),
+    responses((status = 200, body = Page<Delivery>), (status = 404, body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn list_deliveries(
     State(s): State<AppState>,
     Extension(p): Extension<Arc<Principal>>,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
-) -> ApiResult<Json<Vec<Delivery>>> {
+) -> ApiResult<Json<Page<Delivery>>> {
     let hook = visible_hook(&s, &p, &id)?;
-    let limit = page_limit(&s, q.limit)? as usize;
-    let rows = s
+    let limit = match q.limit {
+        None => 100.min(s.config.page_size_max),
+        Some(_) => page_limit(&s, q.limit)?,
+    } as usize;
+    let before = q.cursor.as_deref().map(crate::risk_api::parse_row_cursor).transpose()?;
+    let prefix = format!("{}/", hook.id);
+    let (rows, next) = s
         .meta
-        .scan_rev(Table::Deliveries, format!("{}/", hook.id).as_bytes(), limit)
+        .page_rev(Table::Deliveries, prefix.as_bytes(), before.as_deref(), limit)
         .map_err(storage)?;
-    Ok(Json(rows.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect()))
+    Ok(Json(Page {
+        data: rows.iter().filter_map(|(_, v)| serde_json::from_slice(v).ok()).collect(),
+        next_cursor: next.as_deref().map(crate::risk_api::row_cursor),
+    }))
 }
 
 /// Deliveries waiting for an attempt, for `/metrics` (the store keeps the count).

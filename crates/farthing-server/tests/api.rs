@@ -537,7 +537,7 @@ async fn tls_when_a_certificate_is_configured() {
         .unwrap();
     let client = Client::with_http(http, &url, ADMIN_KEY);
     client.create_asset("USD", 2).await.expect("a request over TLS");
-    assert_eq!(client.get("/v1/assets").await.unwrap()[0]["code"], "USD");
+    assert_eq!(client.get("/v1/assets").await.unwrap()["data"][0]["code"], "USD");
     // Plain HTTP to the TLS port gets nowhere; an unknown certificate is refused.
     let plain = Client::new(&url.replace("https://", "http://"), ADMIN_KEY);
     assert!(plain.get("/v1/assets").await.is_err());
@@ -660,6 +660,57 @@ async fn a_declared_body_over_the_limit_is_refused_before_it_is_read() {
         let text = String::from_utf8_lossy(&answer[..read]);
         assert!(text.starts_with("HTTP/1.1 413"), "{path} {idempotency:?}: {text}");
         assert!(text.contains("body_too_large"), "{text}");
+    }
+    server.shutdown().await.unwrap();
+}
+
+/// Every list answers `{"data", "next_cursor"}` and pages with `limit` and `cursor`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_list_pages_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    admin.create_asset("EUR", 2).await.unwrap();
+    admin.create_asset("GBP", 2).await.unwrap();
+    for _ in 0..2 {
+        key(&admin, "auditor", None).await;
+    }
+    let hook = admin.create_webhook("http://127.0.0.1:9/x", None).await.unwrap();
+    let hook = hook["id"].as_str().unwrap().to_string();
+    for list in [
+        "/v1/assets".to_string(),
+        "/v1/api-keys".into(),
+        "/v1/risk/policy/versions".into(),
+        "/v1/risk/audit".into(),
+        format!("/v1/webhooks/{hook}/deliveries"),
+        "/v1/accounts?owner_id=1001".into(),
+    ] {
+        let all = admin.get(&list).await.unwrap();
+        let n = all["data"].as_array().unwrap_or_else(|| panic!("{list}: {all}")).len();
+        let sep = if list.contains('?') { '&' } else { '?' };
+        // One at a time, following the cursors: the same rows, each once.
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = match &cursor {
+                None => admin.get(&format!("{list}{sep}limit=1")).await.unwrap(),
+                Some(c) => admin.get(&format!("{list}{sep}limit=1&cursor={c}")).await.unwrap(),
+            };
+            let data = page["data"].as_array().unwrap();
+            assert!(data.len() <= 1, "{list}");
+            seen.extend(data.iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+            assert!(seen.len() <= n, "{list}: more rows than the whole list");
+        }
+        assert_eq!(seen, *all["data"].as_array().unwrap(), "{list}");
+        assert_eq!(
+            admin.get(&format!("{list}{sep}limit=0")).await.unwrap_err().code(),
+            Some("limit_out_of_range"),
+            "{list}"
+        );
     }
     server.shutdown().await.unwrap();
 }

@@ -136,7 +136,9 @@ async fn a_limit_changed_in_the_policy_file_applies_without_a_restart() {
     let mut refused = Value::Null;
     for _ in 0..200 {
         let audit = admin.get("/v1/risk/audit").await.unwrap();
-        if let Some(e) = audit.as_array().unwrap().iter().find(|e| e["kind"] == "policy_refused") {
+        if let Some(e) =
+            audit["data"].as_array().unwrap().iter().find(|e| e["kind"] == "policy_refused")
+        {
             refused = e.clone();
             break;
         }
@@ -147,7 +149,7 @@ async fn a_limit_changed_in_the_policy_file_applies_without_a_restart() {
     let declined = try_pay(&payer, "4", "1001", "2001", "10.00").await.unwrap_err();
     assert_eq!(declined.code(), Some("risk_declined"), "11 + 10 > 20 under version 2");
     let versions = admin.get("/v1/risk/policy/versions").await.unwrap();
-    let versions = versions.as_array().unwrap();
+    let versions = versions["data"].as_array().unwrap();
     assert_eq!(versions.len(), 2);
     assert!(versions[0]["text"].as_str().unwrap().contains("daily = \"20.00\""));
     assert!(versions[1]["text"].as_str().unwrap().contains("daily = \"10.00\""));
@@ -238,7 +240,7 @@ async fn step_up_and_review_hold_the_funds_until_someone_decides() {
     assert_eq!(admin.transfer("399").await.unwrap()["status"], "voided");
     let audit = admin.get("/v1/risk/audit").await.unwrap();
     let kinds: Vec<&str> =
-        audit.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+        audit["data"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert!(
         kinds.contains(&"approved") && kinds.contains(&"rejected") && kinds.contains(&"label"),
         "{kinds:?}"

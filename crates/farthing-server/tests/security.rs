@@ -129,7 +129,8 @@ async fn revoking_a_key_ends_its_streams_and_webhooks() {
     // The last working admin key cannot be revoked (nobody could make keys after).
     let me = admin.get("/v1/api-keys").await.unwrap();
     let admin_prefix =
-        me.as_array().unwrap().iter().find(|k| k["role"] == "admin").unwrap()["prefix"].clone();
+        me["data"].as_array().unwrap().iter().find(|k| k["role"] == "admin").unwrap()["prefix"]
+            .clone();
     let second = admin.create_key(&json!({"role": "admin"})).await.unwrap();
     let second = admin.with_key(second["key"].as_str().unwrap());
     let last = second
@@ -277,7 +278,7 @@ async fn malformed_requests_are_problems_not_panics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
-    assert_eq!(admin.get("/v1/assets").await.unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(admin.get("/v1/assets").await.unwrap()["data"].as_array().unwrap().len(), 1);
     // The scheme's name is case-insensitive.
     let lower = http
         .get(format!("{}/v1/assets", server.url))
@@ -357,4 +358,62 @@ async fn metrics_are_behind_a_key_or_on_their_own_address() {
     assert!(own.text().await.unwrap().contains("process_cpu_seconds_total"));
     assert_eq!(admin.get_text("/metrics").await.unwrap_err().status(), Some(404));
     server.shutdown().await.unwrap();
+}
+
+/// Browser clients of the allowed origins get CORS headers and their preflight answered;
+/// other origins, and every origin when none is configured, get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cors_answers_the_allowed_origins_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = "https://shop.example";
+    let cfg =
+        farthing_server::Config { cors_allowed_origins: vec![shop.into()], ..config(dir.path()) };
+    let (server, admin) = start(cfg).await;
+    seed(&admin).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1/transfers", server.url);
+    let preflight = |origin: &'static str| {
+        http.request(reqwest::Method::OPTIONS, &url)
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type,idempotency-key")
+            .send()
+    };
+    let ok = preflight(shop).await.unwrap();
+    assert!(ok.status().is_success(), "{}", ok.status());
+    assert_eq!(ok.headers()["access-control-allow-origin"], shop);
+    let methods = ok.headers()["access-control-allow-methods"].to_str().unwrap().to_string();
+    assert!(methods.contains("POST"), "{methods}");
+    let headers = ok.headers()["access-control-allow-headers"].to_str().unwrap().to_lowercase();
+    assert!(headers.contains("authorization") && headers.contains("idempotency-key"), "{headers}");
+    let other = preflight("https://evil.example").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    // A real request from the shop's page carries the header too.
+    let got = http
+        .get(format!("{}/v1/accounts/1001", server.url))
+        .bearer_auth(ADMIN_KEY)
+        .header("origin", shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.status(), 200);
+    assert_eq!(got.headers()["access-control-allow-origin"], shop);
+    server.shutdown().await.unwrap();
+
+    // None configured: no CORS headers at all.
+    let (server, _) = start(config(dir.path())).await;
+    let got = http
+        .request(reqwest::Method::OPTIONS, format!("{}/v1/transfers", server.url))
+        .header("origin", shop)
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert!(got.headers().get("access-control-allow-origin").is_none());
+    server.shutdown().await.unwrap();
+    let bad = farthing_server::Config {
+        cors_allowed_origins: vec!["shop.example/".into()],
+        ..config(dir.path())
+    };
+    assert!(bad.validate().unwrap_err().contains("cors_allowed_origins"));
 }

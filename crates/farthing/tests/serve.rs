@@ -86,7 +86,7 @@ async fn the_first_start_prints_an_admin_key_once() {
     // The second start prints no key, and the first one still works.
     let (child, url, printed) = start(dir.path(), None);
     assert!(!printed.iter().any(|l| l.contains("fk_")), "{printed:?}");
-    assert_eq!(Client::new(&url, &key).get("/v1/assets").await.unwrap()[0]["code"], "USD");
+    assert_eq!(Client::new(&url, &key).get("/v1/assets").await.unwrap()["data"][0]["code"], "USD");
     stop(child);
     assert!(std::fs::metadata(dir.path().join("server.redb")).is_ok());
 }

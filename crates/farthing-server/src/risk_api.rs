@@ -541,7 +541,7 @@ pub(crate) fn row_cursor(key: &[u8]) -> String {
 
 pub(crate) fn parse_row_cursor(text: &str) -> ApiResult<Vec<u8>> {
     let bytes = text.as_bytes();
-    if bytes.len() % 2 != 0 || bytes.len() > 512 {
+    if !bytes.len().is_multiple_of(2) || bytes.len() > 512 {
         return Err(ApiError::invalid("cursor", "Not a cursor this list gave."));
     }
     bytes

@@ -428,7 +428,8 @@ impl Server {
             .map_err(|e| e.to_string())?;
         hub.start_at(committed);
         let records = root.join("server.redb");
-        if !records.exists() && (!assets.is_empty() || !accounts.is_empty() || committed > 0) {
+        let used = !assets.is_empty() || !accounts.is_empty() || committed > 0;
+        if !records.exists() && used && farthing_store::datadir::holds(&root, "server.redb") {
             return Err(format!(
                 "{}: missing beside a ledger that holds {} assets, {} accounts and {} transfers: \
                  starting would make new API keys, webhooks, channel and risk records. Nothing was \
@@ -443,6 +444,8 @@ impl Server {
             ));
         }
         let meta = meta::Meta::open(&records)?;
+        // From now on its absence beside a used ledger is a loss, not a first start.
+        farthing_store::datadir::mark_holds(&root, "server.redb").map_err(|e| e.to_string())?;
         let meta_for_secret = meta.clone();
         let keys =
             auth::Keys::load(meta.clone(), config.rate_limit_per_s, config.rate_limit_burst)?;

@@ -1,7 +1,8 @@
 //! The data directory: its format version, its lock, its snapshots, and recovery from it.
 //!
 //! ```text
-//! D/FORMAT               "farthing-data 1", then "wal-checksum-seed N" (random, per directory)
+//! D/FORMAT               "farthing-data 1", then "wal-checksum-seed N" (random, per directory),
+//!                        then a "holds <part>" line for each part made once (tlog, server.redb)
 //! D/LOCK                 held (flock) by the one process using D
 //! D/wal/<seq>.wal        WAL segments, named by their first record
 //! D/snapshots/<seq>.snap state after record <seq>, checksummed
@@ -145,6 +146,34 @@ pub fn wal_seed(root: &Path) -> Result<u32, StoreError> {
         .find_map(|l| l.trim().strip_prefix("wal-checksum-seed "))
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| StoreError::Format { path: format, reason: "no wal-checksum-seed".into() })
+}
+
+/// Whether the directory's `FORMAT` file says it holds `what` (`tlog`, `server.redb`): a
+/// part made once, whose absence later is a loss, not a fresh start.
+pub fn holds(root: &Path, what: &str) -> bool {
+    let line = format!("holds {what}");
+    std::fs::read_to_string(root.join(FORMAT_FILE))
+        .is_ok_and(|text| text.lines().any(|l| l.trim() == line))
+}
+
+/// Records in `FORMAT` that the directory holds `what` (once; atomically: a new file
+/// renamed over the old, then the directory synced).
+pub fn mark_holds(root: &Path, what: &str) -> Result<(), StoreError> {
+    if holds(root, what) {
+        return Ok(());
+    }
+    let format = root.join(FORMAT_FILE);
+    let mut text = std::fs::read_to_string(&format).map_err(StoreError::io(&format))?;
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text.push_str(&format!("holds {what}\n"));
+    let tmp = root.join("FORMAT.tmp");
+    let mut f = File::create(&tmp).map_err(StoreError::io(&tmp))?;
+    f.write_all(text.as_bytes()).map_err(StoreError::io(&tmp))?;
+    f.sync_all().map_err(StoreError::io(&tmp))?;
+    std::fs::rename(&tmp, &format).map_err(StoreError::io(&format))?;
+    wal::sync_dir(root)
 }
 
 /// A random number from the operating system's entropy (through std's hasher keys).

@@ -382,6 +382,7 @@ pub fn start_new_log(root: &Path, origin: Option<&str>) -> Result<Option<PathBuf
     ensure_key(root, origin)?;
     create_checkpoints_file(root)?;
     sync_dir(root)?;
+    crate::datadir::mark_holds(root, "tlog")?;
     Ok(moved)
 }
 
@@ -453,7 +454,9 @@ impl LogState {
     ) -> Result<Self, StoreError> {
         let dir = log_dir(root);
         let cp_path = dir.join(CHECKPOINTS_FILE);
-        if !sm.transfers().is_empty() {
+        // A log once made and now missing is a loss; a ledger that never had one (run with
+        // the log off) gets one built from it.
+        if crate::datadir::holds(root, "tlog") {
             let key_path = dir.join(KEY_FILE);
             let missing =
                 [(&dir, "tlog/"), (&key_path, "tlog/key"), (&cp_path, "tlog/checkpoints")]
@@ -463,8 +466,9 @@ impl LogState {
                 return Err(StoreError::NeedsRecovery {
                     path: path.clone(),
                     reason: format!(
-                        "the ledger holds {} transfers but {name} is missing: starting would sign a new log \
-                         that no earlier receipt or checkpoint verifies against",
+                        "this directory's log was made (FORMAT says `holds tlog`) but {name} is missing; \
+                         the ledger holds {} transfers: starting would sign a new log that no earlier \
+                         receipt or checkpoint verifies against",
                         sm.transfers().len()
                     ),
                     command: format!("farthing recover --data-dir {} --new-log", root.display()),
@@ -473,6 +477,7 @@ impl LogState {
         }
         let signer = ensure_key(root, origin)?;
         create_checkpoints_file(root)?;
+        crate::datadir::mark_holds(root, "tlog")?;
         let key = signer.verifier();
         let (notes, checkpoints_len) = read_checkpoints(root)?;
         let latest = match notes.last() {

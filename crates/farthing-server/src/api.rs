@@ -709,9 +709,7 @@ pub async fn create_transfer_batch(
 ) -> ApiResult<Json<BatchResult>> {
     p.require_writer()?;
     let n = req.transfers.len();
-    // With the risk engine on, each transfer travels with its decision: two events' room.
-    let engine_max = if s.risk.is_some() { BATCH_EVENTS_MAX / 2 } else { BATCH_EVENTS_MAX };
-    let max = s.config.batch_transfers_max.min(engine_max);
+    let max = s.config.batch_transfers_max.min(BATCH_EVENTS_MAX);
     if n == 0 || n > max {
         return Err(ApiError::bad_request(
             "batch_size",
@@ -733,7 +731,21 @@ pub async fn create_transfer_batch(
     let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
     let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
     let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
-    let sent = match s.risk.is_some() {
+    // A judged payment travels with its decision: two events' room in the engine's batch.
+    // A batch of moves the risk engine does not judge (between house accounts) is plain.
+    let any_judged = judged.decisions.iter().any(|d| !d.is_none());
+    if any_judged && judged.transfers.len() > BATCH_EVENTS_MAX / 2 {
+        judged.settle(&s, &[]);
+        return Err(ApiError::bad_request(
+            "batch_size",
+            format!(
+                "A batch with payments the risk engine judges holds 1 to {} transfers; this one has {n}.",
+                BATCH_EVENTS_MAX / 2
+            ),
+        )
+        .field("/transfers"));
+    }
+    let sent = match any_judged {
         true => {
             s.engine
                 .create_judged_transfers_async(judged.transfers.clone(), judged.decisions.clone())

@@ -714,3 +714,28 @@ async fn every_list_pages_the_same_way() {
     }
     server.shutdown().await.unwrap();
 }
+
+/// With the risk engine on, a batch of moves it does not judge (from a house account) holds
+/// up to 8,190; one with payments it judges, 4,095 (each travels with its decision), and a
+/// larger one is refused whole, changing nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_judged_payments_holds_half_the_engines_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, admin) = start(config(dir.path())).await;
+    seed(&admin).await;
+    let batch = |from: &str, n: usize| {
+        let items: Vec<Value> = (0..n)
+            .map(|_| json!({"debit_account_id": from, "credit_account_id": "1002", "amount": "0.000001"}))
+            .collect();
+        json!({ "transfers": items })
+    };
+    let house = admin.post("/v1/transfers/batch", &batch("1", 8_190), None).await.unwrap();
+    assert_eq!(house["accepted"], 8_190, "house moves are not judged: the engine's bound");
+    let before = admin.account("1001").await.unwrap();
+    let refused = admin.post("/v1/transfers/batch", &batch("1001", 4_096), None).await.unwrap_err();
+    assert_eq!(refused.code(), Some("batch_size"));
+    assert_eq!(admin.account("1001").await.unwrap(), before, "nothing changed");
+    let paid = admin.post("/v1/transfers/batch", &batch("1001", 4_095), None).await.unwrap();
+    assert_eq!(paid["accepted"], 4_095);
+    server.shutdown().await.unwrap();
+}

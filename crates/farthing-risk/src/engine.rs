@@ -233,7 +233,7 @@ impl Spend {
 /// Days since the Unix epoch and the calendar month (year × 12 + month − 1), in UTC.
 pub fn day_and_month(at_ns: u64) -> (u32, u32) {
     let days = at_ns / DAY_NS;
-    let (year, month, _) = crate::simulate::civil(days);
+    let (year, month, _) = crate::calendar::civil(days);
     (days as u32, (year * 12 + month - 1) as u32)
 }
 

@@ -35,29 +35,29 @@ pub enum Link {
 
 /// One split of a tree.
 #[derive(Clone, Debug)]
-pub(crate) struct Split {
-    pub(crate) feature: usize,
-    pub(crate) threshold: f64,
-    pub(crate) default_left: bool,
-    pub(crate) missing: Missing,
+pub struct Split {
+    pub feature: usize,
+    pub threshold: f64,
+    pub default_left: bool,
+    pub missing: Missing,
     /// Child references: `>= 0` another split, `< 0` the leaf `!child`.
-    pub(crate) left: i32,
-    pub(crate) right: i32,
+    pub left: i32,
+    pub right: i32,
     /// The node's own value (the mean of what reaches it), for explanations.
-    pub(crate) value: f64,
+    pub value: f64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Missing {
+pub enum Missing {
     None,
     Zero,
     NaN,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Tree {
-    pub(crate) splits: Vec<Split>,
-    pub(crate) leaves: Vec<f64>,
+pub struct Tree {
+    pub splits: Vec<Split>,
+    pub leaves: Vec<f64>,
 }
 
 /// Below this, LightGBM treats a value as zero.
@@ -216,7 +216,7 @@ impl Flat {
 /// A gradient-boosted tree model.
 #[derive(Clone, Debug)]
 pub struct Model {
-    pub(crate) trees: Vec<Tree>,
+    pub trees: Vec<Tree>,
     pub link: Link,
     pub feature_names: Vec<String>,
     flat: Flat,
@@ -238,7 +238,7 @@ impl Model {
 
     /// A model of these trees (each tree's splits and leaves as the importers and the
     /// trainer build them).
-    pub(crate) fn new(trees: Vec<Tree>, link: Link, feature_names: Vec<String>) -> Self {
+    pub fn new(trees: Vec<Tree>, link: Link, feature_names: Vec<String>) -> Self {
         let flat = Flat::new(&trees);
         Self { trees, link, feature_names, flat }
     }
@@ -425,4 +425,86 @@ fn parse_tree(block: &str, features: usize) -> Result<Tree, ModelError> {
         }
     }
     Ok(Tree { splits, leaves })
+}
+
+impl Model {
+    /// The model in LightGBM's text format (what `Booster.save_model` writes), which
+    /// [`Model::from_lightgbm`] and LightGBM itself read back to the same predictions.
+    ///
+    /// Numbers are written in full (shortest round-trip form). The model keeps no training
+    /// statistics, so `split_gain`, `*_weight` and `*_count` are written as zeros (LightGBM
+    /// predicts without them; its SHAP values and gain importances need them), and
+    /// `feature_infos` gives the range of each feature's thresholds (`none` if unused)
+    /// rather than of its training values.
+    pub fn to_lightgbm(&self) -> String {
+        use std::fmt::Write as _;
+        let features = self.feature_names.len();
+        let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); features];
+        // (f64::MAX only separates the missing values from all others.)
+        for s in self.trees.iter().flat_map(|t| &t.splits).filter(|s| s.threshold < f64::MAX) {
+            if let Some(r) = ranges.get_mut(s.feature) {
+                *r = (r.0.min(s.threshold), r.1.max(s.threshold));
+            }
+        }
+        let infos: Vec<String> = ranges
+            .iter()
+            .map(|&(lo, hi)| if lo <= hi { format!("[{lo:?}:{hi:?}]") } else { "none".into() })
+            .collect();
+        let blocks: Vec<String> =
+            self.trees.iter().enumerate().map(|(i, t)| tree_text(i, t)).collect();
+        let objective = match self.link {
+            Link::Sigmoid(k) => format!("binary sigmoid:{k}"),
+            Link::Identity => "regression".to_string(),
+        };
+        let mut out = String::new();
+        out.push_str("tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n");
+        let _ = writeln!(out, "max_feature_idx={}", features.saturating_sub(1));
+        let _ = writeln!(out, "objective={objective}");
+        let _ = writeln!(out, "feature_names={}", self.feature_names.join(" "));
+        let _ = writeln!(out, "feature_infos={}", infos.join(" "));
+        let sizes: Vec<String> = blocks.iter().map(|b| b.len().to_string()).collect();
+        let _ = writeln!(out, "tree_sizes={}\n", sizes.join(" "));
+        for block in &blocks {
+            out.push_str(block);
+        }
+        out.push_str("end of trees\n");
+        out
+    }
+}
+
+/// One `Tree=i` block, with the two blank lines LightGBM puts after it (`tree_sizes`
+/// counts them).
+fn tree_text(i: usize, t: &Tree) -> String {
+    use std::fmt::Write as _;
+    fn join<T>(items: impl Iterator<Item = T>, f: impl Fn(T) -> String) -> String {
+        items.map(f).collect::<Vec<_>>().join(" ")
+    }
+    let s = &t.splits;
+    let zeros = |n: usize| vec!["0"; n].join(" ");
+    let decision = |s: &Split| {
+        let missing = match s.missing {
+            Missing::None => 0u8,
+            Missing::Zero => 1,
+            Missing::NaN => 2,
+        };
+        (u8::from(s.default_left) << 1 | missing << 2).to_string()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "Tree={i}");
+    let _ = writeln!(out, "num_leaves={}", t.leaves.len());
+    out.push_str("num_cat=0\n");
+    let _ = writeln!(out, "split_feature={}", join(s.iter(), |s| s.feature.to_string()));
+    let _ = writeln!(out, "split_gain={}", zeros(s.len()));
+    let _ = writeln!(out, "threshold={}", join(s.iter(), |s| format!("{:?}", s.threshold)));
+    let _ = writeln!(out, "decision_type={}", join(s.iter(), decision));
+    let _ = writeln!(out, "left_child={}", join(s.iter(), |s| s.left.to_string()));
+    let _ = writeln!(out, "right_child={}", join(s.iter(), |s| s.right.to_string()));
+    let _ = writeln!(out, "leaf_value={}", join(t.leaves.iter(), |v| format!("{v:?}")));
+    let _ = writeln!(out, "leaf_weight={}", zeros(t.leaves.len()));
+    let _ = writeln!(out, "leaf_count={}", zeros(t.leaves.len()));
+    let _ = writeln!(out, "internal_value={}", join(s.iter(), |s| format!("{:?}", s.value)));
+    let _ = writeln!(out, "internal_weight={}", zeros(s.len()));
+    let _ = writeln!(out, "internal_count={}", zeros(s.len()));
+    out.push_str("is_linear=0\nshrinkage=1\n\n\n");
+    out
 }

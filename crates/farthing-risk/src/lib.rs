@@ -18,28 +18,24 @@
 //!   explained per feature (held to LightGBM's own predictions by a fixture);
 //! - [`xgboost`]: the same trees imported from XGBoost's JSON format, with XGBoost's own
 //!   split rules (held to XGBoost's predictions and contributions by a fixture);
-//! - [`train`]: gradient-boosted trees trained in pure Rust (histograms, leaf-wise growth,
-//!   learned directions for missing values), written back in LightGBM's text format;
 //! - [`ftrl`]: an online logistic model (FTRL-Proximal) that learns from each confirmed
 //!   outcome;
-//! - [`eval`]: labelled data (generic and PaySim layouts), features replayed in time
-//!   order, and the measures of a model's quality;
-//! - [`simulate`]: labelled synthetic micropayment traffic — honest habits with named
-//!   fraud patterns mixed in — deterministic for a seed.
+//! - [`calendar`]: the UTC dates the caps count days and months by.
+//!
+//! The offline tooling — the simulator, the trainer and the evaluator — is
+//! `farthing-risk-lab`: the server does not depend on it.
 
 /// The model Farthing ships (LightGBM text, trained with `farthing risk train` on
 /// `farthing simulate` traffic); empty until one is trained.
 pub const DEFAULT_MODEL: &str = include_str!("../models/default.txt");
 
+pub mod calendar;
 pub mod engine;
-pub mod eval;
 pub mod features;
 pub mod ftrl;
 pub mod gbdt;
 pub mod kept;
 pub mod policy;
 pub mod sca;
-pub mod simulate;
-pub mod train;
 pub mod window;
 pub mod xgboost;

@@ -776,3 +776,17 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 3, "not restarted once stopped");
     }
 }
+
+#[cfg(test)]
+mod shape {
+    /// The offline model tooling (simulator, trainer, evaluator) is not the server's: it
+    /// lives in `farthing-risk-lab`, which only the `farthing` command uses.
+    #[test]
+    fn the_server_does_not_depend_on_the_model_tooling() {
+        let manifest = include_str!("../Cargo.toml");
+        assert!(
+            !manifest.contains("farthing-risk-lab"),
+            "farthing-server depends on farthing-risk-lab"
+        );
+    }
+}

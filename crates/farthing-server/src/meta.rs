@@ -178,7 +178,11 @@ impl Meta {
 
     /// Closes the store: later reads and writes fail with "closed".
     pub fn close(&self) {
-        self.db.write().unwrap().take();
+        let db = self.db.write().unwrap().take();
+        // A durable commit carries the `write_soon` commits made without an fsync.
+        if let Some(txn) = db.as_ref().and_then(|db| db.begin_write().ok()) {
+            let _ = txn.commit();
+        }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, String> {
@@ -314,7 +318,12 @@ impl Meta {
 }
 
 /// Gathers waiting writes into one transaction each time round.
+/// Commits of only `write_soon` changes in a row without an fsync, at most: then one is
+/// made durable (redb frees pages only at durable commits, so the file stays bounded).
+const SOON_COMMITS_MAX: u32 = 32;
+
 fn write_loop(db: &RwLock<Option<Database>>, inbox: &mpsc::Receiver<(Vec<Write>, Done)>) {
+    let mut soon_run = 0u32;
     while let Ok(first) = inbox.recv() {
         let mut batch = vec![first];
         while batch.len() < 4_096 {
@@ -323,8 +332,16 @@ fn write_loop(db: &RwLock<Option<Database>>, inbox: &mpsc::Receiver<(Vec<Write>,
                 Err(_) => break,
             }
         }
+        // Nobody waits on `write_soon` changes (their receiver is gone): a batch of only
+        // those needs no fsync of its own; the next durable commit carries it.
+        let waited = batch.iter().any(|(_, done)| !done.is_closed());
+        soon_run = if waited { 0 } else { soon_run + 1 };
+        let durable = waited || soon_run >= SOON_COMMITS_MAX;
+        if durable {
+            soon_run = 0;
+        }
         let result = match db.read().unwrap().as_ref() {
-            Some(db) => apply(db, batch.iter_mut().flat_map(|(w, _)| w.drain(..))),
+            Some(db) => apply(db, durable, batch.iter_mut().flat_map(|(w, _)| w.drain(..))),
             None => Err(CLOSED.to_string()),
         };
         for (_, done) in batch {
@@ -333,8 +350,11 @@ fn write_loop(db: &RwLock<Option<Database>>, inbox: &mpsc::Receiver<(Vec<Write>,
     }
 }
 
-fn apply(db: &Database, changes: impl Iterator<Item = Write>) -> Result<(), String> {
-    let txn = db.begin_write().map_err(|e| e.to_string())?;
+fn apply(db: &Database, durable: bool, changes: impl Iterator<Item = Write>) -> Result<(), String> {
+    let mut txn = db.begin_write().map_err(|e| e.to_string())?;
+    if !durable {
+        txn.set_durability(redb::Durability::None);
+    }
     {
         let mut tables: Vec<Option<redb::Table<&[u8], &[u8]>>> =
             Table::ALL.iter().map(|_| None).collect();

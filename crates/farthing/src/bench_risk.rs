@@ -32,19 +32,19 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 pub fn run(args: &RiskBenchArgs) -> Result<(), String> {
-    let params = farthing_risk::simulate::SimParams {
+    let params = farthing_risk_lab::simulate::SimParams {
         seed: args.seed,
         payers: args.payers,
         days: args.days,
         ..Default::default()
     };
-    let txns = farthing_risk::simulate::simulate(&params);
+    let txns = farthing_risk_lab::simulate::simulate(&params);
     let csv = {
         let mut buf = Vec::new();
-        farthing_risk::simulate::write_csv(&txns, &mut buf).map_err(|e| e.to_string())?;
+        farthing_risk_lab::simulate::write_csv(&txns, &mut buf).map_err(|e| e.to_string())?;
         String::from_utf8(buf).map_err(|e| e.to_string())?
     };
-    let data = farthing_risk::eval::read_csv(&csv).map_err(|e| e.to_string())?;
+    let data = farthing_risk_lab::eval::read_csv(&csv).map_err(|e| e.to_string())?;
     let model = if farthing_risk::DEFAULT_MODEL.is_empty() {
         return Err("no shipped model to score with".into());
     } else {

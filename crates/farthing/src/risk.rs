@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use farthing_risk::engine::LoadedModel;
-use farthing_risk::eval::{self, Report};
 use farthing_risk::features::FEATURE_NAMES;
 use farthing_risk::policy::{Action, Policy};
-use farthing_risk::train::TrainParams;
+use farthing_risk_lab::eval::{self, Report};
+use farthing_risk_lab::train::TrainParams;
 
 #[derive(Subcommand)]
 pub enum RiskCommand {
@@ -265,7 +265,8 @@ fn run_train(args: &TrainArgs) -> Result<(), String> {
 }
 
 pub fn run_simulate(args: &SimulateArgs) -> Result<(), String> {
-    let mut params = farthing_risk::simulate::SimParams { seed: args.seed, ..Default::default() };
+    let mut params =
+        farthing_risk_lab::simulate::SimParams { seed: args.seed, ..Default::default() };
     if let Some(p) = args.payers {
         params.payers = p;
     }
@@ -275,11 +276,11 @@ pub fn run_simulate(args: &SimulateArgs) -> Result<(), String> {
     if params.payers == 0 || params.days == 0 {
         return Err("--payers and --days must be at least 1".into());
     }
-    let txns = farthing_risk::simulate::simulate(&params);
+    let txns = farthing_risk_lab::simulate::simulate(&params);
     let file =
         std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let mut w = std::io::BufWriter::new(file);
-    farthing_risk::simulate::write_csv(&txns, &mut w)
+    farthing_risk_lab::simulate::write_csv(&txns, &mut w)
         .map_err(|e| format!("{}: {e}", args.out.display()))?;
     w.flush().map_err(|e| e.to_string())?;
     let fraud = txns.iter().filter(|t| t.label).count();

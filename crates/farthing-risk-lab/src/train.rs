@@ -1,6 +1,6 @@
 //! Gradient-boosted trees trained in pure Rust, for a binary outcome (fraud or not). The
 //! trainer returns the same [`Model`] that LightGBM's files load into, and
-//! [`Model::to_lightgbm`] writes any model back in that format, which LightGBM itself loads.
+//! [`farthing_risk::gbdt::Model::to_lightgbm`] writes any model back in that format, which LightGBM itself loads.
 //!
 //! The method is LightGBM's. Each feature is cut once into at most 255 quantile bins (one
 //! byte per value, one column per feature). Each tree grows leaf by leaf, always splitting
@@ -16,9 +16,9 @@
 //! Deterministic: the same data and parameters (seed included) give the same model, bit for
 //! bit. Single-threaded.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
-use crate::gbdt::{Link, Missing, Model, Split, Tree};
+use farthing_risk::gbdt::{Link, Missing, Model, Split, Tree};
 
 /// Training data: one column of values per feature (`f64::NAN` is missing), a label per row
 /// (`true` for the positive class: fraud), and optionally a weight per row.
@@ -783,84 +783,4 @@ fn accumulate<const K: usize>(
         None => grad.iter().enumerate().for_each(|(r, gh)| add(r, gh)),
         Some(rows) => rows.iter().zip(grad).for_each(|(&r, gh)| add(r as usize, gh)),
     }
-}
-
-impl Model {
-    /// The model in LightGBM's text format (what `Booster.save_model` writes), which
-    /// [`Model::from_lightgbm`] and LightGBM itself read back to the same predictions.
-    ///
-    /// Numbers are written in full (shortest round-trip form). The model keeps no training
-    /// statistics, so `split_gain`, `*_weight` and `*_count` are written as zeros (LightGBM
-    /// predicts without them; its SHAP values and gain importances need them), and
-    /// `feature_infos` gives the range of each feature's thresholds (`none` if unused)
-    /// rather than of its training values.
-    pub fn to_lightgbm(&self) -> String {
-        let features = self.feature_names.len();
-        let mut ranges = vec![(f64::INFINITY, f64::NEG_INFINITY); features];
-        // (f64::MAX only separates the missing values from all others.)
-        for s in self.trees.iter().flat_map(|t| &t.splits).filter(|s| s.threshold < f64::MAX) {
-            if let Some(r) = ranges.get_mut(s.feature) {
-                *r = (r.0.min(s.threshold), r.1.max(s.threshold));
-            }
-        }
-        let infos: Vec<String> = ranges
-            .iter()
-            .map(|&(lo, hi)| if lo <= hi { format!("[{lo:?}:{hi:?}]") } else { "none".into() })
-            .collect();
-        let blocks: Vec<String> =
-            self.trees.iter().enumerate().map(|(i, t)| tree_text(i, t)).collect();
-        let objective = match self.link {
-            Link::Sigmoid(k) => format!("binary sigmoid:{k}"),
-            Link::Identity => "regression".to_string(),
-        };
-        let mut out = String::new();
-        out.push_str("tree\nversion=v4\nnum_class=1\nnum_tree_per_iteration=1\nlabel_index=0\n");
-        let _ = writeln!(out, "max_feature_idx={}", features.saturating_sub(1));
-        let _ = writeln!(out, "objective={objective}");
-        let _ = writeln!(out, "feature_names={}", self.feature_names.join(" "));
-        let _ = writeln!(out, "feature_infos={}", infos.join(" "));
-        let sizes: Vec<String> = blocks.iter().map(|b| b.len().to_string()).collect();
-        let _ = writeln!(out, "tree_sizes={}\n", sizes.join(" "));
-        for block in &blocks {
-            out.push_str(block);
-        }
-        out.push_str("end of trees\n");
-        out
-    }
-}
-
-/// One `Tree=i` block, with the two blank lines LightGBM puts after it (`tree_sizes`
-/// counts them).
-fn tree_text(i: usize, t: &Tree) -> String {
-    fn join<T>(items: impl Iterator<Item = T>, f: impl Fn(T) -> String) -> String {
-        items.map(f).collect::<Vec<_>>().join(" ")
-    }
-    let s = &t.splits;
-    let zeros = |n: usize| vec!["0"; n].join(" ");
-    let decision = |s: &Split| {
-        let missing = match s.missing {
-            Missing::None => 0u8,
-            Missing::Zero => 1,
-            Missing::NaN => 2,
-        };
-        (u8::from(s.default_left) << 1 | missing << 2).to_string()
-    };
-    let mut out = String::new();
-    let _ = writeln!(out, "Tree={i}");
-    let _ = writeln!(out, "num_leaves={}", t.leaves.len());
-    out.push_str("num_cat=0\n");
-    let _ = writeln!(out, "split_feature={}", join(s.iter(), |s| s.feature.to_string()));
-    let _ = writeln!(out, "split_gain={}", zeros(s.len()));
-    let _ = writeln!(out, "threshold={}", join(s.iter(), |s| format!("{:?}", s.threshold)));
-    let _ = writeln!(out, "decision_type={}", join(s.iter(), decision));
-    let _ = writeln!(out, "left_child={}", join(s.iter(), |s| s.left.to_string()));
-    let _ = writeln!(out, "right_child={}", join(s.iter(), |s| s.right.to_string()));
-    let _ = writeln!(out, "leaf_value={}", join(t.leaves.iter(), |v| format!("{v:?}")));
-    let _ = writeln!(out, "leaf_weight={}", zeros(t.leaves.len()));
-    let _ = writeln!(out, "leaf_count={}", zeros(t.leaves.len()));
-    let _ = writeln!(out, "internal_value={}", join(s.iter(), |s| format!("{:?}", s.value)));
-    let _ = writeln!(out, "internal_weight={}", zeros(s.len()));
-    let _ = writeln!(out, "internal_count={}", zeros(s.len()));
-    out.push_str("is_linear=0\nshrinkage=1\n\n\n");
-    out
 }

@@ -9,7 +9,7 @@
 
 use std::time::Instant;
 
-use farthing_risk::train::{train, Dataset, TrainParams};
+use farthing_risk_lab::train::{train, Dataset, TrainParams};
 
 struct Rng(u64);
 
@@ -52,7 +52,7 @@ fn row(rng: &mut Rng, features: usize) -> (Vec<f64>, bool) {
 }
 
 fn auc(scores: &[f64], labels: &[bool]) -> f64 {
-    farthing_risk::eval::quality(scores, labels).roc_auc
+    farthing_risk_lab::eval::quality(scores, labels).roc_auc
 }
 
 fn main() {

@@ -3,7 +3,7 @@
 //! data is refused with a reason.
 
 use farthing_risk::gbdt::Model;
-use farthing_risk::train::{train, Dataset, TrainError, TrainParams};
+use farthing_risk_lab::train::{train, Dataset, TrainError, TrainParams};
 
 /// A small deterministic generator (SplitMix64).
 struct Rng(u64);
@@ -47,7 +47,7 @@ fn split_data(
 /// Area under the ROC curve (ties count half), as `farthing risk eval` measures it.
 fn auc(model: &Model, rows: &[Vec<f64>], labels: &[bool]) -> f64 {
     let scores: Vec<f64> = rows.iter().map(|r| model.raw_score(r)).collect();
-    farthing_risk::eval::quality(&scores, labels).roc_auc
+    farthing_risk_lab::eval::quality(&scores, labels).roc_auc
 }
 
 fn quick() -> TrainParams {
@@ -222,10 +222,14 @@ fn round_trip_through_lightgbm_text() {
 #[test]
 fn a_model_from_lightgbm_writes_back_the_same() {
     // Missing types None and NaN, default left and right: all kept.
-    let model = Model::from_lightgbm(include_str!("data/lightgbm_binary.txt")).unwrap();
+    let model =
+        Model::from_lightgbm(include_str!("../../farthing-risk/tests/data/lightgbm_binary.txt"))
+            .unwrap();
     let back = Model::from_lightgbm(&model.to_lightgbm()).unwrap();
-    let expected: serde_json::Value =
-        serde_json::from_str(include_str!("data/lightgbm_binary_expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(include_str!(
+        "../../farthing-risk/tests/data/lightgbm_binary_expected.json"
+    ))
+    .unwrap();
     for row in expected["rows"].as_array().unwrap() {
         let x: Vec<f64> =
             row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap_or(f64::NAN)).collect();

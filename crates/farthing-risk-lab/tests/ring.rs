@@ -3,10 +3,10 @@
 //! policy: the ring is held or declined while honest payments flow.
 
 use farthing_risk::engine::{LoadedModel, Request, RiskEngine};
-use farthing_risk::eval::read_csv;
 use farthing_risk::features::Capacity;
 use farthing_risk::policy::{Action, Policy};
-use farthing_risk::simulate::{simulate, write_csv, SimParams};
+use farthing_risk_lab::eval::read_csv;
+use farthing_risk_lab::simulate::{simulate, write_csv, SimParams};
 use std::collections::HashMap;
 use std::sync::Arc;
 

@@ -3,7 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use farthing_risk::simulate::{simulate, write_csv, SimParams, Txn, CSV_HEADER, LEGIT, PATTERNS};
+use farthing_risk_lab::simulate::{
+    simulate, write_csv, SimParams, Txn, CSV_HEADER, LEGIT, PATTERNS,
+};
 
 const MS: u64 = 1_000_000;
 const HOUR_NS: u64 = 3_600_000 * MS;

@@ -16,11 +16,11 @@
 //! Rows are sorted by time (stable), features replayed in that order (each from what came
 //! before it), the earlier part trains and the later part tests.
 
-use crate::engine::{LoadedModel, Request, RiskEngine};
-use crate::features::{Capacity, Channel, FeatureState, Payment, Vector, FEATURE_NAMES};
-use crate::gbdt::Model;
-use crate::policy::{Action, Policy};
 use crate::train::{train, Dataset as TrainData, TrainParams};
+use farthing_risk::engine::{LoadedModel, Request, RiskEngine};
+use farthing_risk::features::{Capacity, Channel, FeatureState, Payment, Vector, FEATURE_NAMES};
+use farthing_risk::gbdt::Model;
+use farthing_risk::policy::{Action, Policy};
 use std::collections::HashMap;
 use std::fmt;
 
@@ -183,7 +183,7 @@ impl Names {
 }
 
 fn hash(text: &str) -> u64 {
-    crate::engine::fnv1a(text.as_bytes())
+    farthing_risk::engine::fnv1a(text.as_bytes())
 }
 
 /// Reads a CSV file's text (either layout). Bad rows are refused with their line number.

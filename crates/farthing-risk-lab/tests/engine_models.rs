@@ -5,7 +5,7 @@
 use farthing_risk::engine::{LoadedModel, Request, RiskEngine};
 use farthing_risk::features::{Capacity, Payment, FEATURE_NAMES};
 use farthing_risk::policy::Policy;
-use farthing_risk::train::{train, Dataset, TrainParams};
+use farthing_risk_lab::train::{train, Dataset, TrainParams};
 use std::sync::Arc;
 
 const S: u64 = 1_000_000_000;

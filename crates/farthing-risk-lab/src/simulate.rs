@@ -23,6 +23,7 @@
 //! Fraud never starts in the first day (when days ≥ 3), so that accounts it abuses have a
 //! history; a model's features need that day to warm up anyway.
 
+use farthing_risk::calendar::civil;
 use std::collections::HashSet;
 use std::io::{self, Write};
 
@@ -1310,19 +1311,6 @@ pub fn simulate(params: &SimParams) -> Vec<Txn> {
 // ---------------------------------------------------------------------------------------
 // CSV.
 
-/// (year, month, day) of a day counted from 1970-01-01 (H. Hinnant's algorithm).
-pub(crate) fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(m <= 2), m, d)
-}
-
 /// Writes `txns` as CSV ([`CSV_HEADER`]; RFC 3339 UTC times to the millisecond, amounts
 /// in euros with 4 decimals, labels 0/1).
 pub fn write_csv(txns: &[Txn], out: impl Write) -> io::Result<()> {
@@ -1365,13 +1353,6 @@ mod tests {
         for x in [1e-9, 0.001, 0.5, 1.0, 1.4, 2.0, 10.0, 12345.678] {
             assert!((ln(x) - x.ln()).abs() < 1e-13, "ln({x})");
         }
-    }
-
-    #[test]
-    fn civil_dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(1_793_491_200 / 86_400), (2026, 11, 1));
-        assert_eq!(civil(11_016), (2000, 2, 29));
     }
 
     #[test]

@@ -121,7 +121,12 @@ fn init_log(config: &Config) -> Result<(), String> {
         Ok(f) if !f.is_empty() => EnvFilter::try_new(&f).map_err(|e| format!("RUST_LOG: {e}"))?,
         _ => EnvFilter::try_new(&config.log_level).map_err(|e| format!("log_level: {e}"))?,
     };
-    let log = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in a file or a collector's pipe.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(colour);
     // A second start in one process (tests) keeps the first subscriber.
     let _ = match config.log_format.as_str() {
         "json" => log.json().try_init(),

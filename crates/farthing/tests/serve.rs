@@ -468,3 +468,46 @@ fn a_damaged_directory_stops_the_server_until_recovered_on_purpose() {
     let (running, _, _) = start(dir.path(), None);
     stop(running);
 }
+
+/// `log_format = "json"`: the log on standard error is one JSON object a line (here, the
+/// warning for an asset the policy has no caps or tiers for).
+#[test]
+fn the_log_can_be_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let err_path = dir.path().join("stderr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_farthing"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env("FARTHING_LOG_FORMAT", "json")
+        .env("FARTHING_ADMIN_KEY", "fk_logtestadmin000000000000000000000000")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = loop {
+        let line = lines.next().expect("the banner").unwrap();
+        if let Some(url) = line.strip_prefix("farthing: listening on ") {
+            break url.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let running = Running(Some(child));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let admin = Client::new(&url, "fk_logtestadmin000000000000000000000000");
+        admin.create_asset("XYZ", 2).await.unwrap();
+    });
+    stop(running);
+    let log = std::fs::read_to_string(&err_path).unwrap();
+    let warning = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|_| panic!("not JSON: {l}"))
+        })
+        .find(|v| v["level"] == "WARN")
+        .unwrap_or_else(|| panic!("no warning in {log}"));
+    assert_eq!(warning["fields"]["asset"], "XYZ", "{warning}");
+    assert!(warning["fields"]["message"].as_str().unwrap().contains("no caps"), "{warning}");
+}

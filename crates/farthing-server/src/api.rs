@@ -175,7 +175,7 @@ pub async fn create_asset(
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    /// At most this many (default and most: `page_size_max`).
+    /// At most this many (default 100, at most `page_size_max`).
     pub limit: Option<u32>,
     /// From a previous page's next_cursor.
     pub cursor: Option<String>,
@@ -307,7 +307,20 @@ pub async fn create_account(
             .as_deref()
             .map_or(Ok(0), |u| parse_u64("user_data_64", u))?,
         asset: asset.id,
-        code: req.code.unwrap_or(DEFAULT_ACCOUNT_CODE),
+        code: match (req.code, p.role) {
+            (Some(code), _) => code,
+            // A merchant's new account is in its owner's category (the code an admin gave
+            // the owner's first account): a blocked merchant cannot start afresh
+            // uncategorised.
+            (None, Role::Admin) => DEFAULT_ACCOUNT_CODE,
+            (None, _) => {
+                let (first, _) = s.directory.owner_accounts(owner, 0, 1);
+                first
+                    .first()
+                    .and_then(|id| s.directory.account(*id))
+                    .map_or(DEFAULT_ACCOUNT_CODE, |a| a.code)
+            }
+        },
         flags: {
             let mut flags = account_flags(&req.flags)?;
             // Only an admin makes accounts that may go below zero (house accounts, issuance):
@@ -598,7 +611,7 @@ pub(crate) fn build_transfer(
         user_data_32: req.user_data_32.unwrap_or(0),
         timeout_s: req.timeout_s.unwrap_or(0),
         asset: asset.id,
-        code: req.code.unwrap_or(DEFAULT_ACCOUNT_CODE),
+        code: req.code.unwrap_or(1),
         flags,
         ..Transfer::default()
     })
@@ -731,20 +744,9 @@ pub async fn create_transfer_batch(
     let ids: Vec<String> = transfers.iter().map(|t| t.id.to_string()).collect();
     let contexts: Vec<_> = req.transfers.iter().map(|t| t.risk_context.clone()).collect();
     let judged = crate::risk_api::judge_batch(&s, transfers, &contexts).await?;
-    // A judged payment travels with its decision: two events' room in the engine's batch.
-    // A batch of moves the risk engine does not judge (between house accounts) is plain.
+    // A batch of moves the risk engine does not judge (between house accounts) is plain;
+    // one with judged payments carries their decisions (`judge_batch` bounds its size).
     let any_judged = judged.decisions.iter().any(|d| !d.is_none());
-    if any_judged && judged.transfers.len() > BATCH_EVENTS_MAX / 2 {
-        judged.settle(&s, &[]);
-        return Err(ApiError::bad_request(
-            "batch_size",
-            format!(
-                "A batch with payments the risk engine judges holds 1 to {} transfers; this one has {n}.",
-                BATCH_EVENTS_MAX / 2
-            ),
-        )
-        .field("/transfers"));
-    }
     let sent = match any_judged {
         true => {
             s.engine

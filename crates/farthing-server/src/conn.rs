@@ -20,6 +20,7 @@
 //! response body is sent whole (an event stream stays in flight while it is open).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -197,11 +198,22 @@ pub async fn serve(
         let permit = match permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
-                // Full: make room by closing the idlest connection, then wait for a slot.
-                registry.shed_one();
-                tokio::select! {
-                    permit = permits.clone().acquire_owned() => permit.expect("never closed"),
-                    _ = stop.changed() => break,
+                // Full: make room by closing the idlest connection, and again while the
+                // wait lasts (a connection may fall idle meanwhile).
+                let mut waited = None;
+                while waited.is_none() {
+                    registry.shed_one();
+                    tokio::select! {
+                        permit = permits.clone().acquire_owned() => {
+                            waited = Some(permit.expect("never closed"));
+                        }
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+                match waited {
+                    Some(permit) => permit,
+                    None => break,
                 }
             }
         };
@@ -217,9 +229,16 @@ pub async fn serve(
                 None => Either::Plain(tcp),
                 Some(acceptor) => {
                     let handshake = acceptor.accept(tcp);
-                    match tokio::time::timeout(limits.tls_handshake_timeout, handshake).await {
-                        Ok(Ok(stream)) => Either::Tls(Box::new(stream)),
-                        _ => {
+                    // A connection still shaking hands is shed like any idle one.
+                    let shaken = tokio::select! {
+                        done = tokio::time::timeout(limits.tls_handshake_timeout, handshake) => {
+                            done.ok().and_then(Result::ok)
+                        }
+                        _ = slot.close.notified() => None,
+                    };
+                    match shaken {
+                        Some(stream) => Either::Tls(Box::new(stream)),
+                        None => {
                             registry.remove(id);
                             drop(permit);
                             return;
@@ -248,7 +267,14 @@ pub async fn serve(
                 };
                 tokio::select! {
                     _ = &mut conn => break,
-                    _ = slot.close.notified() => break,
+                    _ = slot.close.notified() => {
+                        // Told to close as the idlest: unless a request began meanwhile
+                        // (this task polls the connection, so none can begin now).
+                        if slot.in_flight.load(Ordering::Acquire) == 0 {
+                            break;
+                        }
+                        slot.closing.store(false, Ordering::Relaxed);
+                    }
                     _ = tokio::time::sleep(Duration::from_millis(wait_ms)) => {}
                 }
             }
@@ -282,13 +308,58 @@ fn track(
         let app = app.clone();
         async move {
             let request = request.map(|body| {
-                Body::new(tower_http::timeout::TimeoutBody::new(body_read_timeout, body))
+                Body::new(Deadline {
+                    body,
+                    deadline: Box::pin(tokio::time::sleep(body_read_timeout)),
+                })
             });
             let response = app.oneshot(request).await?;
             Ok(response.map(|body| Tracked { body, _in_flight: in_flight }))
         }
     });
     hyper_util::service::TowerToHyperService::new(service)
+}
+
+/// A request body that must arrive whole before its deadline, however it trickles in
+/// (a timeout per frame would let one byte every so often hold a connection for ever).
+struct Deadline {
+    body: hyper::body::Incoming,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+/// The error of a body past its deadline.
+#[derive(Debug)]
+struct BodyTooSlow;
+
+impl std::fmt::Display for BodyTooSlow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive whole in time (http_body_read_timeout_ms)")
+    }
+}
+
+impl std::error::Error for BodyTooSlow {}
+
+impl http_body::Body for Deadline {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(Box::new(BodyTooSlow))));
+        }
+        std::pin::Pin::new(&mut self.body).poll_frame(cx).map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// A plain or a TLS stream.

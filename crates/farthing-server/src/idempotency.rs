@@ -156,7 +156,15 @@ async fn run(
         })?;
     let (parts, body) = req.into_parts();
     // The route's own limit, as without a key (checked on the declared length before).
-    let bytes = to_bytes(body, crate::body_limit(s, &parts)).await.map_err(|_| too_large())?;
+    let bytes = to_bytes(body, crate::body_limit(s, &parts)).await.map_err(|e| {
+        // Over the limit is 413; a body that broke off or came too slowly is unreadable.
+        let over = std::error::Error::source(&e)
+            .is_some_and(|inner| inner.is::<http_body_util::LengthLimitError>());
+        match over {
+            true => too_large(),
+            false => ApiError::bad_request("body_unreadable", e.to_string()),
+        }
+    })?;
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
     h.update([0]);

@@ -277,7 +277,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
     let (status, detail) = match probe {
         _ if *s.stop.borrow() => (StatusCode::SERVICE_UNAVAILABLE, Some("stopping".to_string())),
         Ok(Ok(())) => (StatusCode::OK, None),
-        Ok(Err(e)) => (StatusCode::SERVICE_UNAVAILABLE, Some(e.to_string())),
+        Ok(Err(e)) => {
+            // The cause may name paths and storage errors: it goes to the log, not out.
+            tracing::error!(error = %e, "readiness probe: the engine did not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, Some("the engine is not answering".to_string()))
+        }
         Err(_) => {
             (StatusCode::SERVICE_UNAVAILABLE, Some("the engine did not answer in 2 s".into()))
         }

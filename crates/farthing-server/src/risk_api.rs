@@ -273,6 +273,18 @@ pub async fn judge_batch(
         .zip(contexts)
         .map(|(t, c)| payment(s, risk, t, c.as_ref()))
         .collect::<ApiResult<Vec<_>>>()?;
+    // A judged payment travels with its decision: two events' room in the engine's batch.
+    // Checked before anything is judged, so that a refused batch changes nothing.
+    let half = farthing_ledger::limits::BATCH_EVENTS_MAX / 2;
+    if n > half && requests.iter().any(Option::is_some) {
+        return Err(ApiError::bad_request(
+            "batch_size",
+            format!(
+                "A batch with payments the risk engine judges holds 1 to {half} transfers; this one has {n}."
+            ),
+        )
+        .field("/transfers"));
+    }
     for ((i, mut t), r) in transfers.into_iter().enumerate().zip(requests) {
         let Some(r) = r else {
             out.index.push(i);

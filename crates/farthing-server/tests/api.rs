@@ -739,3 +739,41 @@ async fn a_batch_of_judged_payments_holds_half_the_engines_bound() {
     assert_eq!(paid["accepted"], 4_095);
     server.shutdown().await.unwrap();
 }
+
+/// A body that trickles in a byte at a time is cut off at its one deadline
+/// (`http_body_read_timeout_ms`), however often a byte comes: 400 `body_unreadable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_body_is_cut_off_at_its_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = farthing_server::Config { http_body_read_timeout_ms: 1_000, ..config(dir.path()) };
+    let (server, admin) = start(cfg).await;
+    seed(&admin).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "POST /v1/assets HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_KEY}\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = std::time::Instant::now();
+    let (mut read, mut write) = tcp.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(10), read.read(&mut answer))
+        .await
+        .expect("answered at the deadline, not after the whole trickle")
+        .unwrap();
+    let text = String::from_utf8_lossy(&answer[..n]);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("body_unreadable"), "{text}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5), "{:?}", started.elapsed());
+    trickle.abort();
+    server.shutdown().await.unwrap();
+}

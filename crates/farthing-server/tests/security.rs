@@ -331,6 +331,19 @@ async fn a_merchant_cannot_choose_its_own_merchant_category() {
         .await
         .unwrap();
     assert_eq!(made["code"], 5411);
+    // A merchant an admin put in a category cannot leave it by opening a new account.
+    admin
+        .post(
+            "/v1/accounts",
+            &json!({"id": "3001", "owner_id": "3001", "asset": "USD", "code": 7995}),
+            None,
+        )
+        .await
+        .unwrap();
+    let betting = key(&admin, "merchant", Some("3001")).await;
+    let fresh =
+        betting.post("/v1/accounts", &json!({"id": "3002", "asset": "USD"}), None).await.unwrap();
+    assert_eq!(fresh["code"], 7995, "the owner's category");
     server.shutdown().await.unwrap();
 }
 

@@ -32,7 +32,7 @@ pub const CODE_TOP_UP: u16 = 0x7202;
 pub const CODE_SETTLE: u16 = 0x7203;
 pub const CODE_REFUND: u16 = 0x7204;
 /// The escrow accounts' code.
-pub const CODE_ESCROW: u16 = 0x7200;
+pub use crate::directory::CODE_ESCROW;
 
 const OP_ESCROW: u8 = 0;
 const OP_LOCK: u8 = 1;

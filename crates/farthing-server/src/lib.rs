@@ -15,6 +15,7 @@ pub mod channels;
 pub mod channels_api;
 pub mod config;
 pub mod conn;
+pub mod directory;
 pub mod error;
 pub mod events;
 pub mod extract;

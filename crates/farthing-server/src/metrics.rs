@@ -40,7 +40,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn count_risk(&self, action: farthing_risk::policy::Action) {
-        self.risk_decisions[crate::risk_api::action_index(action)].fetch_add(1, Ordering::Relaxed);
+        self.risk_decisions[action_index(action)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn observe(&self, method: &axum::http::Method, route: &str, status: u16, took: Duration) {
@@ -218,4 +218,9 @@ pub fn resident_bytes() -> f64 {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<f64>().ok()))
         .map_or(0.0, |pages| pages * 4096.0)
+}
+
+/// For `/metrics`: decisions by action.
+pub fn action_index(a: farthing_risk::policy::Action) -> usize {
+    farthing_risk::policy::Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
 }

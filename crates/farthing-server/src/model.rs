@@ -165,20 +165,7 @@ pub struct CreateTransfer {
     pub risk_context: Option<RiskContext>,
 }
 
-/// The payer's device and network, as the merchant or wallet saw them.
-#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RiskContext {
-    /// A stable device identifier (an app install id, a passkey's credential id...).
-    #[serde(default)]
-    pub device: Option<String>,
-    /// The payer's IP address.
-    #[serde(default)]
-    pub ip: Option<String>,
-    /// web, app, api or iot.
-    #[serde(default)]
-    pub channel: Option<String>,
-}
+pub use crate::risk::RiskContext;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -22,10 +22,24 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
 
+use crate::directory::{AccountInfo, Directory, CODE_ESCROW};
 use crate::error::{ApiError, ApiResult};
 use crate::meta::{Meta, Table, Write};
-use crate::model::RiskContext;
-use crate::state::{AccountInfo, Directory};
+
+/// The payer's device and network, as the merchant or wallet saw them.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RiskContext {
+    /// A stable device identifier (an app install id, a passkey's credential id...).
+    #[serde(default)]
+    pub device: Option<String>,
+    /// The payer's IP address.
+    #[serde(default)]
+    pub ip: Option<String>,
+    /// web, app, api or iot.
+    #[serde(default)]
+    pub channel: Option<String>,
+}
 
 /// Payments older than this are not replayed at start (the monthly caps need at most 31
 /// days; the windows 24 hours).
@@ -562,7 +576,7 @@ impl Risk {
             let (Some(d), Some(c)) = (d, c) else { continue };
             // Settlements and refunds out of a channel's escrow are not payments: the lock
             // into it was (judged at the channel's opening or top-up).
-            if !d.bounded || d.code == crate::channels::CODE_ESCROW {
+            if !d.bounded || d.code == CODE_ESCROW {
                 continue;
             }
             let scale = directory.asset(t.asset).map_or(0, |a| a.scale);

@@ -705,7 +705,4 @@ pub async fn put_profiling(
     Ok(Json(settings(risk, id, scale)))
 }
 
-/// For `/metrics`: decisions by action.
-pub fn action_index(a: Action) -> usize {
-    Action::ALL.iter().position(|x| *x == a).unwrap_or(0)
-}
+pub use crate::metrics::action_index;

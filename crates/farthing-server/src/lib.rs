@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod idempotency;
+pub mod idempotent;
 pub mod meta;
 pub mod metrics;
 pub mod model;
@@ -224,7 +225,7 @@ async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Re
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|n| n > body_limit(&s, &parts) as u64) {
-                return idempotency::too_large().into_response();
+                return idempotent::too_large().into_response();
             }
             let mut req = Request::from_parts(parts, body);
             req.extensions_mut().insert(p.clone());
@@ -247,9 +248,9 @@ async fn authenticate(State(s): State<AppState>, req: Request, next: Next) -> Re
                 && req.method() == axum::http::Method::POST
                 && !req.headers().contains_key("idempotency-key");
             if plain_transfer {
-                return idempotency::layer(&s, &p, req, next).await;
+                return idempotent::layer(&s, &p, req, next).await;
             }
-            let run = tokio::spawn(async move { idempotency::layer(&s, &p, req, next).await });
+            let run = tokio::spawn(async move { idempotent::layer(&s, &p, req, next).await });
             run.await.unwrap_or_else(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
                     .into_response()

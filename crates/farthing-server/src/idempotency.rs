@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::now_unix_s;
-use crate::meta::{Meta, Table, Write};
+use crate::meta::{Meta, Table};
 
 /// Put on a response that must not be stored for replay (it shows a secret once).
 #[derive(Clone, Copy, Debug)]
@@ -52,38 +52,19 @@ impl Idempotency {
     /// Deletes records older than the retention; returns how many. The table is walked a
     /// page at a time (never loaded whole), each page's old records deleted in one write.
     pub async fn prune(&self) -> Result<usize, String> {
-        const PAGE_ROWS: usize = 4_096;
         let cutoff = now_unix_s().saturating_sub(self.ttl_s);
-        let mut from = Vec::new();
-        let mut n = 0;
-        loop {
-            let rows = self.meta.range(Table::Idempotency, &from, PAGE_ROWS)?;
-            let Some((last, _)) = rows.last() else { break };
-            from = last.clone();
-            from.push(0);
-            let full = rows.len() == PAGE_ROWS;
-            let old: Vec<Write> = rows
-                .into_iter()
-                .filter(|(_, value)| {
-                    serde_json::from_slice::<Record>(value).map_or(0, |r| r.created_unix_s) < cutoff
-                })
-                .map(|(key, _)| Write::Delete(Table::Idempotency, key))
-                .collect();
-            n += old.len();
-            if !old.is_empty() {
-                self.meta.write(old).await?;
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(n)
+        self.meta
+            .delete_where(Table::Idempotency, |value| {
+                serde_json::from_slice::<Record>(value).map_or(0, |r| r.created_unix_s) < cutoff
+            })
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::meta::Write;
 
     /// Pruning walks the table a page at a time: more records than a page, old and new
     /// interleaved, and exactly the old ones go.

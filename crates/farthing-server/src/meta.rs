@@ -252,6 +252,38 @@ impl Meta {
         Ok(rows)
     }
 
+    /// Deletes every row of `table` whose value `old` says is old, walking the table a page
+    /// at a time (never loaded whole), each page's deletions in one write; returns how many.
+    pub async fn delete_where(
+        &self,
+        table: Table,
+        old: impl Fn(&[u8]) -> bool,
+    ) -> Result<usize, String> {
+        const PAGE_ROWS: usize = 4_096;
+        let mut from = Vec::new();
+        let mut n = 0;
+        loop {
+            let rows = self.range(table, &from, PAGE_ROWS)?;
+            let Some((last, _)) = rows.last() else { break };
+            from = last.clone();
+            from.push(0);
+            let full = rows.len() == PAGE_ROWS;
+            let gone: Vec<Write> = rows
+                .into_iter()
+                .filter(|(_, value)| old(value))
+                .map(|(key, _)| Write::Delete(table, key))
+                .collect();
+            n += gone.len();
+            if !gone.is_empty() {
+                self.write(gone).await?;
+            }
+            if !full {
+                break;
+            }
+        }
+        Ok(n)
+    }
+
     /// A page of the rows whose keys start with `prefix`, highest key first, below
     /// `before` (exclusive) when given; and, when more follow, the page's last key (the
     /// next page's `before`).

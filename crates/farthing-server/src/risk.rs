@@ -1024,28 +1024,9 @@ impl Risk {
     /// older builds carry no time and are kept.
     pub async fn prune_features(&self, retention: Duration) -> Result<usize, String> {
         let cutoff = now_ns().saturating_sub(retention.as_nanos() as u64);
-        let mut from = Vec::new();
-        let mut n = 0;
-        loop {
-            let rows = self.meta.range(Table::RiskFeatures, &from, STRIP_PAGE_ROWS)?;
-            let Some((last, _)) = rows.last() else { break };
-            from = last.clone();
-            from.push(0);
-            let full = rows.len() == STRIP_PAGE_ROWS;
-            let old: Vec<Write> = rows
-                .into_iter()
-                .filter(|(_, v)| features_of(v).0.is_some_and(|at| at < cutoff))
-                .map(|(k, _)| Write::Delete(Table::RiskFeatures, k))
-                .collect();
-            n += old.len();
-            if !old.is_empty() {
-                self.meta.write(old).await?;
-            }
-            if !full {
-                break;
-            }
-        }
-        Ok(n)
+        self.meta
+            .delete_where(Table::RiskFeatures, |v| features_of(v).0.is_some_and(|at| at < cutoff))
+            .await
     }
 
     /// Removes the features kept with a payer's past decisions (they opted out of
